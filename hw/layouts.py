@@ -1,0 +1,163 @@
+"""Wire formats of the feed and order streams, defined once for gateware, host and docs."""
+
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+from amaranth.lib import data
+
+__all__ = [
+    "Field", "MessageFormat", "FeedKind", "OrderKind", "Side",
+    "FEED", "ORDER", "feed_layout", "order_layout", "FEED_DTYPE", "ORDER_DTYPE",
+    "encode_feed", "decode_feed", "encode_order", "decode_order", "feed_array",
+]
+
+
+class Side(enum.IntEnum):
+    """Book side. For TRADE the aggressor's side, for FILL the side of our own order."""
+    BID = 0
+    ASK = 1
+
+
+class FeedKind(enum.IntEnum):
+    """Feed message kinds. 0 is never valid, so an all-zero word is flagged as malformed."""
+    LEVEL_SET = 1       # set the size of level (side, price); inserts it if absent
+    LEVEL_DELETE = 2    # remove level (side, price); size must be 0
+    CLEAR = 3           # empty both sides of the venue's book
+    SNAPSHOT_START = 4  # empty the book, resync the sequence; crossed checks wait for the end
+    SNAPSHOT_END = 5    # the snapshot is complete: the book is synced again
+    TRADE = 6           # a public trade: side = aggressor, price, size
+    FILL = 7            # our own order filled: side of our order, price, size (no seq check)
+    TICK = 8            # one engine time unit has passed (global: venue, price, size are 0)
+
+
+class OrderKind(enum.IntEnum):
+    """Order-stream kinds emitted by the quoter and the guard."""
+    NEW = 1
+    REPLACE = 2
+    CANCEL = 3
+    CANCEL_ALL = 4
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of a fixed-size little-endian message: name, width in bits, meaning."""
+    name: str
+    bits: int
+    unit: str
+    doc: str
+
+
+@dataclass(frozen=True)
+class MessageFormat:
+    """A message as an ordered field list; fields are whole bytes so numpy can view them."""
+    name: str
+    fields: tuple
+
+    def __post_init__(self):
+        for f in self.fields:
+            if f.bits not in (8, 16, 32, 64):
+                raise ValueError(f"{self.name}.{f.name}: width must be 8, 16, 32 or 64, "
+                                 f"not {f.bits!r}")
+
+    @property
+    def bits(self):
+        return sum(f.bits for f in self.fields)
+
+    @property
+    def nbytes(self):
+        return self.bits // 8
+
+    def layout(self):
+        """The ``amaranth.lib.data.StructLayout``: first field in the least significant bits."""
+        return data.StructLayout({f.name: f.bits for f in self.fields})
+
+    def dtype(self):
+        """The matching packed little-endian numpy structured dtype."""
+        return np.dtype([(f.name, f"<u{f.bits // 8}") for f in self.fields])
+
+    def offsets(self):
+        """``{name: (bit offset, width)}`` in the packed word."""
+        out, pos = {}, 0
+        for f in self.fields:
+            out[f.name] = (pos, f.bits)
+            pos += f.bits
+        return out
+
+    def encode(self, **values):
+        """Pack field values into the integer word; every field is range-checked."""
+        word = 0
+        unknown = set(values) - {f.name for f in self.fields}
+        if unknown:
+            raise ValueError(f"{self.name}: unknown field(s) {sorted(unknown)}")
+        for name, (pos, bits) in self.offsets().items():
+            value = values.get(name, 0)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+                raise ValueError(f"{self.name}.{name} must be an integer, not {value!r}")
+            value = int(value)
+            if not 0 <= value < (1 << bits):
+                raise ValueError(f"{self.name}.{name} = {value} is out of range "
+                                 f"0..{(1 << bits) - 1} ({bits}-bit unsigned)")
+            word |= value << pos
+        return word
+
+    def decode(self, word):
+        """Unpack the integer word into ``{field: value}``."""
+        if not 0 <= word < (1 << self.bits):
+            raise ValueError(f"{self.name}: word does not fit in {self.bits} bits")
+        return {name: (word >> pos) & ((1 << bits) - 1)
+                for name, (pos, bits) in self.offsets().items()}
+
+
+FEED = MessageFormat("feed", (
+    Field("kind", 8, "FeedKind", "message kind; unknown kinds are counted as malformed"),
+    Field("venue", 8, "index", "venue index 0..venues-1 (0 for TICK)"),
+    Field("side", 8, "Side", "0 bid, 1 ask; other values are malformed"),
+    Field("flags", 8, "-", "reserved, must be 0"),
+    Field("seq", 32, "count", "per-venue sequence number, +1 per venue message (mod 2^32); "
+                              "FILL and TICK carry 0 and are not checked"),
+    Field("price", 32, "ticks", "price in integer ticks, 1..2^32-1 (0 only where unused)"),
+    Field("size", 32, "lots", "size in integer lots (0 for LEVEL_DELETE, 1.. for LEVEL_SET)"),
+))
+
+ORDER = MessageFormat("order", (
+    Field("kind", 8, "OrderKind", "NEW, REPLACE, CANCEL, or CANCEL_ALL (all venues, all slots)"),
+    Field("venue", 8, "index", "venue of the quote"),
+    Field("side", 8, "Side", "0 bid, 1 ask"),
+    Field("slot", 8, "index", "quote slot (level) on that side, 0 = closest to the mid"),
+    Field("seq", 32, "count", "order-stream sequence number, +1 per order message"),
+    Field("price", 32, "ticks", "quote price in ticks (0 for CANCEL/CANCEL_ALL)"),
+    Field("size", 32, "lots", "quote size in lots (0 for CANCEL/CANCEL_ALL)"),
+))
+
+feed_layout = FEED.layout()
+order_layout = ORDER.layout()
+FEED_DTYPE = FEED.dtype()
+ORDER_DTYPE = ORDER.dtype()
+
+
+def encode_feed(kind, venue=0, side=0, seq=0, price=0, size=0, flags=0):
+    """One feed message as its 128-bit integer word."""
+    return FEED.encode(kind=int(kind), venue=venue, side=int(side), flags=flags, seq=seq,
+                       price=price, size=size)
+
+
+def decode_feed(word):
+    return FEED.decode(word)
+
+
+def encode_order(kind, venue=0, side=0, slot=0, seq=0, price=0, size=0):
+    """One order message as its 128-bit integer word."""
+    return ORDER.encode(kind=int(kind), venue=venue, side=int(side), slot=slot, seq=seq,
+                        price=price, size=size)
+
+
+def decode_order(word):
+    return ORDER.decode(word)
+
+
+def feed_array(messages):
+    """A ``FEED_DTYPE`` array from an iterable of ``{field: value}`` dicts or tuples."""
+    rows = [tuple(m[f.name] for f in FEED.fields) if isinstance(m, dict) else tuple(m)
+            for m in messages]
+    return np.array(rows, dtype=FEED_DTYPE)

@@ -1,0 +1,1 @@
+"""Market-data replay: recorded formats to native feed messages."""
