@@ -20,7 +20,7 @@ def _parser():
         prog="obcore", description="FPGA order-book and quote-pull engine.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name, module in COMMANDS.items():
+    for module in COMMANDS.values():
         importlib.import_module(module).add_parser(sub)
     return parser
 

@@ -236,8 +236,8 @@ def build_map(venues=2, levels=16):
         Register("best_ask", U32, "ro", "best ask price (0 when the side is empty)", count=v,
                  block="book", unit="ticks"),
         # quoting parameters (Avellaneda-Stoikov, domain.md section 3)
-        Register("gamma", Q(8, 24), "rw", "risk aversion gamma", reset="0.1", lo=Fraction(1, 1 << 24),
-                 hi=255, block="quoter", unit="1/ticks"),
+        Register("gamma", Q(8, 24), "rw", "risk aversion gamma", reset="0.1",
+                 lo=Fraction(1, 1 << 24), hi=255, block="quoter", unit="1/ticks"),
         Register("k", Q(8, 24), "rw", "order-arrival decay k of lambda(d) = A e^(-k d)",
                  reset="1.5", lo=Fraction(1, 1 << 24), hi=255, block="quoter", unit="1/ticks"),
         Register("kappa_term", Q(16, 16), "rw", "(2/gamma) ln(1 + gamma/k), written by the "

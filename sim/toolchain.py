@@ -49,6 +49,7 @@ def yowasp_env():
     for var, exe in tools.items():
         found = shutil.which(exe)
         if found is None:
-            raise RuntimeError(f"{exe} not found; install the synth extra: pip install -e '.[synth]'")
+            raise RuntimeError(f"{exe} not found; install the synth extra: "
+                               "pip install -e '.[synth]'")
         env[var] = found
     return env
