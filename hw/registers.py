@@ -59,6 +59,7 @@ class Register:
     hi: object = None
     count: int = 1
     block: str = "system"
+    const: bool = False   # ro only: a build-time constant (its reset); the CSR drives it
     addr: int = field(default=-1, compare=False)
 
     @property
@@ -151,6 +152,8 @@ class RegisterMap:
             if reg.access not in ("rw", "ro", "w1c", "wo"):
                 raise ValueError(f"{reg.name}: access must be rw, ro, w1c or wo, "
                                  f"not {reg.access!r}")
+            if reg.const and reg.access != "ro":
+                raise ValueError(f"{reg.name}: only ro registers can be constants")
             if reg.count < 1:
                 raise ValueError(f"{reg.name}: count must be a positive integer")
             placed = Register(**{**reg.__dict__, "addr": addr})
@@ -206,14 +209,18 @@ def build_map(venues=2, levels=16):
     v = venues
     regs = [
         # system
-        Register("id", U32, "ro", "identification constant 0x0BC04E00", reset=MAGIC),
-        Register("version", U16, "ro", "register-map version", reset=VERSION),
-        Register("venues", U8, "ro", "number of venues the gateware was built with", reset=v),
+        Register("id", U32, "ro", "identification constant 0x0BC04E00", reset=MAGIC,
+                 const=True),
+        Register("version", U16, "ro", "register-map version", reset=VERSION, const=True),
+        Register("venues", U8, "ro", "number of venues the gateware was built with", reset=v,
+                 const=True),
         Register("levels", U8, "ro", "top-N levels per side kept exact by each book",
-                 reset=levels),
+                 reset=levels, const=True),
         Register("cycle", Q(64), "ro", "free-running clock-cycle counter", unit="cycles"),
         Register("commit", U1, "wo", "write 1: copy every staged rw register to the live "
                  "set in one cycle (atomic parameter change)"),
+        Register("bus_errors", U32, "ro", "bus writes ignored: to ro registers or unmapped "
+                 "addresses (saturates)"),
         # ingress and book status, one per venue
         Register("msg_count", U32, "ro", "feed messages accepted for the venue", count=v,
                  block="book", unit="msgs"),
