@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from ..hw.layouts import FEED, ORDER, FeedKind, OrderKind, Side
+from ..hw.layouts import FEED, OBS, ORDER, FeedKind, ObsStatus, OrderKind, Side
 from ..hw.registers import REGISTERS, to_fixed
 
 __all__ = ["feed_doc", "registers_doc", "GENERATED", "add_parser", "run"]
@@ -48,7 +48,13 @@ def feed_doc():
         "any other mismatch is a gap, counted, and the venue reads unsynced until the next "
         "`SNAPSHOT_END`.\n\n"
         "## Order message\n\n" + _format_table(ORDER) + "\n\n"
-        "### Kinds\n\n" + _enum_table(OrderKind) + "\n"
+        "### Kinds\n\n" + _enum_table(OrderKind) + "\n\n"
+        "## Observation record\n\n"
+        "The engine emits one observation per accepted feed message, in order, at a fixed "
+        "latency: what it knew of the message's venue after applying it. The native model "
+        "returns them as `OBS_DTYPE` arrays; replay and the tests compare them with the "
+        "reference model's.\n\n" + _format_table(OBS) + "\n\n"
+        "### Status bits\n\n" + _enum_table(ObsStatus) + "\n"
     )
 
 

@@ -8,7 +8,8 @@ from amaranth.lib import data
 
 __all__ = [
     "Field", "MessageFormat", "FeedKind", "OrderKind", "Side",
-    "FEED", "ORDER", "feed_layout", "order_layout", "FEED_DTYPE", "ORDER_DTYPE",
+    "FEED", "ORDER", "OBS", "feed_layout", "order_layout", "FEED_DTYPE", "ORDER_DTYPE",
+    "OBS_DTYPE", "ObsStatus",
     "encode_feed", "decode_feed", "encode_order", "decode_order", "feed_array",
 ]
 
@@ -37,6 +38,14 @@ class OrderKind(enum.IntEnum):
     REPLACE = 2
     CANCEL = 3
     CANCEL_ALL = 4
+
+
+class ObsStatus(enum.IntFlag):
+    """Status bits of an observation record."""
+    APPLIED = 1   # a well-formed venue message (not malformed, not TICK): book fields are set
+    VALID = 2     # both sides of the venue's book are non-empty
+    EXACT = 4     # the top N levels of both sides are known (see docs/book.md)
+    SYNCED = 8    # no sequence gap since the last completed snapshot
 
 
 @dataclass(frozen=True)
@@ -130,10 +139,31 @@ ORDER = MessageFormat("order", (
     Field("size", 32, "lots", "quote size in lots (0 for CANCEL/CANCEL_ALL)"),
 ))
 
+OBS = MessageFormat("obs", (
+    Field("venue", 8, "index", "venue field of the message"),
+    Field("kind", 8, "FeedKind", "kind field of the message"),
+    Field("status", 8, "ObsStatus", "APPLIED, VALID, EXACT, SYNCED bits"),
+    Field("bid_count", 8, "levels", "bid levels known, at most N"),
+    Field("ask_count", 8, "levels", "ask levels known, at most N"),
+    Field("reserved0", 8, "-", "0"),
+    Field("reserved1", 16, "-", "0"),
+    Field("seq", 32, "count", "seq field of the message"),
+    Field("cycle", 32, "cycles", "low 32 bits of the cycle the message was accepted"),
+    Field("best_bid", 32, "ticks", "best bid after the message (0: empty side)"),
+    Field("best_bid_qty", 32, "lots", "size at the best bid"),
+    Field("best_ask", 32, "ticks", "best ask after the message (0: empty side)"),
+    Field("best_ask_qty", 32, "lots", "size at the best ask"),
+    Field("bid_depth", 64, "lots", "summed size of the top N bid levels"),
+    Field("ask_depth", 64, "lots", "summed size of the top N ask levels"),
+))
+"""One observation per accepted feed message, in order, at a fixed latency: what the engine
+knew of the message's venue after applying it. Book fields are 0 unless APPLIED."""
+
 feed_layout = FEED.layout()
 order_layout = ORDER.layout()
 FEED_DTYPE = FEED.dtype()
 ORDER_DTYPE = ORDER.dtype()
+OBS_DTYPE = OBS.dtype()
 
 
 def encode_feed(kind, venue=0, side=0, seq=0, price=0, size=0, flags=0):

@@ -187,9 +187,11 @@ class BookModel:
         self.venues, self.levels, self.capacity = venues, levels, capacity
         self.books = [VenueBook(levels, capacity) for _ in range(venues)]
         self.malformed = 0
+        self.events = 0   # FLAG_* bits the latest message raised (the hardware's set strobes)
 
     def step(self, msg):
         """Apply one feed message (a dict of feed fields). Returns the venue touched or None."""
+        self.events = events = 0
         if malformed(msg, self.venues):
             self.malformed += 1
             return None
@@ -203,7 +205,7 @@ class BookModel:
             seq = msg["seq"]
             if book.seq_valid and kind != FeedKind.SNAPSHOT_START and seq != book.expected:
                 c.gaps += 1
-                c.flags |= FLAG_GAP
+                events |= FLAG_GAP
                 book.synced = False
             book.seq_valid = True
             book.expected = (seq + 1) & 0xFFFF_FFFF
@@ -211,7 +213,7 @@ class BookModel:
             size = msg["size"] if kind == FeedKind.LEVEL_SET else 0
             if book.side(msg["side"]).apply(msg["price"], size) == "missing":
                 c.missing += 1
-                c.flags |= FLAG_MISSING
+                events |= FLAG_MISSING
         elif kind == FeedKind.CLEAR:
             book.clear()
         elif kind == FeedKind.SNAPSHOT_START:
@@ -223,10 +225,12 @@ class BookModel:
         state = book.crossed_state()
         if state is not None:
             c.crossed += 1
-            c.flags |= FLAG_CROSSED if state == "crossed" else FLAG_LOCKED
+            events |= FLAG_CROSSED if state == "crossed" else FLAG_LOCKED
         if book.bids.short(self.levels) or book.asks.short(self.levels):
             c.capacity += 1
-            c.flags |= FLAG_CAPACITY
+            events |= FLAG_CAPACITY
+        c.flags |= events
+        self.events = events
         return msg["venue"]
 
     def outputs(self, venue):
