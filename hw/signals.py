@@ -1,0 +1,427 @@
+"""Market signals from the book outputs: spread, imbalance, volatility, depth drop, leverage."""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, enum, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .layouts import FEED
+from .registers import REGISTERS, build_map
+
+__all__ = ["BOOK_VIEW", "STATUS", "REGIME", "FLAGS", "XV_STATUS", "VolRegime", "LiqRegime",
+           "VENUE_PARAMS", "VENUE_OUTPUTS", "CROSS_PARAMS", "CROSS_OUTPUTS", "LATENCY",
+           "CLAMP_MAX", "SIGMA2_FRAC", "SIGMA_LAG", "WINDOW_MAX", "DEPTH_BITS", "SerialSqrt",
+           "VenueSignals", "Signals", "port_layout"]
+
+LATENCY = 3                   # cycles from the book inputs (and tick) to every registered output
+PRICE_BITS = FEED.offsets()["price"][1]
+QTY_BITS = FEED.offsets()["size"][1]
+DEPTH_BITS = 36               # 16 levels of sizes < 2^31 sum below 2^35; one bit to spare
+CLAMP_BITS = 18               # a DSP operand: the vol delta and the microprice spread fit it
+CLAMP_MAX = (1 << (CLAMP_BITS - 1)) - 1
+SIGMA2_FRAC = REGISTERS["sigma2_fast"].fmt.frac_bits
+SIGMA_BITS = REGISTERS["sigma"].fmt.width
+# sigma lags sigma2: one root takes SIGMA_BITS cycles and a tick during it queues one more,
+# so sigma is fresh at most this many cycles after the last tick.
+SIGMA_LAG = 2 * SIGMA_BITS + 1
+FRAC_BITS = REGISTERS["obi_touch_th"].fmt.frac_bits          # fractions theta and delta: UQ1.15
+assert FRAC_BITS == REGISTERS["obi_depth_th"].fmt.frac_bits == REGISTERS[
+    "depth_drop_th"].fmt.frac_bits
+WINDOW_MAX = int(REGISTERS["depth_window"].limits()[1])
+assert WINDOW_MAX & (WINDOW_MAX - 1) == 0, "the depth history wraps as a power of two"
+
+
+def _frac(*names):
+    return sum(REGISTERS[n].fmt.frac_bits for n in names)
+
+
+# Binary points: each product is aligned to the format it is compared with or added to.
+LEV_FRAC = _frac("leverage")
+LSAFE_SHIFT = _frac("leverage", "liquidity_risk", "sigma") - _frac("lsafe_k")
+STAR_SHIFTS = tuple(_frac(*pair) - _frac("spread_star") for pair in (
+    ("xv_a", "sigma"), ("xv_b", "leverage"), ("xv_c", "xv_inv_liq")))
+STAR_FRAC = _frac("spread_star")
+BOOK_VIEW = wiring.Signature({
+    "best_bid": Out(PRICE_BITS), "best_ask": Out(PRICE_BITS),        # ticks, 0 = side empty
+    "best_bid_qty": Out(QTY_BITS), "best_ask_qty": Out(QTY_BITS),    # lots < 2^31
+    "bid_depth": Out(DEPTH_BITS), "ask_depth": Out(DEPTH_BITS),      # top-N lots
+    "valid": Out(1),      # both sides non-empty
+    "updated": Out(1),    # strobe: the outputs above changed this cycle
+})
+
+
+class VolRegime(enum.Enum, shape=2):
+    """domain.md section 4, from (intraday = fast, day-to-day = slow) vol vs thresholds."""
+    STABLE = 0
+    RANGE = 1     # fast high, slow low
+    TREND = 2     # fast low, slow high
+    CRISIS = 3
+
+
+class LiqRegime(enum.Enum, shape=2):
+    """domain.md section 4: intraday vol x book thickness."""
+    NORMAL = 0
+    WAIT = 1          # high vol, thick book: wait and see
+    NO_EXPAND = 2     # low vol, thin book: no expansion of leverage
+    WITHDRAW = 3      # high vol, thin book: minimum exposure
+
+
+REGIME = data.StructLayout({"vol": VolRegime, "liq": LiqRegime})
+FLAGS = data.StructLayout({"vol": 1, "micro": 1})          # sig_flags: what saturated
+XV_STATUS = data.StructLayout({"valid": 1, "over": 1})
+STATUS = data.StructLayout(dict.fromkeys((           # sig_status, bit 0 first
+    "updated", "touch_valid", "obi_touch_valid", "obi_touch_over", "obi_touch_bid",
+    "obi_depth_valid", "obi_depth_over", "obi_depth_bid", "vol_valid", "sigma_fresh",
+    "vol_fast_hi", "vol_slow_hi", "accel_valid", "accel_over", "drop_valid", "bid_drop",
+    "ask_drop", "cliff", "thin", "lvi_over", "lmax_over", "lsafe_over", "sat_vol",
+    "sat_micro"), 1))
+assert STATUS.size == REGISTERS["sig_status"].fmt.width
+assert REGIME.size == REGISTERS["regime"].fmt.width and FLAGS.size == REGISTERS[
+    "sig_flags"].fmt.width and XV_STATUS.size == REGISTERS["xv_status"].fmt.width
+
+# Ports named after their registers (block "signals"); the top makes per-venue ones arrays.
+VENUE_PARAMS = ("obi_touch_th", "obi_depth_th", "vol_fast_shift", "vol_slow_shift",
+                "vol_fast_hi", "vol_slow_hi", "accel_max", "depth_window", "depth_drop_th",
+                "depth_thin", "leverage", "leverage_max", "lvi_depth", "lsafe_k",
+                "liquidity_risk", "xv_a", "xv_b", "xv_c", "xv_inv_liq")
+VENUE_OUTPUTS = ("spread", "mid2", "micro_num", "micro_den", "sigma2_fast", "sigma2_slow",
+                 "sigma", "accel", "spread_star", "regime", "sig_status")
+CROSS_PARAMS = ("misalign_max",)
+CROSS_OUTPUTS = ("misalign", "xv_status")
+_LAYOUTS = {"regime": REGIME, "sig_status": STATUS, "sig_flags": FLAGS, "xv_status": XV_STATUS}
+DEV_SHAPE = signed(REGISTERS["misalign"].fmt.width - 1)    # S - S*, SQ34.8
+
+
+def _shape(name):
+    """The port shape of register ``name``: its struct layout, else its raw fixed-point bits."""
+    if name in _LAYOUTS:
+        return _LAYOUTS[name]
+    fmt = REGISTERS[name].fmt
+    return signed(fmt.width) if fmt.signed else unsigned(fmt.width)
+
+
+def _reg(m, value, name, shape=None, n=1):
+    """``value`` through ``n`` pipeline registers (reset 0)."""
+    for i in range(n):
+        r = Signal(shape if shape is not None else value.shape(), name=f"{name}_{i + 1}")
+        m.d.sync += r.eq(value)
+        value = r
+    return value
+
+
+def _clamp(m, value, name):
+    """``value`` saturated to +-CLAMP_MAX (a signed DSP operand) and whether it saturated."""
+    over, under = value > CLAMP_MAX, value < -CLAMP_MAX
+    out = Signal(signed(CLAMP_BITS), name=name)
+    m.d.comb += out.eq(Mux(over, CLAMP_MAX, Mux(under, -CLAMP_MAX, value)))
+    return out, over | under
+
+
+class SerialSqrt(wiring.Component):
+    """``root = floor(sqrt(radicand))``, one bit per cycle, off the hot path.
+
+    ``start`` (ignored while ``busy``) latches ``radicand``; ``busy`` stays high for
+    ``width/2`` cycles and ``root`` takes the result as it falls. ``root`` holds otherwise.
+    """
+
+    def __init__(self, width):
+        if not (isinstance(width, int) and width >= 2 and width % 2 == 0):
+            raise ValueError(f"width must be a positive even integer, not {width!r}")
+        self._width = width
+        super().__init__({"start": In(1), "radicand": In(width), "busy": Out(1),
+                          "root": Out(width // 2)})
+
+    def elaborate(self, platform):
+        m = Module()
+        half = self._width // 2
+        rad = Signal(self._width)
+        rem = Signal(half + 2)               # remainder < 2 root + 1 <= 2^(half+1)
+        acc = Signal(half)                   # root bits found so far
+        left = Signal(range(half + 1))
+        shifted = Cat(rad[-2:], rem)         # (rem << 2) | next two radicand bits
+        trial = Cat(Const(1, 2), acc)        # (acc << 2) | 1
+        fits = shifted >= trial
+        nxt = Cat(fits, acc)[:half]          # acc < 2^(half-1) until the last step
+        with m.If(self.busy):
+            m.d.sync += [rad.eq((rad << 2)[:self._width]), acc.eq(nxt), left.eq(left - 1),
+                         rem.eq(Mux(fits, shifted - trial, shifted)[:half + 2])]
+            with m.If(left == 1):
+                m.d.sync += [self.busy.eq(0), self.root.eq(nxt)]
+        with m.Elif(self.start):
+            m.d.sync += [rad.eq(self.radicand), rem.eq(0), acc.eq(0), left.eq(half),
+                         self.busy.eq(1)]
+        return m
+
+
+class VenueSignals(wiring.Component):
+    """One venue's signals; every output is registered, ``LATENCY`` cycles after its inputs.
+
+    Inputs: ``book`` (:data:`BOOK_VIEW`), the global ``tick`` strobe (a feed TICK: one time
+    sample), and the parameters named after their registers (raw register bits). Outputs
+    as the registers of the same names, plus ``dev`` = S - Spread* (SQ34.8, 0 unless
+    ``dev_valid``) two cycles after the inputs, for the cross-venue stage. The exact
+    arithmetic is ``obcore.sim.signals_model``; docs/signals.md explains it.
+    """
+
+    book: In(BOOK_VIEW)
+    tick: In(1)
+    obi_touch_th: In(_shape("obi_touch_th"))
+    obi_depth_th: In(_shape("obi_depth_th"))
+    vol_fast_shift: In(_shape("vol_fast_shift"))
+    vol_slow_shift: In(_shape("vol_slow_shift"))
+    vol_fast_hi: In(_shape("vol_fast_hi"))
+    vol_slow_hi: In(_shape("vol_slow_hi"))
+    accel_max: In(_shape("accel_max"))
+    depth_window: In(_shape("depth_window"))
+    depth_drop_th: In(_shape("depth_drop_th"))
+    depth_thin: In(_shape("depth_thin"))
+    leverage: In(_shape("leverage"))
+    leverage_max: In(_shape("leverage_max"))
+    lvi_depth: In(_shape("lvi_depth"))
+    lsafe_k: In(_shape("lsafe_k"))
+    liquidity_risk: In(_shape("liquidity_risk"))
+    xv_a: In(_shape("xv_a"))
+    xv_b: In(_shape("xv_b"))
+    xv_c: In(_shape("xv_c"))
+    xv_inv_liq: In(_shape("xv_inv_liq"))
+    spread: Out(_shape("spread"))
+    mid2: Out(_shape("mid2"))
+    micro_num: Out(_shape("micro_num"))
+    micro_den: Out(_shape("micro_den"))
+    sigma2_fast: Out(_shape("sigma2_fast"))
+    sigma2_slow: Out(_shape("sigma2_slow"))
+    sigma: Out(_shape("sigma"))
+    accel: Out(_shape("accel"))
+    spread_star: Out(_shape("spread_star"))
+    regime: Out(REGIME)
+    sig_status: Out(STATUS)
+    sig_flags_set: Out(FLAGS)
+    dev: Out(DEV_SHAPE)
+    dev_valid: Out(1)
+
+    def elaborate(self, platform):
+        m = Module()
+        bk, p, st = self.book, self, self.sig_status
+        tick, ok = self.tick, bk.valid
+        ask, bid, va, vb = bk.best_ask, bk.best_bid, bk.best_ask_qty, bk.best_bid_qty
+        da, db = bk.ask_depth, bk.bid_depth
+
+        # Stage A: sums and differences of the inputs; parameter-only products.
+        spread = Signal(signed(PRICE_BITS + 1), name="spread_now")
+        mid2 = Signal(PRICE_BITS + 1, name="mid2_now")
+        m.d.comb += [spread.eq(ask - bid), mid2.eq(ask + bid)]
+        ok_a, tick_a = _reg(m, ok, "ok_a"), _reg(m, tick, "tick_a")
+        spread_a, mid2_a = _reg(m, spread, "spread_a"), _reg(m, mid2, "mid2_a")
+        upd = _reg(m, bk.updated, "upd", n=LATENCY - 1)
+
+        # Volatility sample: tick with a two-sided book. x = (delta mid2)^2 with delta clamped
+        # to one DSP operand; the first sample after reset only sets `prev`.
+        prev, have_prev = Signal(PRICE_BITS + 1), Signal()
+        delta, delta_sat = _clamp(m, mid2 - prev, "delta")
+        sample = tick & ok & have_prev
+        with m.If(tick & ok):
+            m.d.sync += [prev.eq(mid2), have_prev.eq(1)]
+        x_a = _reg(m, (delta * delta)[:2 * CLAMP_BITS - 2], "x_a")     # <= CLAMP_MAX^2
+        sample_a = _reg(m, sample, "sample_a")
+        sat_vol = _reg(m, sample & delta_sat, "sat_vol", n=LATENCY - 1)
+
+        micro_s, micro_sat = _clamp(m, spread, "micro_s")
+        micro_s_a, vb_a = _reg(m, micro_s, "micro_s_a"), _reg(m, vb, "vb_a")
+        sat_micro = _reg(m, ok & micro_sat, "sat_micro", n=LATENCY - 1)
+        tdiff_a = _reg(m, vb - va, "tdiff_a", signed(QTY_BITS + 1))
+        tsum_a = _reg(m, vb + va, "tsum_a", unsigned(QTY_BITS + 1))
+        ddiff_a = _reg(m, db - da, "ddiff_a", signed(DEPTH_BITS + 1))
+        dsum_a = _reg(m, db + da, "dsum_a", unsigned(DEPTH_BITS + 1))
+        dmin_a = _reg(m, Mux(db < da, db, da), "dmin_a", unsigned(DEPTH_BITS))
+
+        # Depth history: one (Db, Da) sample per tick. `then` is the sample W ticks back,
+        # counting this cycle's tick (W = 1 compares with the depth being sampled now).
+        hist = Memory(shape=data.StructLayout({"bid": DEPTH_BITS, "ask": DEPTH_BITS}),
+                      depth=WINDOW_MAX, init=[])
+        m.submodules.hist = hist
+        wr, rd = hist.write_port(), hist.read_port(domain="comb")
+        wptr, count = Signal(range(WINDOW_MAX)), Signal(range(WINDOW_MAX + 1))
+        win = Signal(range(WINDOW_MAX + 1))      # the register clamped to 1..WINDOW_MAX
+        w = p.depth_window
+        m.d.comb += win.eq(Mux(w == 0, 1, Mux(w > WINDOW_MAX, WINDOW_MAX, w)))
+        filled = Mux((count == WINDOW_MAX) | ~tick, count, count + 1)
+        m.d.comb += [wr.addr.eq(wptr), wr.data.bid.eq(db), wr.data.ask.eq(da), wr.en.eq(tick),
+                     rd.addr.eq((wptr + tick - win)[:len(wptr)])]    # modulo the history
+        with m.If(tick):
+            m.d.sync += [wptr.eq((wptr + 1)[:len(wptr)]), count.eq(filled)]
+        bypass = tick & (win == 1)
+        then_b = _reg(m, Mux(bypass, db, rd.data.bid), "then_b_a")
+        then_a = _reg(m, Mux(bypass, da, rd.data.ask), "then_a_a")
+        now_b, now_a = _reg(m, db, "now_b_a"), _reg(m, da, "now_a_a")
+        drop_valid_a = _reg(m, filled >= win, "drop_valid_a")
+
+        # Leverage: L*risk and L*lvi_depth depend on parameters only.
+        risk_a = _reg(m, p.leverage * p.liquidity_risk, "risk_a")             # UQ16.16
+        lvi_prod_a = _reg(m, p.leverage * p.lvi_depth, "lvi_prod_a")          # UQ40.8
+        lmax_over = _reg(m, p.leverage > p.leverage_max, "lmax_over", n=LATENCY - 1)
+
+        # sigma = isqrt(max(sigma2)) runs once the tick samples in flight have landed.
+        sf, ss = Signal(_shape("sigma2_fast")), Signal(_shape("sigma2_slow"))
+        m.submodules.sqrt = sqrt = SerialSqrt(2 * SIGMA_BITS)
+        dirty = Signal()
+        start = dirty & ~sqrt.busy & ~tick & ~tick_a
+        m.d.comb += [sqrt.start.eq(start), sqrt.radicand.eq(Mux(sf > ss, sf, ss))]
+        with m.If(tick):
+            m.d.sync += dirty.eq(1)
+        with m.Elif(start):
+            m.d.sync += dirty.eq(0)
+        sigma_a = _reg(m, sqrt.root, "sigma_a")
+        fresh = _reg(m, ~sqrt.busy & ~dirty & ~tick, "fresh", n=LATENCY - 1)
+        star_a_sig = _reg(m, p.xv_a * sqrt.root, "star_a_sig")                # UQ25.16
+        star_a_lev = _reg(m, p.xv_b * p.leverage, "star_a_lev")               # UQ24.16
+        star_a_liq = _reg(m, p.xv_c * p.xv_inv_liq, "star_a_liq")             # UQ17.23
+
+        # Stage B: products with data, the EWMAs, acceleration.
+        shifts = [_reg(m, p.vol_fast_shift, "fast_shift_a"),
+                  _reg(m, p.vol_slow_shift, "slow_shift_a")]
+        vol_valid = Signal()
+        for state, shift in zip((sf, ss), shifts, strict=True):
+            # The step stays between state and x, so the sum fits the state: no overflow.
+            step = ((x_a << SIGMA2_FRAC) - state) >> shift     # signed: floor
+            with m.If(sample_a):
+                m.d.sync += state.eq((state + step)[:len(state)])
+        with m.If(sample_a):
+            m.d.sync += vol_valid.eq(1)
+
+        s1, s2 = Signal.like(spread_a), Signal.like(spread_a)   # the two previous samples
+        seen = Signal(range(3))                                 # consecutive, saturating
+        accel, accel_valid = Signal(signed(PRICE_BITS + 3)), Signal()
+        with m.If(tick_a & ok_a):
+            m.d.sync += [s1.eq(spread_a), s2.eq(s1), seen.eq(Mux(seen == 2, 2, seen + 1)),
+                         accel_valid.eq(seen == 2),
+                         accel.eq(Mux(seen == 2, (spread_a - (s1 << 1) + s2)    # |.| < 2^34
+                                      [:len(accel)].as_signed(), 0))]
+        with m.Elif(tick_a):
+            m.d.sync += [seen.eq(0), accel_valid.eq(0), accel.eq(0)]
+
+        th_t, th_d = _reg(m, p.obi_touch_th, "th_t_a"), _reg(m, p.obi_depth_th, "th_d_a")
+        drop_th, thin_th = _reg(m, p.depth_drop_th, "drop_th_a"), _reg(m, p.depth_thin, "thin_a")
+        tmag_b = _reg(m, abs(tdiff_a), "tmag_b")
+        tprod_b = _reg(m, th_t * tsum_a, "tprod_b")
+        tvalid_b, tbid_b = _reg(m, tsum_a != 0, "tvalid_b"), _reg(m, tdiff_a > 0, "tbid_b")
+        dmag_b = _reg(m, abs(ddiff_a), "dmag_b")
+        dprod_b = _reg(m, th_d * dsum_a, "dprod_b")
+        dvalid_b, dbid_b = _reg(m, dsum_a != 0, "dvalid_b"), _reg(m, ddiff_a > 0, "dbid_b")
+        lost_b = _reg(m, then_b - now_b, "lost_b_b", signed(DEPTH_BITS + 1))
+        lost_a = _reg(m, then_a - now_a, "lost_a_b", signed(DEPTH_BITS + 1))
+        lim_b, lim_a = _reg(m, drop_th * then_b, "lim_b_b"), _reg(m, drop_th * then_a, "lim_a_b")
+        drop_valid_b = _reg(m, drop_valid_a, "drop_valid_b")
+        thin_b = _reg(m, dmin_a < thin_th, "thin_b")
+        lvi_b = _reg(m, lvi_prod_a > (dmin_a << LEV_FRAC), "lvi_b")
+        lsafe_prod_b = _reg(m, risk_a * sigma_a, "lsafe_prod_b")                # UQ33.24
+        micro_num_b = _reg(m, Mux(ok_a, micro_s_a * vb_a, 0), "micro_num_b",
+                           _shape("micro_num"))
+        micro_den_b = _reg(m, Mux(ok_a, tsum_a, 0), "micro_den_b", _shape("micro_den"))
+        # Spread* = a sigma + b L + c/Lambda, each term truncated to STAR_FRAC bits.
+        star = Signal(_shape("spread_star"))
+        m.d.comb += star.eq(sum(term >> shift for term, shift in zip(    # < 2^34: fits
+            (star_a_sig, star_a_lev, star_a_liq), STAR_SHIFTS, strict=True))[:len(star)])
+        star_b = _reg(m, star, "star_b")
+        m.d.sync += [self.dev.eq(Mux(ok_a, (spread_a << STAR_FRAC) - star, 0)),
+                     self.dev_valid.eq(ok_a)]
+
+        # Stage C: compares into the registered outputs.
+        fast_hi_th = _reg(m, p.vol_fast_hi, "fast_hi_th", n=2)
+        slow_hi_th = _reg(m, p.vol_slow_hi, "slow_hi_th", n=2)
+        accel_max, lsafe_k = _reg(m, p.accel_max, "accel_max", n=2), _reg(m, p.lsafe_k,
+                                                                          "lsafe_k", n=2)
+        fast_hi, slow_hi = sf > fast_hi_th, ss > slow_hi_th
+        drop_b = drop_valid_b & ((lost_b << FRAC_BITS) > lim_b)
+        drop_a = drop_valid_b & ((lost_a << FRAC_BITS) > lim_a)
+        sig_over = lsafe_prod_b > (lsafe_k << LSAFE_SHIFT)
+        m.d.sync += [
+            self.spread.eq(_reg(m, Mux(ok_a, spread_a, 0), "spread_b")),
+            self.mid2.eq(_reg(m, Mux(ok_a, mid2_a, 0), "mid2_b")),
+            self.micro_num.eq(micro_num_b), self.micro_den.eq(micro_den_b),
+            self.sigma2_fast.eq(sf), self.sigma2_slow.eq(ss),
+            self.sigma.eq(_reg(m, sigma_a, "sigma_b")), self.accel.eq(accel),
+            self.spread_star.eq(star_b),
+            self.regime.vol.eq(Cat(fast_hi, slow_hi)), self.regime.liq.eq(Cat(fast_hi, thin_b)),
+            st.updated.eq(upd), st.touch_valid.eq(_reg(m, ok_a, "ok_b")),
+            st.obi_touch_valid.eq(tvalid_b), st.obi_touch_bid.eq(tvalid_b & tbid_b),
+            st.obi_touch_over.eq(tvalid_b & ((tmag_b << FRAC_BITS) > tprod_b)),
+            st.obi_depth_valid.eq(dvalid_b), st.obi_depth_bid.eq(dvalid_b & dbid_b),
+            st.obi_depth_over.eq(dvalid_b & ((dmag_b << FRAC_BITS) > dprod_b)),
+            st.vol_valid.eq(vol_valid), st.sigma_fresh.eq(fresh),
+            st.vol_fast_hi.eq(fast_hi), st.vol_slow_hi.eq(slow_hi),
+            st.accel_valid.eq(accel_valid), st.accel_over.eq(accel_valid & (accel > accel_max)),
+            st.drop_valid.eq(drop_valid_b), st.bid_drop.eq(drop_b), st.ask_drop.eq(drop_a),
+            st.cliff.eq(drop_b & drop_a), st.thin.eq(thin_b), st.lvi_over.eq(lvi_b),
+            st.lmax_over.eq(lmax_over), st.lsafe_over.eq(lmax_over | sig_over),
+            st.sat_vol.eq(sat_vol), st.sat_micro.eq(sat_micro),
+        ]
+        m.d.comb += [self.sig_flags_set.vol.eq(st.sat_vol),
+                     self.sig_flags_set.micro.eq(st.sat_micro)]
+        return m
+
+
+class Signals(wiring.Component):
+    """Every venue's :class:`VenueSignals` plus the cross-venue misalignment of venues 0, 1.
+
+    Ports are named after the registers, in the CSR's convention: a per-venue register is
+    one ``data.ArrayLayout`` port (element ``i`` = venue ``i``) when ``venues > 1``.
+    ``book`` is an array of :data:`BOOK_VIEW`; ``sig_flags_set`` pulses the w1c register's
+    sticky bits; ``misalign``, ``xv_status`` and ``misalign_max`` exist when ``venues >= 2``.
+    """
+
+    def __init__(self, venues=2):
+        if not (isinstance(venues, int) and not isinstance(venues, bool) and 1 <= venues <= 16):
+            raise ValueError(f"venues must be an integer 1..16, not {venues!r}")
+        self._venues = venues
+        regs = build_map(venues=venues)
+
+        def port(name, direction):
+            shape = _shape(name)
+            return direction(shape if regs[name].count == 1 else
+                             data.ArrayLayout(shape, regs[name].count))
+
+        members = {"book": In(BOOK_VIEW).array(venues), "tick": In(1)}
+        members.update({n: port(n, In) for n in VENUE_PARAMS})
+        members.update({n: port(n, Out) for n in VENUE_OUTPUTS})
+        members["sig_flags_set"] = port("sig_flags", Out)
+        if venues >= 2:
+            members.update({n: port(n, In) for n in CROSS_PARAMS})
+            members.update({n: port(n, Out) for n in CROSS_OUTPUTS})
+        super().__init__(members)
+
+    @property
+    def venues(self):
+        return self._venues
+
+    def _at(self, port, i):
+        return port if self._venues == 1 else port[i]
+
+    def elaborate(self, platform):
+        m = Module()
+        units = []
+        for i in range(self._venues):
+            unit = VenueSignals()
+            m.submodules[f"venue{i}"] = unit
+            units.append(unit)
+            wiring.connect(m, wiring.flipped(self.book[i]), unit.book)
+            m.d.comb += unit.tick.eq(self.tick)
+            m.d.comb += [getattr(unit, n).eq(self._at(getattr(self, n), i))
+                         for n in VENUE_PARAMS]
+            m.d.comb += [self._at(getattr(self, n), i).eq(getattr(unit, n))
+                         for n in VENUE_OUTPUTS]
+            m.d.comb += self._at(self.sig_flags_set, i).eq(unit.sig_flags_set)
+        if self._venues >= 2:
+            # Stage C of the cross-venue path: venue devs are registered at stage B.
+            a, b = units[0], units[1]
+            limit = _reg(m, self.misalign_max, "misalign_max", n=2)
+            valid = a.dev_valid & b.dev_valid
+            mis = Signal(_shape("misalign"))
+            m.d.comb += mis.eq(a.dev - b.dev)
+            m.d.sync += [self.misalign.eq(Mux(valid, mis, 0)), self.xv_status.valid.eq(valid),
+                         self.xv_status.over.eq(valid & ((mis > limit) | (mis < -limit)))]
+        return m
+
+
+def port_layout(name):
+    """The shape of one element of output or parameter port ``name``."""
+    return _shape("sig_flags" if name == "sig_flags_set" else name)

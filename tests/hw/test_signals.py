@@ -1,0 +1,197 @@
+# amaranth: UnusedElaboratable=no
+"""The signal block in the Amaranth simulator, bit-exact against the reference model."""
+
+import math
+import random
+
+import pytest
+from amaranth.hdl import Value
+from amaranth.sim import Simulator
+
+from obcore.hw.registers import REGISTERS, build_map, to_fixed
+from obcore.hw.signals import (
+    CROSS_OUTPUTS,
+    CROSS_PARAMS,
+    LATENCY,
+    SIGMA_LAG,
+    STATUS,
+    VENUE_OUTPUTS,
+    VENUE_PARAMS,
+    SerialSqrt,
+    Signals,
+    port_layout,
+)
+from obcore.sim.signals_model import (
+    BOOK_FIELDS,
+    EMPTY_BOOK,
+    OUTPUT_PORTS,
+    BookStimulus,
+    SignalsModel,
+    mismatches,
+    random_params,
+)
+
+
+def run(dut, bench):
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def packed(name, values):
+    """Raw bits of a parameter port: one value, or a list packed venue 0 first."""
+    if not isinstance(values, list):
+        return values
+    width = port_layout(name).width
+    return sum(v << (i * width) for i, v in enumerate(values))
+
+
+def test_ports_follow_the_register_map():
+    regs = build_map(venues=2)
+    block = {r.name: r for r in regs.by_block("signals")}
+    assert set(block) == {*VENUE_PARAMS, *CROSS_PARAMS, *VENUE_OUTPUTS, *CROSS_OUTPUTS,
+                          "sig_flags"}
+    dut = Signals(venues=2)
+    members = dut.signature.members
+    for name in (*VENUE_PARAMS, *CROSS_PARAMS, *VENUE_OUTPUTS, *CROSS_OUTPUTS):
+        reg = block[name]
+        assert members[name].flow.name == ("In" if reg.access == "rw" else "Out"), name
+        assert Value.cast(getattr(dut, name)).shape().width == (
+            reg.fmt.width * reg.count), name
+    assert "sig_flags_set" in members and "misalign" not in Signals(venues=1).signature.members
+
+
+@pytest.mark.parametrize("bad", [0, 17, "2", 2.0, True])
+def test_venues_validated(bad):
+    with pytest.raises(ValueError, match="venues must be an integer 1..16"):
+        Signals(venues=bad)
+
+
+def test_serial_sqrt_exact():
+    rng = random.Random(5)
+    values = [0, 1, 2, 3, 4, (1 << 50) - 1, 1 << 48] + [rng.randrange(1 << 50) for _ in range(6)]
+    dut = SerialSqrt(50)
+
+    async def bench(ctx):
+        for value in values:
+            ctx.set(dut.radicand, value)
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            ctx.set(dut.radicand, 0)      # latched at the start: later changes do not matter
+            cycles = 0
+            while ctx.get(dut.busy):
+                await ctx.tick()
+                cycles += 1
+            assert cycles == 25 and ctx.get(dut.root) == math.isqrt(value)
+
+    run(dut, bench)
+
+
+def _run_against_model(steps, venues=2):
+    """Drive ``(books, tick, param updates)`` steps; compare every cycle with the model."""
+    dut, model = Signals(venues=venues), SignalsModel(venues=venues)
+    checked = {"compares": 0, "fresh": 0}
+
+    async def bench(ctx):
+        expected = []
+        for cycle, (books, tick, params) in enumerate([*steps, *steps[-1:] * LATENCY]):
+            model.params.update(params)
+            for i, book in enumerate(books):
+                for f in BOOK_FIELDS:
+                    ctx.set(getattr(dut.book[i], f), book[f])
+            ctx.set(dut.tick, tick)
+            for name, values in model.params.items():
+                if name in CROSS_PARAMS and venues < 2:
+                    continue
+                ctx.set(Value.cast(getattr(dut, name)), packed(name, values))
+            expected.append(model.step(books, tick))
+            await ctx.tick()
+            if cycle >= LATENCY - 1:
+                got = {p: ctx.get(Value.cast(getattr(dut, p))) for p in OUTPUT_PORTS
+                       if hasattr(dut, p)}
+                got = {p: v & ((1 << len(Value.cast(getattr(dut, p)))) - 1)
+                       for p, v in got.items()}
+                errors = mismatches(got, expected[cycle - LATENCY + 1], venues)
+                assert not errors, f"cycle {cycle - LATENCY + 1}: {errors}"
+                checked["compares"] += 1
+                checked["fresh"] += got["sig_status"] >> STATUS["sigma_fresh"].offset & 1
+
+    run(dut, bench)
+    return checked
+
+
+def _random_steps(rng, cycles, venues):
+    stims = [BookStimulus(rng) for _ in range(venues)]
+    books, steps = [dict(EMPTY_BOOK) for _ in range(venues)], []
+    for cycle in range(cycles):
+        params = random_params(rng, venues) if rng.random() < 0.02 else {}
+        books = [stim.next() if rng.random() < 0.5 else {**book, "updated": 0}
+                 for stim, book in zip(stims, books, strict=True)]
+        tick = rng.random() < (0.3 if cycle % 300 < 60 else 0.01)
+        steps.append((books, tick, params))
+    return steps
+
+
+def test_random_against_model():
+    seed = random.randrange(1 << 31)
+    print(f"seed={seed}")
+    checked = _run_against_model(_random_steps(random.Random(seed), 600, 2))
+    assert checked["compares"] == 600 + 1 and checked["fresh"] > 150
+
+
+def test_one_venue():
+    seed = random.randrange(1 << 31)
+    print(f"seed={seed}")
+    _run_against_model(_random_steps(random.Random(seed), 120, 1), venues=1)
+
+
+def _book(bid=1000, ask=1004, vb=30, va=10, db=100, da=50):
+    return {"best_bid": bid, "best_ask": ask, "best_bid_qty": vb, "best_ask_qty": va,
+            "bid_depth": db, "ask_depth": da, "valid": 1, "updated": 1}
+
+
+def _raw(**params):
+    """Real parameter values -> raw register bits, the same for both venues."""
+    return {n: [to_fixed(REGISTERS[n], v)] * 2 if n not in CROSS_PARAMS else
+            to_fixed(REGISTERS[n], v) for n, v in params.items()}
+
+
+SETTLE = SIGMA_LAG + 2      # quiet cycles after a tick, so the sigma compares are checked
+
+
+def test_strict_compares_at_their_edges():
+    """Every threshold compare is strict: each pair of steps sits on and just over the edge.
+
+    Random values almost never land on equality, so these steps pin it: imbalance 0.5 vs
+    theta 0.5, a 50% depth loss, LVI and L_safe products equal to their limits, accel equal
+    to accel_max, sigma2 equal to its thresholds, |Misalign| equal to misalign_max.
+    """
+    base = _book()
+    steps = [([base, base], True, _raw(
+        obi_touch_th="0.5", obi_depth_th="0.5", depth_window=1, depth_drop_th="0.5",
+        leverage=2, lvi_depth=25, leverage_max=2, liquidity_risk="1.5", lsafe_k=6,
+        vol_fast_shift=0, vol_slow_shift=0, vol_fast_hi=4, vol_slow_hi=4, accel_max=2,
+        xv_a=0, xv_b=0, xv_c=0, misalign_max=0))]
+    # imbalance (30-10)/40 = 0.5 on the edge; depth (100-50)/150 under 0.5 -> edge at 150/50
+    steps += [([_book(vb=30, va=10, db=150, da=50)] * 2, False, {}),
+              ([_book(vb=31, va=10, db=151, da=50)] * 2, False, {})]
+    # depth W=1: tick sampled 100/50; now 50/25 lost exactly 50%, then 49/24 more.
+    steps += [([base] * 2, True, {}), ([_book(db=50, da=25)] * 2, False, {}),
+              ([_book(db=49, da=24)] * 2, False, {})]
+    # LVI: 2 x 25 = 50 = min(Db, Da) on the edge, 49 over.
+    steps += [([_book(db=50, da=60)] * 2, False, {}), ([_book(db=49, da=60)] * 2, False, {})]
+    # sigma2 = (2008 - 2004)^2 = 16 -> raise thresholds to 16: on the edge; sigma = 4.
+    steps += [([base] * 2, True, {}), ([_book(ask=1008)] * 2, True, _raw(vol_fast_hi=16,
+                                                                        vol_slow_hi=16))]
+    steps += [([_book(ask=1008)] * 2, False, _raw(vol_fast_hi="15.99", lsafe_k=12))] * SETTLE
+    # L sigma risk = 2 * 4 * 1.5 = 12 = K; then K just under.
+    steps += [([_book(ask=1008)] * 2, False, _raw(lsafe_k="11.99", leverage_max="1.99"))]
+    # spreads 4, 8, 14 at three ticks: accel 14 - 16 + 4 = 2 = accel_max; then 3 > 2.
+    steps += [([_book(ask=a)] * 2, True, {}) for a in (1004, 1008, 1014, 1021)]
+    steps += [([_book(ask=1021)] * 2, False, {})] * SETTLE
+    # Misalign with Spread* = 0 is S_A - S_B: 1 tick = 256 raw on the edge, then over.
+    steps += [([_book(ask=1005), _book()], False, _raw(misalign_max=1)),
+              ([_book(ask=1006), _book()], False, {})]
+    _run_against_model(steps)
