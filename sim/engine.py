@@ -13,9 +13,12 @@ from ..hw.layouts import FEED, OBS_DTYPE, ORDER_DTYPE, ObsStatus
 from ..hw.registers import build_map
 from .model import BookModel
 
-__all__ = ["ModelEngine", "open_engine", "ENGINES"]
+__all__ = ["ModelEngine", "open_engine", "ENGINES", "RUN_DRAIN"]
 
 ENGINES = ("verilator", "model")
+# Cycles every engine clocks after a batch's last message so its observations come out; with
+# one cycle per message and one per bus access, every engine counts cycles alike.
+RUN_DRAIN = 8
 _COUNTERS = (("msg_count", "msgs"), ("gap_count", "gaps"), ("missing_count", "missing"),
              ("crossed_count", "crossed"), ("capacity_count", "capacity"))
 
@@ -54,9 +57,11 @@ class ModelEngine:
                 self._events[v] = 0
 
     def read(self, addr):
-        self.cycle += 2
+        """A bus read takes one cycle and sees the state of that cycle, as the CSR does."""
         self._sync_status()
-        return self.csr.read(addr)
+        word = self.csr.read(addr)
+        self.cycle += 1
+        return word
 
     def write(self, addr, word):
         self.cycle += 1
@@ -83,6 +88,7 @@ class ModelEngine:
             for key, value in rec.items():
                 obs[i][key] = value
             self.cycle += 1
+        self.cycle += RUN_DRAIN
         self._sync_status()
         return obs, np.zeros(0, dtype=ORDER_DTYPE)
 

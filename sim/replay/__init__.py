@@ -5,9 +5,9 @@ from .binance import read_binance
 from .bybit import read_bybit
 from .lobster import read_lobster
 from .native import read_native, write_native
-from .runner import open_replay_engine, replay
+from .runner import replay
 from .tardis import read_tardis
 
 __all__ = ["Book", "Scale", "Stats", "Update", "with_ticks", "read_binance", "read_bybit",
-           "read_lobster", "read_native", "write_native", "read_tardis", "open_replay_engine",
+           "read_lobster", "read_native", "write_native", "read_tardis",
            "replay"]

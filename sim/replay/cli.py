@@ -6,12 +6,13 @@ import sys
 import time
 from pathlib import Path
 
+from ..engine import ENGINES, open_engine
 from .base import Stats, with_ticks
 from .binance import read_binance
 from .bybit import read_bybit
 from .lobster import read_lobster
 from .native import MAX_VENUES, read_native
-from .runner import ENGINES, counters, open_replay_engine, replay
+from .runner import counters, replay
 from .tardis import read_tardis
 
 __all__ = ["add_parser", "run", "FORMATS", "COLUMNS", "PROGRESS_S"]
@@ -39,6 +40,8 @@ def add_parser(sub):
                                  "binance spot 0.000001 / usdm 0.001, bybit 1, lobster 1)")
     p.add_argument("--venue", type=int, help="venue index of the messages (default 0; native "
                                              "files carry their own)")
+    p.add_argument("--venues", type=int, default=2,
+                   help="venues the engine is built with (default 2, the standard build)")
     p.add_argument("--levels", type=int, default=16, help="book levels per side (default 16)")
     p.add_argument("--capacity", type=int,
                    help="levels kept per side (default 2 x levels)")
@@ -59,13 +62,16 @@ def _warn(text):
 def run(args):
     native = args.format == "native"
     venue = args.venue if native else args.venue or 0     # native records carry their venue
-    if venue is not None and not 0 <= venue < MAX_VENUES:
-        raise ValueError(f"--venue must be 0..{MAX_VENUES - 1}, not {venue}")
-    venues = MAX_VENUES if native else venue + 1
+    venues = args.venues
+    if not 1 <= venues <= MAX_VENUES:
+        raise ValueError(f"--venues must be 1..{MAX_VENUES}, not {venues}")
+    if venue is not None and not 0 <= venue < venues:
+        raise ValueError(f"--venue must be 0..{venues - 1} (the engine has --venues {venues}), "
+                         f"not {venue}")
     for name in args.files:
         if not Path(name).is_file():
             raise FileNotFoundError(f"no such file: {name}")
-    engine = open_replay_engine(args.engine, venues, args.levels, args.capacity)
+    engine = open_engine(args.engine, venues, args.levels, args.capacity)
     try:
         stats = Stats(warn=_warn)
         updates = FORMATS[args.format](args.files, tick=args.tick, lot=args.lot, venue=venue,

@@ -4,9 +4,8 @@ import numpy as np
 
 from ...control.registers import Registers
 from ...hw.layouts import OBS_DTYPE, ObsStatus, feed_array
-from ..engine import ENGINES, open_engine
 
-__all__ = ["open_replay_engine", "replay", "counters", "ENGINES", "BATCH", "COUNTERS"]
+__all__ = ["replay", "counters", "BATCH", "COUNTERS"]
 
 BATCH = 4096    # feed messages per engine.run call: bounded memory, few engine round trips
 COUNTERS = ("msg", "gap", "missing", "crossed", "capacity")    # <name>_count registers
@@ -15,15 +14,6 @@ _BOOK = ("best_bid", "best_bid_qty", "best_ask", "best_ask_qty", "bid_depth", "a
 _FIELDS = {name: i for i, name in enumerate(OBS_DTYPE.names)}
 # A venue no message has reached yet: the engine's reset state (empty, exact, synced).
 _RESET = {**dict.fromkeys(_BOOK, 0), "valid": False, "exact": True, "synced": True}
-
-
-def open_replay_engine(kind, venues=1, levels=16, capacity=None):
-    """``sim.engine.open_engine``, with a missing native build as a clear ``RuntimeError``."""
-    try:
-        return open_engine(kind, venues, levels, capacity)
-    except ImportError as exc:
-        raise RuntimeError(f"engine {kind!r} is not available: the native Verilator model is "
-                           f"not built yet ({exc}); use --engine model") from None
 
 
 def _outputs(record):

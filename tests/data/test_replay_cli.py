@@ -5,8 +5,9 @@ import gzip
 import json
 
 from obcore.control.cli import main
+from obcore.sim.engine import open_engine
 from obcore.sim.model import BookModel
-from obcore.sim.replay import open_replay_engine, read_bybit, replay
+from obcore.sim.replay import read_bybit, replay
 
 HEADER = ["index", "venue", "exch_seq", "best_bid", "best_bid_qty", "best_ask", "best_ask_qty",
           "bid_depth", "ask_depth", "exact", "synced"]
@@ -19,8 +20,8 @@ def _csv(path):
 
 def test_bybit_csv_matches_the_model(data, tmp_path, capsys):
     src, out = data("bybit/xrpusdt-ob500.data.zip"), tmp_path / "bybit.csv"
-    assert main(["replay", str(src), "--format", "bybit", "--venue", "2", "--levels", "8",
-                 "--out", str(out), "--quiet"]) == 0
+    assert main(["replay", str(src), "--format", "bybit", "--venues", "3", "--venue", "2",
+                 "--levels", "8", "--out", str(out), "--quiet"]) == 0
     rows = _csv(out)
     assert rows[0] == HEADER and len(rows) == 51
     model = BookModel(venues=3, levels=8, capacity=16)     # the default capacity: 2 x levels
@@ -41,7 +42,7 @@ def test_batched_engine_run_matches_the_model_on_every_update(data):
     """``replay`` hands the engine many updates per ``run`` call; outputs must still be
     per update (batches of 97 messages split updates and snapshots anywhere)."""
     src = data("bybit/xrpusdt-ob500.data.zip")
-    engine = open_replay_engine("model", venues=1, levels=4, capacity=8)
+    engine = open_engine("model", venues=1, levels=4, capacity=8)
     model = BookModel(venues=1, levels=4, capacity=8)
     count = 0
     for update, outputs in replay(read_bybit([src]), engine, batch=97):
@@ -83,9 +84,9 @@ def test_errors_are_one_line_and_leave_no_csv(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"obcore replay: error: {bad}:2: price 1.005 is not a whole number")
     assert not out.exists() and list(tmp_path.iterdir()) == [bad]
-    assert main(["replay", str(bad), "--format", "tardis", "--engine", "verilator",
+    assert main(["replay", str(bad), "--format", "tardis", "--venue", "2",
                  "--out", str(out)]) == 2
-    assert "the native Verilator model is not built yet" in capsys.readouterr().err
+    assert "--venue must be 0..1 (the engine has --venues 2), not 2" in capsys.readouterr().err
     assert main(["replay", str(tmp_path / "none.gz"), "--format", "binance",
                  "--out", str(out)]) == 2
     assert "no such file" in capsys.readouterr().err

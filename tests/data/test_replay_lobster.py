@@ -1,8 +1,5 @@
 """LOBSTER: after update i the book is exactly orderbook row i, on every row of both samples."""
 
-import csv
-import io
-import zipfile
 
 import pytest
 
@@ -14,29 +11,16 @@ SAMPLES = [("lobster/LOBSTER_SampleFile_AMZN_2012-06-21_1.zip", 1),
            ("lobster/LOBSTER_SampleFile_AMZN_2012-06-21_5.zip", 5)]
 
 
-def _rows(path, levels):
-    """Orderbook rows parsed here, apart from the adapter: ``(bids, asks)`` as the model's
-    ``top(levels)`` lists, an unoccupied level (±9999999999, 0) as ``(0, 0)``."""
-    with zipfile.ZipFile(path) as archive:
-        name = next(n for n in archive.namelist() if n.endswith(f"_orderbook_{levels}.csv"))
-        with archive.open(name) as raw:
-            for cells in csv.reader(io.TextIOWrapper(raw, encoding="ascii")):
-                values = [int(c) for c in cells]
-                side = [[(p, q) if q else (0, 0) for p, q in zip(values[i::4], values[i + 1::4],
-                                                                   strict=True)]
-                        for i in (2, 0)]
-                yield side[0], side[1]
-
-
 @pytest.mark.parametrize("sample, levels", SAMPLES, ids=["level1", "level5"])
-def test_book_equals_orderbook_row_on_every_row(data, sample, levels):
+def test_book_equals_orderbook_row_on_every_row(data, lobster_truth, sample, levels):
     """Full-depth and bounded books (tick = LOBSTER's $0.0001 unit, lot = 1 share) against
     the orderbook file, row by row; the whole file (57,515 and 155,935 rows)."""
     path = data(sample)
     full = BookModel(venues=1, levels=levels, capacity=None)
     bounded = BookModel(venues=1, levels=levels, capacity=2 * levels)
     rows, trades, last_ts = 0, 0, -1
-    for index, (update, (bids, asks)) in enumerate(zip(read_lobster([path]), _rows(path, levels),
+    truth = lobster_truth(path, levels)
+    for index, (update, (bids, asks)) in enumerate(zip(read_lobster([path]), truth,
                                                         strict=True)):
         assert update.exch_seq == index
         assert update.ts_ns >= last_ts       # exchange time never runs backwards here
