@@ -85,7 +85,12 @@ def registers_doc(regmap=REGISTERS):
     )
 
 
-GENERATED = {"feed.md": feed_doc, "registers.md": registers_doc}
+def _protocol_doc():
+    from .protocol import protocol_doc
+    return protocol_doc()
+
+
+GENERATED = {"feed.md": feed_doc, "registers.md": registers_doc, "protocol.md": _protocol_doc}
 
 
 def add_parser(sub):

@@ -1,0 +1,450 @@
+"""The ``obcore sim`` server: an engine behind the control protocol, with telemetry and a feed."""
+
+import logging
+import secrets
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import zmq
+from zmq.auth.thread import ThreadAuthenticator
+
+from ..control import protocol as proto
+from ..control.params import describe_writes
+from ..control.registers import Registers
+from ..hw.layouts import FEED_DTYPE, FeedKind, ObsStatus, feed_array
+from .engine import ENGINES, open_engine
+from .scenarios import SCENARIOS, generate
+
+__all__ = ["Server", "ScenarioFeed", "FAST_BATCH", "add_parser", "run"]
+
+log = logging.getLogger("obcore.sim")
+FAST_BATCH = 512    # messages per engine call at pace "fast"; requests are answered in between
+POLL_S = 0.05       # longest wait in the loop: how soon stop() and signals take effect
+BURST = 64          # requests answered in a row before the feed and telemetry get a turn
+CATCH_UP_S = 0.05   # telemetry that falls further behind than this skips periods
+# Telemetry re-reads a changed engine at most after REFRESH_SHARE times the last read took,
+# so snapshots take at most 1/(1+REFRESH_SHARE) of the loop and requests stay prompt.
+REFRESH_SHARE = 4
+_LAST = ("best_bid", "best_ask", "bid_depth", "ask_depth", "status")
+
+
+def _prop(frame, name):
+    try:
+        return frame.get(name)
+    except zmq.ZMQError:   # no such property: not TCP, or no security mechanism
+        return None
+
+
+def _elements(value):
+    return value if isinstance(value, list) else [value]
+
+
+class ScenarioFeed:
+    """A synthetic scenario the server feeds itself: one batch per TICK at ``tick_ms`` of
+    wall-clock time (pace "realtime"), or ``FAST_BATCH`` messages per loop turn ("fast")."""
+
+    def __init__(self, name, seed, pace="realtime", tick_ms=100.0):
+        if name not in SCENARIOS:
+            raise ValueError(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}")
+        if pace not in ("realtime", "fast") or not tick_ms > 0:
+            raise ValueError(f"pace must be realtime or fast and tick_ms > 0, not {pace!r}, "
+                             f"{tick_ms!r}")
+        self.name, self.seed, self.pace, self.tick_s = name, seed, pace, tick_ms / 1000
+        self.sent, self.done, self.due = 0, False, None
+        self._batches = self._make()
+
+    def _make(self):
+        batch = []
+        for _, msg in generate(self.name, self.seed):
+            batch.append(msg)
+            if (msg["kind"] == FeedKind.TICK if self.pace == "realtime"
+                    else len(batch) >= FAST_BATCH):
+                yield feed_array(batch)
+                batch = []
+        if batch:
+            yield feed_array(batch)
+
+    def wait_s(self, now):
+        """Seconds until the next batch is due; None when the scenario is over."""
+        if self.done:
+            return None
+        return 0.0 if self.due is None else max(0.0, self.due - now)
+
+    def next_batch(self, now):
+        """The batch due at ``now`` (monotonic seconds), else None."""
+        if self.wait_s(now) != 0.0:
+            return None
+        batch = next(self._batches, None)
+        self.done = batch is None
+        if self.done:
+            return None
+        self.sent += len(batch)
+        if self.pace == "realtime":   # after a stall, resume the pace instead of bursting
+            late = self.due is None or now - self.due > self.tick_s
+            self.due = (now if late else self.due) + self.tick_s
+        return batch
+
+    def state(self):
+        return {"scenario": self.name, "seed": self.seed, "pace": self.pace,
+                "messages": self.sent, "done": self.done}
+
+
+class Server:
+    """Serves one engine on a ROUTER (requests) and a PUB (telemetry), single-threaded.
+
+    The constructor binds, so ``endpoint`` and ``pub_endpoint`` are the real addresses (port
+    ``*`` picks a free one). :meth:`serve` runs until :meth:`stop` (from any thread or a
+    signal handler), then closes the sockets. Engine calls all happen in the serving thread.
+    """
+
+    def __init__(self, engine, bind=proto.DEFAULT_ENDPOINT, pub=proto.DEFAULT_PUB,
+                 backend="model", telemetry_hz=10.0, curve=None, feed=None, kind="sim"):
+        for endpoint in filter(None, (bind, pub)):
+            if curve is None and not proto.is_loopback(endpoint):
+                raise ValueError(f"{endpoint} is not a loopback address: serving it needs "
+                                 f"--curve KEYDIR (encryption and client keys)")
+        if not 0 <= telemetry_hz <= 10_000:
+            raise ValueError(f"telemetry rate must be 0..10000 Hz, not {telemetry_hz!r}")
+        self.engine, self.backend, self.kind, self.feed = engine, backend, kind, feed
+        self.telemetry_hz, self.regs = telemetry_hz, Registers(engine, engine.regmap)
+        self.run_id, self.requests = secrets.token_hex(4), 0   # run id: see docs/protocol.md
+        self._status_regs = [r for r in engine.regmap
+                             if r.access in ("ro", "w1c") and not r.const]
+        self._snapshot, self._published, self._refresh_at = None, None, 0.0
+        self._seq = dict.fromkeys(proto.TOPICS, 0)
+        self._obs = self._fresh_obs()
+        self._stop = threading.Event()
+        self._ctx = zmq.Context()
+        self._auth, self._names = None, {}
+        self.router = self.pub = None
+        try:
+            if curve is not None:
+                self._secure(curve)
+            self.router = self._socket(zmq.ROUTER, bind, curve, maxmsgsize=proto.MAX_MESSAGE)
+            self.pub = self._socket(zmq.PUB, pub, curve) if pub else None
+        except BaseException:
+            self.close()
+            raise
+        self.endpoint = self.router.last_endpoint.decode()
+        self.pub_endpoint = self.pub.last_endpoint.decode() if self.pub else None
+        self.curve = curve is not None
+
+    def _secure(self, keydir):
+        *self._keys, self._names = proto.server_keys(keydir)
+
+        def allowed(domain, key):   # runs in the authenticator's thread
+            ok = key.decode() in self._names
+            if not ok:
+                log.warning("refused a client with an unknown CURVE key %s", key.decode())
+            return ok
+
+        self._auth = ThreadAuthenticator(self._ctx)
+        self._auth.start()
+        self._auth.configure_curve_callback("*", SimpleNamespace(callback=allowed))
+
+    def _socket(self, kind, endpoint, curve, **options):
+        sock = self._ctx.socket(kind)
+        sock.linger = 0
+        for name, value in options.items():   # before bind: connections copy them then
+            setattr(sock, name, value)
+        if curve is not None:
+            sock.curve_publickey, sock.curve_secretkey = self._keys
+            sock.curve_server = True
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            sock.close()
+            raise OSError(f"cannot bind {endpoint}: {exc}") from None
+        return sock
+
+    def stop(self):
+        """Ask :meth:`serve` to return (safe from another thread or a signal handler)."""
+        self._stop.set()
+
+    def close(self):
+        """Close the sockets, the authenticator and the context (idempotent)."""
+        for sock in (self.router, self.pub):
+            if sock is not None:
+                sock.close(linger=0)
+        self.router = self.pub = None
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        if self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
+
+    @contextmanager
+    def running(self):
+        """Serve from a background thread for the length of a ``with`` block (tests, bench);
+        the server is closed after it."""
+        thread = threading.Thread(target=self.serve, name="obcore-sim", daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self.stop()
+            thread.join()
+
+    def serve(self):
+        """Answer requests, run the feed and publish telemetry until stopped; then close."""
+        period = 1 / self.telemetry_hz if self.telemetry_hz and self.pub else None
+        log.info("serving %s engine (%d venues, %d levels) on %s, telemetry on %s at %g Hz, "
+                 "CURVE %s%s", self.backend, self.regs.get("venues"), self.regs.get("levels"),
+                 self.endpoint, self.pub_endpoint or "(none)", self.telemetry_hz if period
+                 else 0, "on" if self.curve else "off", "; feeding scenario {scenario} (seed "
+                 "{seed}, pace {pace})".format(**self.feed.state()) if self.feed else "")
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        next_tick = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                waits = [POLL_S, next_tick - now if period else POLL_S,
+                         self.feed.wait_s(now) if self.feed else None]
+                wait = max(0.0, min(w for w in waits if w is not None))
+                if poller.poll(wait * 1000):
+                    self._answer_burst()
+                now = time.monotonic()
+                if self.feed and not self.feed.done:
+                    self._feed_step(now)
+                if period and now >= next_tick:
+                    self._tick()
+                    # Keep the rate through short stalls; after a long one, skip ahead.
+                    next_tick = max(next_tick + period, now - CATCH_UP_S)
+        finally:
+            log.info("stopped after %d requests", self.requests)
+            self.close()
+
+    # Requests.
+
+    def _answer_burst(self):
+        for _ in range(BURST):
+            try:
+                frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self._answer(frames)
+
+    def _who(self, frames):
+        """``name@address#routing-id``: the key's name under CURVE, else anonymous."""
+        user = self._names.get(_prop(frames[-1], "User-Id"), "?") if self.curve else "anonymous"
+        return f"{user}@{_prop(frames[-1], 'Peer-Address') or '?'}#{frames[0].bytes.hex()}"
+
+    def _answer(self, frames):
+        self.requests += 1
+        ident, body = frames[0].bytes, [f.bytes for f in frames[1:]]
+        envelope = [b""] if body and body[0] == b"" else []   # a REQ client's delimiter
+        body = body[len(envelope):]
+        who, req_id = self._who(frames), None
+        try:
+            req = proto.decode_request(body)
+            req_id = req.id
+            handler = self._guard if req.cmd in proto.GUARD else getattr(self, f"_{req.cmd}")
+            result, data = handler(req, who)
+            reply = proto.encode_reply(req_id, result, data)
+        except proto.ProtocolError as exc:
+            log.warning("bad request from %s: %s", who, exc)
+            reply = proto.encode_reply(req_id if exc.req_id is None else exc.req_id,
+                                       error=str(exc))
+        except ValueError as exc:    # refused by the map or the engine: say why
+            reply = proto.encode_reply(req_id, error=str(exc))
+        except Exception as exc:     # an engine or server bug: report it and keep serving
+            log.exception("request from %s failed", who)
+            reply = proto.encode_reply(req_id, error=f"internal error: "
+                                                     f"{type(exc).__name__}: {exc}")
+        try:
+            self.router.send_multipart([ident, *envelope, *reply], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # the client vanished or stopped reading
+            log.warning("could not answer %s: %s", who, exc)
+
+    def _check_addrs(self, addrs):
+        for addr in addrs:
+            if addr >= self.engine.regmap.size:
+                raise ValueError(f"address {addr:#x} is outside the register map (0.."
+                                 f"{self.engine.regmap.size - 1:#x})")
+
+    def _hello(self, req, who):
+        log.info("hello from %s", who)
+        get = self.regs.get_raw
+        return {"engine": self.kind, "backend": self.backend, "protocol": proto.VERSION,
+                "map_version": get("version"), "venues": get("venues"),
+                "levels": get("levels"), "registers": len(self.engine.regmap),
+                "words": self.engine.regmap.size, "pub": self.pub_endpoint,
+                "telemetry_hz": self.telemetry_hz, "you": who}, None
+
+    def _read(self, req, who):
+        self._check_addrs(req.args["addrs"])
+        return {"words": [self.engine.read(a) for a in req.args["addrs"]]}, None
+
+    def _write(self, req, who):
+        pairs = req.args["writes"]
+        self._check_addrs(a for a, _ in pairs)
+        for addr, word in pairs:
+            self.engine.write(addr, word)
+        self._changed()
+        what = describe_writes(self.engine.regmap, pairs)
+        log.info("write from %s: %s", who, what)
+        self._publish("event", {"event": "write", "who": who, "what": what})
+        return {"count": len(pairs)}, None
+
+    def _feed(self, req, who):
+        obs, orders = self._run(np.frombuffer(req.data, FEED_DTYPE))
+        dump = {"obs": obs, "orders": orders}.get(req.args["dump"])
+        applied = int(np.count_nonzero(obs["status"] & ObsStatus.APPLIED))
+        return ({"count": len(obs), "applied": applied, "orders": len(orders),
+                 "cycle": int(self.engine.cycle)}, None if dump is None else dump.tobytes())
+
+    def _status(self, req=None, who=None):
+        if self._snapshot is None:
+            regs = {}
+            for reg in self._status_regs:
+                values = [v if isinstance(v := self.regs.get(reg.name, i), int) else float(v)
+                          for i in range(reg.count)]
+                regs[reg.name] = values if reg.count > 1 else values[0]
+            self._snapshot = {"regs": regs, "feed": self.feed.state() if self.feed else None}
+        return self._snapshot, None
+
+    def _reset(self, req, who):
+        self.engine.reset()
+        self._changed()
+        log.info("reset by %s", who)
+        self._publish("event", {"event": "reset", "who": who})
+        return {"cycle": int(self.engine.cycle)}, None
+
+    def _guard(self, req, who):
+        name, value = proto.GUARD[req.cmd], req.args["value"]
+        if name not in self.engine.regmap:
+            raise ValueError(f"not available: this gateware has no `{name}` register")
+        reg = self.engine.regmap[name]
+        if reg.access == "w1c":   # a mask: bits beyond the register's width do not exist
+            self.regs.clear_flags(name, value & ((1 << reg.fmt.width) - 1))
+        else:
+            self.regs.set(name, value)
+        self._changed()
+        (log.debug if req.cmd == "heartbeat" else log.info)("%s from %s", req.cmd, who)
+        if req.cmd != "heartbeat":
+            self._publish("event", {"event": "write", "who": who, "what": f"{name}={value:#x}"})
+        return {"register": name}, None
+
+    # Engine activity and telemetry.
+
+    def _changed(self):
+        self._snapshot = None
+
+    @staticmethod
+    def _fresh_obs():
+        return {"messages": 0, "applied": 0, "orders": 0, "last": {}}
+
+    def _run(self, msgs):
+        obs, orders = self.engine.run(msgs)
+        self._changed()
+        acc = self._obs
+        applied = obs[(obs["status"] & ObsStatus.APPLIED) != 0]
+        acc["messages"] += len(obs)
+        acc["applied"] += len(applied)
+        acc["orders"] += len(orders)
+        for venue in np.unique(applied["venue"]):
+            last = applied[applied["venue"] == venue][-1]
+            acc["last"][str(int(venue))] = {f: int(last[f]) for f in _LAST}
+        return obs, orders
+
+    def _feed_step(self, now):
+        batch = self.feed.next_batch(now)
+        if batch is not None:
+            self._run(batch)
+        elif self.feed.done:
+            log.info("scenario %s done: %d messages", self.feed.name, self.feed.sent)
+            self._publish("event", {"event": "feed", "state": "done", **self.feed.state()})
+            self._changed()
+
+    def _publish(self, topic, body):
+        if self.pub is not None:
+            self.pub.send_multipart(proto.encode_telemetry(topic, self._seq[topic],
+                                                           self.run_id, body), zmq.NOBLOCK)
+            self._seq[topic] += 1
+
+    def _tick(self):
+        """One telemetry period: the status snapshot, then what changed since the last."""
+        now, old = time.monotonic(), self._published
+        if self._snapshot is None and (old is None or now >= self._refresh_at):
+            self._status()
+            self._refresh_at = time.monotonic() + REFRESH_SHARE * (time.monotonic() - now)
+        new = self._snapshot or old
+        self._publish("status", {"status": new})
+        if old is not None and old is not new:
+            for reg in self._status_regs:
+                before, after = _elements(old["regs"][reg.name]), _elements(
+                    new["regs"][reg.name])
+                for i, (b, a) in enumerate(zip(before, after, strict=True)):
+                    if reg.access == "w1c" and b != a:
+                        self._publish("event", {"event": "flags", "register": reg.name,
+                                                "index": i, "old": b, "new": a})
+            changed = {r.name: new["regs"][r.name] for r in self._status_regs
+                       if r.name.endswith(("_count", "_errors"))
+                       and old["regs"][r.name] != new["regs"][r.name]}
+            if changed:
+                self._publish("event", {"event": "counters", "changed": changed})
+        self._published = new
+        if self._obs["messages"]:
+            self._publish("event", {"event": "obs", **self._obs})
+            self._obs = self._fresh_obs()
+
+
+def add_parser(sub):
+    p = sub.add_parser("sim", help="serve a simulated engine over ZeroMQ (docs/protocol.md) "
+                                   "until SIGINT or SIGTERM")
+    p.add_argument("--engine", choices=ENGINES, default="verilator",
+                   help="verilator: the Verilated gateware (default); model: the reference")
+    p.add_argument("--venues", type=int, default=2, help="venues to build (default 2)")
+    p.add_argument("--levels", type=int, default=16, help="exact levels per side (default 16)")
+    p.add_argument("--bind", default=proto.DEFAULT_ENDPOINT, metavar="ENDPOINT",
+                   help=f"request endpoint (default {proto.DEFAULT_ENDPOINT}; port * picks one)")
+    p.add_argument("--pub", default=proto.DEFAULT_PUB, metavar="ENDPOINT",
+                   help=f"telemetry endpoint (default {proto.DEFAULT_PUB}; 'none': off)")
+    p.add_argument("--scenario", choices=sorted(SCENARIOS),
+                   help="feed this synthetic scenario into the engine")
+    p.add_argument("--seed", type=int, default=1011, help="scenario seed (default 1011)")
+    p.add_argument("--pace", choices=("realtime", "fast"), default="realtime",
+                   help="realtime: one TICK per --tick-ms of wall-clock time (default); fast: "
+                        "as fast as the engine runs")
+    p.add_argument("--tick-ms", type=float, default=100.0, metavar="MS",
+                   help="wall-clock milliseconds per TICK at realtime pace (default 100)")
+    p.add_argument("--telemetry-hz", type=float, default=10.0, metavar="F",
+                   help="status snapshots per second on the telemetry channel (default 10)")
+    p.add_argument("--curve", metavar="KEYDIR", type=Path,
+                   help="CURVE encryption and client keys from KEYDIR (see docs/protocol.md); "
+                        "required to bind a non-loopback address")
+    p.add_argument("--verbose", action="store_true", help="also log heartbeats")
+    p.set_defaults(run=run)
+
+
+def run(args):
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s obcore sim: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    feed = (ScenarioFeed(args.scenario, args.seed, args.pace, args.tick_ms)
+            if args.scenario else None)
+    engine = open_engine(args.engine, args.venues, args.levels)
+    try:
+        server = Server(engine, args.bind, None if args.pub == "none" else args.pub,
+                        backend=args.engine, telemetry_hz=args.telemetry_hz, curve=args.curve,
+                        feed=feed)
+        previous = {s: signal.signal(s, lambda *_: server.stop())
+                    for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            server.serve()
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+    finally:
+        engine.close()
+        log.removeHandler(handler)
+    return 0
