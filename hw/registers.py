@@ -320,6 +320,73 @@ def build_map(venues=2, levels=16):
                  "venues 0 and 1 (0 unless both touch_valid)", block="signals", unit="ticks"),
         Register("xv_status", Q(2), "ro", "bit0 misalign valid, bit1 |misalign| > "
                  "misalign_max", block="signals"),
+        # withdraw guard (hw/guard.py, docs/guard.md): commands, policy, thresholds, status
+        Register("heartbeat", U1, "wo", "controller heartbeat: any write restarts the "
+                 "heartbeat_timeout deadline", block="guard"),
+        Register("arm", U1, "wo", "any write re-arms (quoting resumes the cycle after the "
+                 "strobe); refused and counted while an enabled trigger holds", block="guard"),
+        Register("kill", U1, "wo", "any write pulls every quote now, latched until arm",
+                 block="guard"),
+        Register("pull_enable", Q(23), "rw", "trigger enable mask, bits as pull_reasons; "
+                 "reset and kill are always enabled", reset=(1 << 23) - 1, block="guard"),
+        Register("auto_arm", U1, "rw", "1: re-arm by itself once every enabled trigger stayed "
+                 "clear for cooldown + 1 cycles (never after reset or kill)", block="guard"),
+        Register("cooldown", U32, "rw", "clear cycles before an automatic re-arm",
+                 reset=1_000_000, block="guard", unit="cycles"),
+        Register("heartbeat_timeout", U32, "rw", "pull when heartbeat writes are further "
+                 "apart than this", reset=100_000_000, block="guard", unit="cycles"),
+        Register("stale_timeout", U32, "rw", "pull when the venue's messages are further "
+                 "apart than this", reset=10_000_000, count=v, block="guard", unit="cycles"),
+        Register("spread_max", U32, "rw", "pull when best ask - best bid > this", reset=1000,
+                 count=v, block="guard", unit="ticks"),
+        Register("depth_min", Q(36), "rw", "pull when a side's top-N depth < this (both "
+                 "sides: depth_both)", reset=1, count=v, block="guard", unit="lots"),
+        Register("vol_fast_max", Q(34, 16), "rw", "pull when sigma2_fast > this",
+                 reset=10000, count=v, block="guard", unit="ticks^2"),
+        Register("vol_slow_max", Q(34, 16), "rw", "pull when sigma2_slow > this",
+                 reset=2500, count=v, block="guard", unit="ticks^2"),
+        Register("equity", U32, "rw", "account equity, written by the controller",
+                 block="guard", unit="account units"),
+        Register("maint_margin", U32, "rw", "maintenance margin, same units as equity (0: "
+                 "no position, margin level infinite)", block="guard", unit="account units"),
+        Register("margin_warn", Q(4, 12), "rw", "warning when margin level equity/maint_margin "
+                 "< this", reset="0.5", block="guard", unit="fraction"),
+        Register("margin_pull", Q(4, 12), "rw", "pull when margin level < this", reset="0.2",
+                 block="guard", unit="fraction"),
+        Register("range_size", Q(1, 15), "rw", "size scale in the range-bound vol regime "
+                 "(the quoter's regime_size also scales by regime)", reset=1, lo=0, hi=1,
+                 block="guard", unit="fraction"),
+        Register("range_gamma", Q(3), "rw", "gamma boost (log2) in the range-bound regime",
+                 reset=1, block="guard", unit="log2 x"),
+        Register("trend_size", Q(1, 15), "rw", "size scale in the trending vol regime",
+                 reset=1, lo=0, hi=1, block="guard", unit="fraction"),
+        Register("trend_gamma", Q(3), "rw", "gamma boost (log2) in the trending regime",
+                 block="guard", unit="log2 x"),
+        Register("crisis_size", Q(1, 15), "rw", "size scale in the crisis vol regime",
+                 reset=1, lo=0, hi=1, block="guard", unit="fraction"),
+        Register("crisis_gamma", Q(3), "rw", "gamma boost (log2) in the crisis regime",
+                 reset=3, block="guard", unit="log2 x"),
+        Register("margin_size", Q(1, 15), "rw", "size scale while the margin level is under "
+                 "margin_warn", reset="0.5", lo=0, hi=1, block="guard", unit="fraction"),
+        Register("margin_gamma", Q(3), "rw", "gamma boost (log2) while under margin_warn",
+                 reset=1, block="guard", unit="log2 x"),
+        Register("pull_reasons", Q(23), "w1c", "sticky pull reasons, write 1 to clear (a "
+                 "bit whose cause persists sets again): 0 reset, 1 kill, 2 heartbeat, 3 rate, "
+                 "4 inventory, 5 margin, 6 misalign, 7 crossed, 8 spread, 9 depth_bid, "
+                 "10 depth_ask, 11 depth_both, 12 stale, 13 gap, 14 capacity, 15 cliff, "
+                 "16 obi_touch, 17 obi_depth, 18 accel, 19 vol_fast, 20 vol_slow, 21 lvi, "
+                 "22 lsafe", reset=1, block="guard"),
+        Register("pull_venues", Q(v), "w1c", "sticky: bit i, a trigger of venue i fired",
+                 block="guard"),
+        Register("pull_state", Q(6), "ro", "bit0 pulled, bit1 hold (reset/kill), bit2 a "
+                 "trigger holds, bit3 last arm refused, bit4 cooling, bit5 margin warning",
+                 block="guard"),
+        Register("pull_first", Q(23), "ro", "reason bits of the cycle the latest pull began",
+                 reset=1, block="guard"),
+        Register("pull_count", U32, "ro", "pulls since reset (wraps)", block="guard"),
+        Register("refused_count", U32, "ro", "arm writes refused (wraps)", block="guard"),
+        Register("pull_cycle", Q(64), "ro", "cycle counter value when the latest pull began",
+                 block="guard", unit="cycles"),
         # quoting parameters (Avellaneda-Stoikov, domain.md section 3)
         Register("gamma", Q(8, 24), "rw", "risk aversion gamma", reset="0.1",
                  lo=Fraction(1, 1 << 24), hi=255, block="quoter", unit="1/ticks"),
@@ -332,6 +399,44 @@ def build_map(venues=2, levels=16):
                  reset=1, block="quoter", unit="time units"),
         Register("q_limit", Q(32, signed=True), "rw", "absolute net position limit",
                  reset=1000, lo=0, block="quoter", unit="lots"),
+        # quote engine (hw/quoter.py, docs/quoter.md): prices, sizes, order rate, status
+        Register("sigma_sel", Q(2), "rw", "sigma2 the quotes use: 0 sigma2_fast, 1 sigma2_slow, "
+                 "2 or 3 the larger of the two", reset=2, block="quoter"),
+        Register("min_spread", U16, "rw", "minimum quoted spread: ask - bid >= this", reset=1,
+                 block="quoter", unit="ticks"),
+        Register("allow_cross", U1, "rw", "1: skip the no-cross clamp (bid < best ask, "
+                 "ask > best bid)", block="quoter"),
+        Register("max_dist", U32, "rw", "a quote farther than this from the mid is not placed",
+                 reset=100_000, block="quoter", unit="ticks"),
+        Register("level_gap", U16, "rw", "element j-1: quote level j sits this much further "
+                 "out than level j-1 (j = 1..3)", reset=1, count=3, block="quoter",
+                 unit="ticks"),
+        Register("base_size", U32, "rw", "quote size before depth, volatility, regime and "
+                 "guard scaling", reset=100, hi=(1 << 31) - 1, block="quoter", unit="lots"),
+        Register("depth_frac", Q(1, 15), "rw", "size <= depth_frac x min(Db, Da)",
+                 reset="0.25", lo=0, hi=1, block="quoter", unit="fraction"),
+        Register("vol_ref", Q(34, 16), "rw", "size halves each time the quotes' sigma2 "
+                 "quadruples past this", reset=100, block="quoter", unit="ticks^2"),
+        Register("regime_size", Q(64), "rw", "size factor of regime code i in bits 4i..4i+3, "
+                 "in eighths (0: not quoted)", block="quoter", unit="1/8",
+                 reset=sum(f << (4 * i) for i, f in enumerate(
+                     (8, 8, 4, 1, 8, 8, 4, 1, 4, 4, 2, 0, 0, 0, 0, 0)))),
+        Register("size_cap", U32, "rw", "size cap per quote, e.g. from L_safe (controller)",
+                 reset=(1 << 31) - 1, hi=(1 << 31) - 1, block="quoter", unit="lots"),
+        Register("size_min", U32, "rw", "a quote smaller than this is not placed", reset=1,
+                 lo=1, hi=(1 << 31) - 1, block="quoter", unit="lots"),
+        Register("requote_cycles", Q(24), "rw", "minimum spacing of a quote slot's orders "
+                 "(CANCEL exempt; 2 at least)", reset=1000, block="quoter", unit="cycles"),
+        Register("rate_tokens", Q(8, 8), "rw", "order-rate tokens added per TICK", reset=1,
+                 block="quoter", unit="orders/tick"),
+        Register("rate_depth", U16, "rw", "order-rate bucket depth: the largest burst",
+                 reset=16, block="quoter", unit="orders"),
+        Register("position", Q(32, signed=True), "ro", "inventory from own fills", count=v,
+                 block="quoter", unit="lots"),
+        Register("position_net", Q(32, signed=True), "ro", "net inventory q, all venues",
+                 block="quoter", unit="lots"),
+        Register("quote_flags", Q(5), "w1c", "sticky saturation flags, write 1 to clear: "
+                 "bit0 sigma2, bit1 gain, bit2 risk, bit3 skew, bit4 position", block="quoter"),
     ]
     return RegisterMap(regs)
 

@@ -52,7 +52,8 @@ def test_ports_and_bus_signature():
     assert members["bus"].signature == CSRBus(addr_width(REGS)).flip()
     assert 1 << (addr_width(REGS) - 1) < REGS.size <= 1 << addr_width(REGS)   # just wide enough
     assert "id" not in members and "version" not in members and "cycle" in members
-    assert [name for name in members if name.endswith("_stb")] == ["commit_stb"]
+    assert [name for name in members if name.endswith("_stb")] == \
+        [f"{r.name}_stb" for r in REGS if r.access == "wo"]
     assert {"book_flags", "book_flags_set", "gamma", "q_limit", "bus_errors"} <= set(members)
     assert Value.cast(dut.q_limit).shape().signed
     assert [r.name for r in REGS if is_constant(r)] == ["id", "version", "venues", "levels"]

@@ -1,0 +1,307 @@
+"""The quote engine: Avellaneda-Stoikov quotes and sizes from book, signals and own fills."""
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .layouts import order_layout
+from .ratelimit import (
+    EMITTER_PARAMS,
+    PRICE_BITS,
+    SIZE_BITS,
+    TARGET,
+    OrderEmitter,
+    delay,
+    param_init,
+    param_shape,
+    slot_list,
+)
+from .registers import REGISTERS
+from .signals import DEPTH_BITS, REGIME
+
+__all__ = ["FILL", "FLAGS", "PARAMS", "VENUE_INPUTS", "DELAY", "LATENCY", "VENUES_MAX",
+           "LEVELS_MAX", "Q_BITS", "OP_BITS", "OP_MAX", "SIGMA2_FRAC", "SIG_SHIFT", "GAIN_SHIFT",
+           "RISK_SHIFT", "RISK_FRAC", "ROUND", "SKEW_MAX", "DEPTH_FRAC", "REGIME_FRAC",
+           "SCALE_ONE", "FACTOR_SHIFT", "FACTOR_FRAC", "VOL_STEPS", "Quoter"]
+
+VENUES_MAX = 4
+LEVELS_MAX = REGISTERS["level_gap"].count + 1
+Q_BITS = REGISTERS["position_net"].fmt.width
+SIGMA2_FRAC = REGISTERS["sigma2_fast"].fmt.frac_bits
+OP_BITS = 36                     # risk-path multiplier operands: two 18-bit DSP inputs each
+OP_MAX = (1 << OP_BITS) - 1
+VAR_FRAC = 12                    # the mid's sigma2 operand: UQ24.12 ticks^2
+GAIN_FRAC = 24                   # G = gamma tau: UQ12.24
+RISK_FRAC = REGISTERS["kappa_term"].fmt.frac_bits      # risk, spread, skew: kappa's format
+# sigma2 is the variance of a + b = 2 s: the mid's is a quarter of it, i.e. 2 more fraction bits.
+SIG_SHIFT = SIGMA2_FRAC + 2 - VAR_FRAC
+GAIN_SHIFT = REGISTERS["gamma"].fmt.frac_bits + REGISTERS["tau"].fmt.frac_bits - GAIN_FRAC
+RISK_SHIFT = GAIN_FRAC + VAR_FRAC - RISK_FRAC
+SKEW_BITS = 50                   # |q r| saturates at 2^33 ticks: beyond any 32-bit price
+SKEW_MAX = (1 << (SKEW_BITS - 1)) - 1
+ROUND = RISK_FRAC + 1            # prices carry one more fraction bit: the half spread
+WIDE = PRICE_BITS + 4            # rounded prices before the range check, signed
+DEPTH_FRAC = REGISTERS["depth_frac"].fmt.frac_bits
+REGIME_FRAC = 3                  # regime_size entries are eighths
+SCALE_FRAC = 15                  # size_scale: UQ1.15
+SCALE_ONE = 1 << SCALE_FRAC
+FACTOR_FRAC = 16                 # the size factor: UQ2.16, one 18-bit DSP input
+FACTOR_SHIFT = REGIME_FRAC + SCALE_FRAC - FACTOR_FRAC
+BOOST_BITS = 3                   # gamma_boost: log2 of the gamma multiplier, 0..7
+VOL_STEPS = 16                   # at most 16 halvings of the size for volatility
+
+PARAMS = ("gamma", "tau", "kappa_term", "q_limit", "sigma_sel", "min_spread", "allow_cross",
+          "max_dist", "level_gap", "base_size", "depth_frac", "vol_ref", "regime_size",
+          "size_cap", "size_min", *EMITTER_PARAMS)
+VENUE_INPUTS = {"best_bid": unsigned(PRICE_BITS), "best_ask": unsigned(PRICE_BITS),
+                "book_valid": unsigned(1), "bid_depth": unsigned(DEPTH_BITS),
+                "ask_depth": unsigned(DEPTH_BITS),
+                "sigma2_fast": unsigned(REGISTERS["sigma2_fast"].fmt.width),
+                "sigma2_slow": unsigned(REGISTERS["sigma2_slow"].fmt.width),
+                "regime": REGIME, "size_scale": unsigned(16), "gamma_boost": unsigned(BOOST_BITS)}
+VENUE_INIT = {"size_scale": SCALE_ONE}          # neutral guard inputs: scale 1.0, boost 0
+FILL = wiring.Signature({"valid": Out(1), "venue": Out(8), "side": Out(1),
+                         "size": Out(SIZE_BITS)})
+FLAGS = data.StructLayout(dict.fromkeys(("sigma", "gain", "risk", "skew", "position"), 1))
+assert FLAGS.size == REGISTERS["quote_flags"].fmt.width
+
+# Pipeline depth per input: the targets of cycle c use each input as it was in cycle
+# c - DELAY[name] (q: the net position register). Orders follow the targets by LATENCY.
+DELAY = {"best_bid": 4, "best_ask": 4, "book_valid": 4, "bid_depth": 10, "ask_depth": 10,
+         "sigma2_fast": 9, "sigma2_slow": 9, "sigma_sel": 9, "regime": 9, "regime_size": 9,
+         "depth_frac": 9, "gamma": 10, "tau": 10, "base_size": 8, "vol_ref": 8,
+         "size_scale": 8, "gamma_boost": 7, "q": 6, "kappa_term": 6, "min_spread": 5,
+         "size_cap": 5, "q_limit": 4, "max_dist": 3, "level_gap": 3, "allow_cross": 2,
+         "size_min": 2, "enable": 1, "pull": 1}
+LATENCY = 2        # targets -> first cycle the order is valid on `orders` (stage A, load)
+
+
+def _min(a, b):
+    return Mux(a < b, a, b)
+
+
+class Quoter(wiring.Component):
+    """Quotes ``levels`` price levels per side on each of ``venues`` venues.
+
+    Ports (per-venue ones are ``data.ArrayLayout`` arrays when ``venues > 1``, as the
+    signal block's and the guard's):
+
+    - per venue: ``best_bid``, ``best_ask`` (ticks), ``book_valid``, ``bid_depth``,
+      ``ask_depth`` (lots), ``sigma2_fast``, ``sigma2_slow`` (UQ34.16 ticks^2 of a + b),
+      ``regime``, and from the guard ``size_scale`` (UQ1.15, init 1.0) and ``gamma_boost``
+      (log2 of a gamma multiplier, 0..7, init 0).
+    - ``fill`` (:data:`FILL`): own fill strobe with venue, side (0: our bid was hit, q +=
+      size) and size (lots). ``tick``: one TICK (the rate bucket's clock). ``pull`` (level,
+      from the guard) and ``enable`` (armed).
+    - parameters named after their registers (:data:`PARAMS`, raw bits, init = reset).
+    - ``orders``: the order stream; ``rate_exceeded``: strobe; ``position`` (per venue) and
+      ``position_net`` (S32 lots); ``quote_flags_set`` (:data:`FLAGS` strobes).
+
+    ``obcore.sim.quoter_model.QuoterModel`` is the cycle-exact spec; docs/quoter.md.
+    """
+
+    def __init__(self, venues=1, levels=1):
+        if not (isinstance(venues, int) and not isinstance(venues, bool)
+                and 1 <= venues <= VENUES_MAX):
+            raise ValueError(f"venues must be an integer 1..{VENUES_MAX}, not {venues!r}")
+        if not (isinstance(levels, int) and not isinstance(levels, bool)
+                and 1 <= levels <= LEVELS_MAX):
+            raise ValueError(f"levels must be an integer 1..{LEVELS_MAX}, not {levels!r}")
+        self._venues, self._levels = venues, levels
+
+        def each(shape):
+            return shape if venues == 1 else data.ArrayLayout(shape, venues)
+
+        members = {}
+        for name, shape in VENUE_INPUTS.items():
+            init = VENUE_INIT.get(name)
+            if init is not None and venues > 1:
+                init = [init] * venues
+            members[name] = In(each(shape), init=init)
+        members.update({"fill": In(FILL), "tick": In(1), "pull": In(1), "enable": In(1)})
+        members.update({n: In(param_shape(n), init=param_init(n)) for n in PARAMS})
+        members.update({"orders": Out(stream.Signature(order_layout)), "rate_exceeded": Out(1),
+                        "position": Out(each(signed(Q_BITS))),
+                        "position_net": Out(signed(Q_BITS)), "quote_flags_set": Out(FLAGS)})
+        super().__init__(members)
+
+    @property
+    def venues(self):
+        return self._venues
+
+    @property
+    def levels(self):
+        return self._levels
+
+    @property
+    def slots(self):
+        return slot_list(self._venues, self._levels)
+
+    def _at(self, name, v):
+        port = getattr(self, name)
+        return port if self._venues == 1 else port[v]
+
+    def _inventory(self, m):
+        """Saturating position registers per venue and net; returns the saturation strobe."""
+        fill, lo, hi = self.fill, -(1 << (Q_BITS - 1)), (1 << (Q_BITS - 1)) - 1
+        delta = Mux(fill.side, -fill.size, fill.size)
+        ours = fill.valid & (fill.venue < self._venues)
+        hit = Signal(name="position_sat")
+
+        def add(q, when):
+            total = q + delta
+            over, under = total > hi, total < lo
+            with m.If(when):
+                m.d.sync += q.eq(Mux(over, hi, Mux(under, lo, total)))
+            return when & (over | under)
+
+        sats = [add(self._at("position", v), ours & (fill.venue == v))
+                for v in range(self._venues)]
+        sats.append(add(self.position_net, ours))
+        m.d.sync += hit.eq(Cat(*sats).any())
+        return hit
+
+    # Stage comments "dN": the register is loaded N cycles before the targets (d1), the
+    # same N as the DELAY of the inputs consumed there.
+
+    def _risk(self, m, v, gain, q):
+        """Venue ``v``'s risk path: r = q gamma sigma2 tau and the spread, as the price offsets
+        (d9 .. d4). Returns the offsets, sigma2 (for the size path) and the saturations."""
+        p, at = self, lambda name: self._at(name, v)
+        fast, slow, sel = at("sigma2_fast"), at("sigma2_slow"), p.sigma_sel
+        sig2 = Signal.like(fast, name=f"sig2_{v}")
+        m.d.comb += sig2.eq(Mux(sel == 0, fast, Mux(sel == 1, slow,
+                                                      Mux(fast > slow, fast, slow))))
+        sig2_r = delay(m, sig2, f"sig2r_{v}")                                      # d9
+        op_w = sig2 >> SIG_SHIFT
+        sat_sig = (op_w >> OP_BITS) != 0
+        sig2op = delay(m, Mux(sat_sig, OP_MAX, op_w), f"sig2op_{v}", unsigned(OP_BITS))
+        risk_p = delay(m, gain * sig2op, f"risk_p_{v}")                            # d8
+        risk_w = (risk_p >> RISK_SHIFT) << at("gamma_boost")
+        sat_risk = (risk_w >> OP_BITS) != 0
+        risk = delay(m, Mux(sat_risk, OP_MAX, risk_w), f"risk_{v}", unsigned(OP_BITS))  # d7
+        skew_p = delay(m, q * risk, f"skew_p_{v}")                                 # d6
+        spread = delay(m, risk + p.kappa_term, f"spread_{v}", unsigned(OP_BITS + 1))
+        sat_skew = (skew_p > SKEW_MAX) | (skew_p < -SKEW_MAX)
+        skew = delay(m, Mux(skew_p > SKEW_MAX, SKEW_MAX,                           # d5
+                            Mux(skew_p < -SKEW_MAX, -SKEW_MAX, skew_p)),
+                     f"skew_{v}", signed(SKEW_BITS))
+        floor = p.min_spread << RISK_FRAC
+        spread_e = delay(m, Mux(spread > floor, spread, floor), f"spread_e_{v}",
+                         unsigned(OP_BITS + 1))
+        # In units of 2^-ROUND ticks bid = mid2/2 - skew - spread/2; the ask's ceiling is a
+        # floor after adding one unit less than a tick. Both offsets are ready before the
+        # book arrives, so the book path has a single add.
+        off_bid = delay(m, (skew << 1) + spread_e, f"off_bid_{v}", signed(SKEW_BITS + 3))
+        off_ask = delay(m, spread_e - (skew << 1) + ((1 << ROUND) - 1), f"off_ask_{v}",
+                        signed(SKEW_BITS + 3))                                     # d4
+        return off_bid, off_ask, sig2_r, (sat_sig, sat_risk, sat_skew)
+
+    def _book(self, m, v, off_bid, off_ask, offsets):
+        """Venue ``v``'s price path (d4 .. d2): the book rounded outward, the no-cross clamp
+        and the max_dist bounds per level. Returns (ok, bid, ask, bid floors, ask ceilings)."""
+        p, at = self, lambda name: self._at(name, v)
+        a, b = at("best_ask"), at("best_bid")
+        mid2 = delay(m, a + b, f"mid2_{v}", unsigned(PRICE_BITS + 1))              # d4
+        ok1 = delay(m, at("book_valid") & (a > b), f"ok1_{v}")
+        a1, b1 = delay(m, a, f"a1_{v}"), delay(m, b, f"b1_{v}")
+        wide = mid2 << RISK_FRAC
+        bid = delay(m, (wide - off_bid) >> ROUND, f"bid_{v}", signed(WIDE))         # d3
+        ask = delay(m, (wide + off_ask) >> ROUND, f"ask_{v}", signed(WIDE))
+        below = delay(m, a1 - 1, f"below_{v}", unsigned(PRICE_BITS))   # wraps only if not ok
+        above = delay(m, b1 + 1, f"above_{v}", unsigned(PRICE_BITS + 1))
+        lo = delay(m, ((mid2 + 1) >> 1) - p.max_dist, f"lo_{v}", signed(PRICE_BITS + 2))
+        hi = delay(m, (mid2 >> 1) + p.max_dist, f"hi_{v}", unsigned(PRICE_BITS + 2))
+        ok2 = delay(m, ok1, f"ok2_{v}")
+        clamp = ~p.allow_cross                                                     # d2
+        bid_c = delay(m, Mux(clamp & (bid > below), below, bid), f"bid_c_{v}", signed(WIDE))
+        ask_c = delay(m, Mux(clamp & (ask < above), above, ask), f"ask_c_{v}", signed(WIDE))
+        # Bounds per level, so that the last stage compares without adding first.
+        los = [delay(m, lo + o, f"lo{j}_{v}", signed(WIDE)) for j, o in enumerate(offsets)]
+        his = [delay(m, hi - o, f"hi{j}_{v}", signed(WIDE)) for j, o in enumerate(offsets)]
+        return delay(m, ok2, f"ok3_{v}"), bid_c, ask_c, los, his
+
+    def _size(self, m, v, sig2_r):
+        """Venue ``v``'s size before the position cap (d10 .. d5): base capped by depth,
+        halved per 4x sigma2, scaled by the regime and the guard, capped by size_cap."""
+        p, at = self, lambda name: self._at(name, v)
+        db, da = at("bid_depth"), at("ask_depth")
+        dmin = delay(m, _min(db, da), f"dmin_{v}")                                  # d10
+        dcap = delay(m, p.depth_frac * dmin, f"dcap_{v}")                           # d9
+        f0 = delay(m, p.regime_size.word_select(at("regime").as_value(), 4), f"f0_{v}")
+        s1 = delay(m, _min(dcap >> DEPTH_FRAC, p.base_size), f"s1_{v}",            # d8
+                   unsigned(SIZE_BITS))
+        # floor(x / 4^i) <= ref for integers is x <= ref 4^i: no wide product needed.
+        halvings = VOL_STEPS
+        for i in reversed(range(VOL_STEPS)):
+            halvings = Mux((sig2_r >> (2 * i)) <= p.vol_ref, i, halvings)
+        n = delay(m, halvings, f"halvings_{v}", unsigned(5))
+        f1 = delay(m, f0 * at("size_scale"), f"f1_{v}")
+        s2 = delay(m, s1 >> n, f"s2_{v}")                                           # d7
+        factor = delay(m, f1 >> FACTOR_SHIFT, f"factor_{v}", unsigned(FACTOR_FRAC + 2))
+        prod = delay(m, s2 * factor, f"prod_{v}")                                   # d6
+        return delay(m, _min(prod >> FACTOR_FRAC, p.size_cap), f"s4_{v}",           # d5
+                     unsigned(SIZE_BITS))
+
+    def elaborate(self, platform):
+        m = Module()
+        V, M, p, slots = self._venues, self._levels, self, self.slots
+        m.submodules.emitter = emitter = OrderEmitter(slots)
+        pos_sat = self._inventory(m)
+        q = self.position_net
+
+        # Parameter-only stages: G = gamma tau and the level offsets.
+        gain_p = delay(m, p.gamma * p.tau, "gain_p")                               # d10
+        gain_w = gain_p >> GAIN_SHIFT
+        sat_gain = (gain_w >> OP_BITS) != 0
+        gain = delay(m, Mux(sat_gain, OP_MAX, gain_w), "gain", unsigned(OP_BITS))  # d9
+        gaps = [p.level_gap[j] for j in range(LEVELS_MAX - 1)]
+        off2 = [delay(m, sum(gaps[:j], 0), f"off{j}", unsigned(18)) for j in range(M)]  # d3
+        off1 = [delay(m, o, f"off{j}_p4") for j, o in enumerate(off2)]
+        q4 = delay(m, q, "q4", n=2)                    # the q of the skew (d6), for the room
+        room = [delay(m, p.q_limit - q4, "room_bid", signed(Q_BITS + 2)),          # d4
+                delay(m, p.q_limit + q4, "room_ask", signed(Q_BITS + 2))]
+
+        books, s4s, sats = [], [], []
+        for v in range(V):
+            off_bid, off_ask, sig2_r, sat = self._risk(m, v, gain, q)
+            books.append(self._book(m, v, off_bid, off_ask, off2))
+            s4s.append(self._size(m, v, sig2_r))
+            sats.append(sat)
+
+        # The room is shared in slot order (level-major, then venue), d4 .. d2.
+        total = sum(s4s, 0)
+        s4_2 = [delay(m, s, f"s4_2_{v}", n=2) for v, s in enumerate(s4s)]
+        used = {(j, v): delay(m, total * j + sum(s4s[:v], 0), f"used{j}_{v}", unsigned(40))
+                for j in range(M) for v in range(V)}
+        min_size = Mux(p.size_min == 0, 1, p.size_min)
+        target = Signal(data.ArrayLayout(TARGET, len(slots)))
+        for k, (v, side, j) in enumerate(slots):
+            rem = delay(m, room[side] - used[(j, v)], f"rem{k}", signed(42))           # d3
+            s = s4_2[v]
+            fits = (s >= min_size) & (rem >= min_size)
+            size = delay(m, Mux(fits, _min(s, rem), 0), f"size{k}", unsigned(SIZE_BITS))
+            sized = delay(m, fits, f"sized{k}")                                        # d2
+            ok3, bid_c, ask_c, los, his = books[v]
+            if side == 0:
+                price, near = bid_c - off1[j], bid_c >= los[j]
+            else:
+                price, near = ask_c + off1[j], ask_c <= his[j]
+            in_range = (price[PRICE_BITS:] == 0) & (price[:PRICE_BITS] != 0)
+            placed = ok3 & p.enable & ~p.pull & sized & near & in_range
+            m.d.sync += [target[k].placed.eq(placed), target[k].price.eq(price[:PRICE_BITS]),
+                         target[k].size.eq(size)]                                    # d1
+
+        # Flags travel with the data they describe: they strobe with the targets.
+        sigma, risk, skew = (Cat(*bits).any() for bits in zip(*sats, strict=True))
+        flags = self.quote_flags_set
+        m.d.comb += [flags.sigma.eq(delay(m, sigma, "flag_sigma", n=9)),
+                     flags.gain.eq(delay(m, sat_gain, "flag_gain", n=9)),
+                     flags.risk.eq(delay(m, risk, "flag_risk", n=7)),
+                     flags.skew.eq(delay(m, skew, "flag_skew", n=5)),
+                     flags.position.eq(pos_sat)]
+        m.d.comb += [emitter.target.eq(target), emitter.tick.eq(p.tick),
+                     emitter.pull.eq(p.pull), self.rate_exceeded.eq(emitter.rate_exceeded)]
+        m.d.comb += [getattr(emitter, n).eq(getattr(p, n)) for n in EMITTER_PARAMS]
+        wiring.connect(m, emitter.orders, wiring.flipped(self.orders))
+        return m

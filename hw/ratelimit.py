@@ -1,0 +1,197 @@
+"""Order emission: quote slots to NEW/REPLACE/CANCEL orders under a rate limit, and PULL."""
+
+from collections import namedtuple
+from functools import reduce
+from operator import or_
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .layouts import ORDER, OrderKind, order_layout
+from .registers import REGISTERS, to_fixed
+
+__all__ = ["Slot", "slot_list", "TARGET", "Act", "EMITTER_PARAMS", "TOKEN_FRAC", "TOKEN_ONE",
+           "TOKEN_RESET", "PRICE_BITS", "SIZE_BITS", "SEQ_BITS", "param_init", "param_shape",
+           "delay", "OrderEmitter"]
+
+PRICE_BITS = ORDER.offsets()["price"][1]
+SIZE_BITS = ORDER.offsets()["size"][1]
+SEQ_BITS = ORDER.offsets()["seq"][1]
+TOKEN_FRAC = REGISTERS["rate_tokens"].fmt.frac_bits
+TOKEN_ONE = 1 << TOKEN_FRAC                    # one order's worth of tokens
+TOKEN_BITS = REGISTERS["rate_depth"].fmt.width + TOKEN_FRAC
+TIMER_BITS = REGISTERS["requote_cycles"].fmt.width
+EMITTER_PARAMS = ("requote_cycles", "rate_tokens", "rate_depth")
+# The bucket starts full at the reset depth, so quoting can begin before the first TICK.
+TOKEN_RESET = to_fixed(REGISTERS["rate_depth"], REGISTERS["rate_depth"].reset) << TOKEN_FRAC
+
+TARGET = data.StructLayout({"placed": 1, "price": PRICE_BITS, "size": SIZE_BITS})
+"""What one quote slot should rest: ``price`` (ticks) and ``size`` (lots) when ``placed``."""
+
+Slot = namedtuple("Slot", "venue side level")
+
+
+class Act:
+    """A slot's pending action; the codes are the ``OrderKind`` values they emit."""
+    NONE = 0
+    NEW = OrderKind.NEW
+    REPLACE = OrderKind.REPLACE
+    CANCEL = OrderKind.CANCEL
+
+
+assert (Act.NEW, Act.REPLACE, Act.CANCEL) == (1, 2, 3), "act codes must fit 2 bits"
+
+
+def slot_list(venues, levels):
+    """The quote slots in index (and priority) order: level-major, then venue, bid first."""
+    return tuple(Slot(v, side, j) for j in range(levels) for v in range(venues)
+                 for side in (0, 1))
+
+
+def param_shape(name):
+    """The port shape of quoter register ``name``: raw bits, an array if it has elements."""
+    reg = REGISTERS[name]
+    elem = signed(reg.fmt.width) if reg.fmt.signed else unsigned(reg.fmt.width)
+    return elem if reg.count == 1 else data.ArrayLayout(elem, reg.count)
+
+
+def param_init(name):
+    """The reset value of register ``name`` as port init (a list for an array)."""
+    reg = REGISTERS[name]
+    raw = to_fixed(reg, reg.reset)
+    if reg.fmt.signed and raw >> (reg.fmt.width - 1):
+        raw -= 1 << reg.fmt.width
+    return raw if reg.count == 1 else [raw] * reg.count
+
+
+def delay(m, value, name, shape=None, n=1):
+    """``value`` through ``n`` registers (reset 0), cast to ``shape`` at the first one."""
+    for i in range(n):
+        reg = Signal(shape if shape is not None else value.shape(), name=f"{name}_{i + 1}")
+        m.d.sync += reg.eq(value)
+        value, shape = reg, None
+    return value
+
+
+class OrderEmitter(wiring.Component):
+    """Turns per-slot targets into orders on ``orders``, one per cycle at most.
+
+    Cycle contract (``obcore.sim.quoter_model.EmitterModel`` is the executable spec):
+
+    - stage A registers, per slot, the action its target in ``target`` needs against what
+      rests: NEW (placed, nothing rests), REPLACE (placed, price or size differs), CANCEL
+      (not placed, something rests) or none; the target's price and size ride along.
+    - a slot is eligible when its action is not none, it was not loaded in the previous
+      cycle (its stage A value is stale then), and its re-quote timer is 0 or the action is
+      CANCEL. The port loads when it is free (empty, or its order is taken this cycle):
+      the lowest eligible CANCEL slot, else the lowest eligible slot, if the bucket holds a
+      whole token (one is spent). A loaded slot rests what it sent and its timer restarts
+      at ``max(requote_cycles - 1, 0)``, counting down each cycle.
+    - ``rate_exceeded`` (a function of registers only): a slot is eligible and the bucket
+      holds less than one token. Nothing is dropped: the slot stays pending.
+    - bucket: ``+rate_tokens`` per cycle with ``tick``, capped at ``rate_depth`` tokens.
+    - ``pull`` (level): the next order loaded is one CANCEL_ALL (venue, side, slot, price,
+      size 0), in the cycle after ``pull`` is first seen high if the port is free, else as
+      soon as it is; it bypasses the bucket, every slot is forgotten (empty, timers 0) and
+      nothing else loads while ``pull`` is high or the CANCEL_ALL still waits. One pull
+      episode gives exactly one CANCEL_ALL, however short the pulse.
+    - ``seq`` is +1 per order loaded, from 0 after reset.
+    """
+
+    def __init__(self, slots):
+        if not (isinstance(slots, tuple) and slots and all(isinstance(s, Slot) for s in slots)):
+            raise ValueError(f"slots must be a non-empty tuple of Slot, not {slots!r}")
+        self._slots = slots
+        members = {"target": In(data.ArrayLayout(TARGET, len(slots))), "tick": In(1),
+                   "pull": In(1), "orders": Out(stream.Signature(order_layout)),
+                   "rate_exceeded": Out(1)}
+        members.update({n: In(param_shape(n), init=param_init(n)) for n in EMITTER_PARAMS})
+        super().__init__(members)
+
+    @property
+    def slots(self):
+        return self._slots
+
+    def elaborate(self, platform):
+        m = Module()
+        n, out = len(self._slots), self.orders
+        live, just = Signal(n), Signal(n)          # resting per slot; loaded last cycle
+        rest_price = [Signal(PRICE_BITS, name=f"rest_price_{k}") for k in range(n)]
+        rest_size = [Signal(SIZE_BITS, name=f"rest_size_{k}") for k in range(n)]
+        act = [Signal(2, name=f"act_{k}") for k in range(n)]
+        act_price = [Signal(PRICE_BITS, name=f"act_price_{k}") for k in range(n)]
+        act_size = [Signal(SIZE_BITS, name=f"act_size_{k}") for k in range(n)]
+        timer = [Signal(TIMER_BITS, name=f"timer_{k}") for k in range(n)]
+        tokens = Signal(TOKEN_BITS, init=TOKEN_RESET)
+        sent, pend = Signal(), Signal()        # CANCEL_ALL loaded this episode; still owed
+        seq = Signal(SEQ_BITS)
+
+        # Stage A: the action each target needs against what rests now.
+        for k in range(n):
+            t = self.target[k]
+            changed = (t.price != rest_price[k]) | (t.size != rest_size[k])
+            need = Mux(t.placed, Mux(~live[k], Act.NEW, Mux(changed, Act.REPLACE, Act.NONE)),
+                       Mux(live[k], Act.CANCEL, Act.NONE))
+            m.d.sync += [act[k].eq(need), act_price[k].eq(t.price), act_size[k].eq(t.size)]
+
+        elig, cancels = Signal(n), Signal(n)
+        for k in range(n):
+            m.d.comb += [
+                elig[k].eq((act[k] != Act.NONE) & ~just[k]
+                           & ((act[k] == Act.CANCEL) | (timer[k] == 0))),
+                cancels[k].eq(elig[k] & (act[k] == Act.CANCEL)),
+            ]
+        pool, grant = Signal(n), Signal(n)
+        m.d.comb += [pool.eq(Mux(cancels.any(), cancels, elig)),
+                     grant.eq(pool & (~pool + 1))]          # the lowest set bit
+
+        def pick(values, width):
+            """The value of the granted slot (an AND-OR multiplexer, one-hot select)."""
+            sig = Signal(width)
+            m.d.comb += sig.eq(reduce(or_, (Mux(grant[k], v, 0) for k, v in enumerate(values))))
+            return sig
+
+        kind = pick(act, 2)
+        price, size = pick(act_price, PRICE_BITS), pick(act_size, SIZE_BITS)
+        has_token = tokens[TOKEN_FRAC:] != 0
+        m.d.comb += self.rate_exceeded.eq(elig.any() & ~has_token)
+
+        free = ~out.valid | out.ready
+        need_ca = pend | (self.pull & ~sent)
+        load_ca = need_ca & free
+        load = ~(self.pull | pend) & free & elig.any() & has_token
+
+        m.d.sync += just.eq(0)
+        for k in range(n):
+            m.d.sync += timer[k].eq(timer[k] - (timer[k] != 0))
+        req = self.requote_cycles
+        with m.If(load_ca):
+            m.d.sync += [out.valid.eq(1), out.payload.eq(0), seq.eq(seq + 1),
+                         out.payload.kind.eq(OrderKind.CANCEL_ALL), out.payload.seq.eq(seq),
+                         live.eq(0), just.eq((1 << n) - 1)]
+            m.d.sync += [t.eq(0) for t in timer]
+        with m.Elif(load):
+            cancel = kind == Act.CANCEL
+            p = out.payload
+            m.d.sync += [
+                out.valid.eq(1), seq.eq(seq + 1), p.kind.eq(kind), p.seq.eq(seq),
+                p.venue.eq(pick([s.venue for s in self._slots], p.venue.shape().width)),
+                p.side.eq(pick([s.side for s in self._slots], 1)),
+                p.slot.eq(pick([s.level for s in self._slots], p.slot.shape().width)),
+                p.price.eq(Mux(cancel, 0, price)), p.size.eq(Mux(cancel, 0, size)),
+                just.eq(grant),
+            ]
+            for k in range(n):
+                with m.If(grant[k]):
+                    m.d.sync += [live[k].eq(act[k] != Act.CANCEL),
+                                 rest_price[k].eq(act_price[k]), rest_size[k].eq(act_size[k]),
+                                 timer[k].eq(Mux(req != 0, req - 1, 0))]
+        with m.Elif(out.ready):
+            m.d.sync += out.valid.eq(0)
+        m.d.sync += [pend.eq(need_ca & ~load_ca), sent.eq(self.pull & (sent | load_ca))]
+
+        filled = tokens - Mux(load, TOKEN_ONE, 0) + Mux(self.tick, self.rate_tokens, 0)
+        cap = self.rate_depth << TOKEN_FRAC
+        m.d.sync += tokens.eq(Mux(filled > cap, cap, filled))
+        return m
