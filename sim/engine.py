@@ -2,7 +2,8 @@
 
 An engine has ``regmap``, ``read(addr)`` / ``write(addr, word)`` for 32-bit bus words,
 ``run(msgs) -> (obs, orders)`` for a ``FEED_DTYPE`` batch (one ``OBS_DTYPE`` record per
-message, in order), ``cycle``, ``reset()`` and ``close()``. The simulation server, replay and
+message, in order; ``last_order_cycles`` then gives the cycle each order left), ``cycle``,
+``reset()`` and ``close()``. The simulation server, replay and
 the benchmarks take either, so the reference model is a drop-in check of the hardware.
 """
 
@@ -90,6 +91,7 @@ class ModelEngine:
             self.cycle += 1
         self.cycle += RUN_DRAIN
         self._sync_status()
+        self.last_order_cycles = np.zeros(0, dtype=np.uint64)
         return obs, np.zeros(0, dtype=ORDER_DTYPE)
 
 

@@ -1,0 +1,208 @@
+"""The engine top: feed in, books, signals and registers inside, observations and orders out."""
+
+from amaranth.hdl import Module, Signal, Value
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .book import BBO_LATENCY, STATUS_LATENCY
+from .books import Books
+from .csr import CSR, CSRBus, addr_width
+from .guard import Guard
+from .layouts import OBS, FeedKind, ObsStatus, feed_layout, order_layout
+from .quoter import Quoter
+from .registers import build_map
+from .signals import Signals
+
+__all__ = ["Engine", "wire_registers"]
+
+
+def wire_registers(m, csr, block, regmap, names):
+    """Connect ``block``'s ports named after registers to the CSR, by each register's access.
+
+    rw: CSR live value -> block input; ro: block output -> CSR input; w1c: block
+    ``<name>_set`` -> CSR set strobes; wo: a command, the CSR's ``<name>_stb`` -> block
+    ``<name>`` (the value written is not used). An rw register the block has no port for is
+    host-side state (`k` feeds the host's `kappa_term`); any other must have its port.
+    """
+    def connect(dst, src):
+        m.d.comb += Value.cast(dst).eq(Value.cast(src))
+
+    for name in names:
+        access = regmap[name].access
+        if access == "rw":
+            if hasattr(block, name):
+                connect(getattr(block, name), getattr(csr, name))
+        elif access == "ro":
+            connect(getattr(csr, name), getattr(block, name))
+        elif access == "w1c":
+            connect(getattr(csr, f"{name}_set"), getattr(block, f"{name}_set"))
+        else:
+            connect(getattr(block, name), getattr(csr, f"{name}_stb"))
+
+
+def _delay(m, value, cycles, name):
+    """``value`` delayed by ``cycles`` clock cycles through a register chain."""
+    for i in range(cycles):
+        reg = Signal.like(value, name=f"{name}_d{i + 1}")
+        m.d.sync += reg.eq(value)
+        value = reg
+    return value
+
+
+class Engine(wiring.Component):
+    """The whole engine for ``venues`` venues and ``levels`` exact book levels per side.
+
+    Ports: ``feed`` (feed stream, always ready), ``bus`` (the register bus, see
+    :class:`~obcore.hw.csr.CSRBus`), ``obs`` (one :data:`~obcore.hw.layouts.OBS` record per
+    accepted feed message, ``obs_latency`` cycles after it, never stalls) and ``orders``
+    (the quoter's order stream, ``slots`` quote levels per side and venue; the guard's pull
+    makes it emit CANCEL_ALL).
+    """
+
+    def __init__(self, venues=2, levels=16, capacity=None, slots=1):
+        self.regmap = build_map(venues, levels)
+        self.venues, self.levels, self.capacity, self.slots = venues, levels, capacity, slots
+        self.obs_format = OBS
+        self.obs_latency = STATUS_LATENCY + 1
+        super().__init__({
+            "feed": In(stream.Signature(feed_layout)),
+            "bus": In(CSRBus(addr_width(self.regmap))),
+            # valid/payload without ready: observations never stall, and an always-ready
+            # stream's constant ready cannot be a top-level port.
+            "obs": Out(wiring.Signature({"valid": Out(1), "payload": Out(OBS.layout())})),
+            "orders": Out(stream.Signature(order_layout)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        regmap = self.regmap
+        m.submodules.books = books = Books(self.venues, self.levels, self.capacity)
+        m.submodules.csr = csr = CSR(regmap)
+        m.submodules.signals = signals = Signals(self.venues)
+        wiring.connect(m, wiring.flipped(self.feed), books.feed)
+        wiring.connect(m, wiring.flipped(self.bus), csr.bus)
+
+        cycle = Signal(64)
+        m.d.sync += cycle.eq(cycle + 1)
+        m.d.comb += csr.cycle.eq(cycle)
+
+        # Book status into the registers and the signals. The BBO shows a message one cycle
+        # before depth and `updated`; delay it so signals see one consistent book.
+        m.d.comb += csr.malformed_count.eq(books.malformed_count)
+        for v in range(self.venues):
+            st = books.venue[v]
+            for reg, counter in (("msg_count", "msgs"), ("gap_count", "gaps"),
+                                 ("missing_count", "missing"), ("crossed_count", "crossed"),
+                                 ("capacity_count", "capacity")):
+                m.d.comb += getattr(csr, reg)[v].eq(getattr(st.counters, counter))
+            m.d.comb += [csr.best_bid[v].eq(st.best_bid), csr.best_ask[v].eq(st.best_ask),
+                         csr.book_flags_set[v].eq(st.events.as_value())]
+            view = signals.book[v]
+            lag = STATUS_LATENCY - BBO_LATENCY
+            for name in ("best_bid", "best_ask", "best_bid_qty", "best_ask_qty", "valid"):
+                m.d.comb += getattr(view, name).eq(_delay(m, getattr(st, name), lag,
+                                                          f"v{v}_{name}"))
+            m.d.comb += [view.bid_depth.eq(st.bid_depth), view.ask_depth.eq(st.ask_depth),
+                         view.updated.eq(st.updated)]
+
+        # A TICK reaches the signals when the book has shown everything before it.
+        msg = self.feed.payload
+        accepted = self.feed.valid & self.feed.ready
+        # Well formed as the ingress rules it (docs/feed.md): every field but seq is 0.
+        is_tick = accepted & (msg.kind == FeedKind.TICK) & (msg.venue == 0) & (msg.side == 0) \
+            & (msg.flags == 0) & (msg.price == 0) & (msg.size == 0)
+        m.d.comb += signals.tick.eq(_delay(m, is_tick, STATUS_LATENCY, "tick"))
+        wire_registers(m, csr, signals, regmap,
+                       [r.name for r in regmap.by_block("signals")])
+
+        m.submodules.guard = guard = Guard(self.venues)
+        m.submodules.quoter = quoter = Quoter(self.venues, self.slots)
+        self._guard_and_quote(m, books, signals, guard, quoter, csr, cycle)
+        wiring.connect(m, quoter.orders, wiring.flipped(self.orders))
+
+        # Our own fills: a FILL the ingress accepted, when the ingress has ruled on it.
+        is_fill = accepted & (msg.kind == FeedKind.FILL)
+        fill = quoter.fill
+        m.d.comb += [fill.valid.eq(_delay(m, is_fill, STATUS_LATENCY, "fill")
+                                   & ~books.malformed),
+                     fill.venue.eq(_delay(m, msg.venue, STATUS_LATENCY, "fill_venue")),
+                     fill.side.eq(_delay(m, msg.side[0], STATUS_LATENCY, "fill_side")),
+                     fill.size.eq(_delay(m, msg.size, STATUS_LATENCY, "fill_size")),
+                     quoter.tick.eq(signals.tick)]
+        self._observe(m, books, msg, accepted, cycle)
+        return m
+
+    def _guard_and_quote(self, m, books, signals, guard, quoter, csr, cycle):
+        """The guard watches books, signals and the quoter; its pull stops the quoter."""
+        regmap = self.regmap
+        for v in range(self.venues):
+            st = books.venue[v]
+
+            def at(port, v=v):
+                return port if self.venues == 1 else port[v]
+
+            # The guard reads the book as soon as it shows (BBO at 1 cycle, depth at 2):
+            # the cheapest triggers must not wait for the signals pipeline.
+            for dst, src in (("best_bid", st.best_bid), ("best_ask", st.best_ask),
+                             ("book_valid", st.valid), ("synced", st.synced),
+                             ("exact", st.exact), ("bid_depth", st.bid_depth),
+                             ("ask_depth", st.ask_depth), ("msg", st.updated)):
+                m.d.comb += at(getattr(guard, dst)).eq(src)
+            for dst, src in (("best_bid", st.best_bid), ("best_ask", st.best_ask),
+                             ("book_valid", st.valid), ("bid_depth", st.bid_depth),
+                             ("ask_depth", st.ask_depth)):
+                m.d.comb += at(getattr(quoter, dst)).eq(src)
+        for name in ("sig_status", "regime", "sigma2_fast", "sigma2_slow"):
+            m.d.comb += Value.cast(getattr(guard, name)).eq(Value.cast(getattr(signals, name)))
+        for name in ("regime", "sigma2_fast", "sigma2_slow"):
+            m.d.comb += Value.cast(getattr(quoter, name)).eq(Value.cast(getattr(signals, name)))
+        if self.venues >= 2:
+            m.d.comb += Value.cast(guard.xv_status).eq(Value.cast(signals.xv_status))
+        for name in ("size_scale", "gamma_boost"):
+            m.d.comb += Value.cast(getattr(quoter, name)).eq(Value.cast(getattr(guard, name)))
+        m.d.comb += [guard.cycle.eq(cycle), guard.rate_exceeded.eq(quoter.rate_exceeded),
+                     guard.inventory.eq(quoter.position_net), guard.q_limit.eq(csr.q_limit),
+                     quoter.pull.eq(guard.pull), quoter.enable.eq(1)]
+        wire_registers(m, csr, guard, regmap, [r.name for r in regmap.by_block("guard")])
+        wire_registers(m, csr, quoter, regmap, [r.name for r in regmap.by_block("quoter")])
+
+    def _observe(self, m, books, msg, accepted, cycle):
+        """One OBS record per accepted message, STATUS_LATENCY + 1 cycles after it."""
+        tag = {"venue": msg.venue, "kind": msg.kind, "seq": msg.seq, "cycle": cycle[:32]}
+        late = {k: _delay(m, v, STATUS_LATENCY, f"obs_{k}") for k, v in tag.items()}
+        valid = _delay(m, accepted, STATUS_LATENCY, "obs_valid")
+        # Flags that show at BBO_LATENCY are caught then, for the message's venue.
+        venue1 = _delay(m, msg.venue, BBO_LATENCY, "obs_venue1")
+        early = {}
+        for name in ("best_bid", "best_bid_qty", "best_ask", "best_ask_qty", "valid", "exact",
+                     "synced"):
+            now = Signal.like(getattr(books.venue[0], name), name=f"obs_{name}_at1")
+            with m.Switch(venue1):
+                for v in range(self.venues):
+                    with m.Case(v):
+                        m.d.comb += now.eq(getattr(books.venue[v], name))
+            early[name] = _delay(m, now, STATUS_LATENCY - BBO_LATENCY, f"obs_{name}")
+        applied = Signal()
+        m.d.comb += applied.eq(valid & (late["kind"] != FeedKind.TICK) & ~books.malformed)
+        out = self.obs.payload
+        m.d.sync += self.obs.valid.eq(valid)
+        m.d.sync += [getattr(out, k).eq(v) for k, v in late.items()]
+        m.d.sync += out.status.eq(0)
+        with m.If(applied):
+            m.d.sync += out.status.eq(
+                ObsStatus.APPLIED | (early["valid"] * ObsStatus.VALID)
+                | (early["exact"] * ObsStatus.EXACT) | (early["synced"] * ObsStatus.SYNCED))
+            with m.Switch(late["venue"]):
+                for v in range(self.venues):
+                    st = books.venue[v]
+                    with m.Case(v):
+                        m.d.sync += [out.bid_depth.eq(st.bid_depth),
+                                     out.ask_depth.eq(st.ask_depth),
+                                     out.bid_count.eq(st.bid_count),
+                                     out.ask_count.eq(st.ask_count)]
+            m.d.sync += [getattr(out, k).eq(early[k]) for k in (
+                "best_bid", "best_bid_qty", "best_ask", "best_ask_qty")]
+        with m.Else():
+            m.d.sync += [getattr(out, k).eq(0) for k in (
+                "best_bid", "best_bid_qty", "best_ask", "best_ask_qty", "bid_depth",
+                "ask_depth", "bid_count", "ask_count")]

@@ -1,0 +1,164 @@
+"""The engine top compiled by Verilator into a native library, driven from Python in batches."""
+
+import ctypes
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ...hw.layouts import FEED_DTYPE, ORDER_DTYPE
+from ..engine import RUN_DRAIN
+from ..toolchain import ensure_verilator
+
+__all__ = ["build_library", "NativeEngine", "cache_root"]
+
+_CPP = Path(__file__).with_name("engine.cpp")
+# -O3 and no X pessimism: the gateware resets every register it reads (architecture.md).
+_VERILATOR_ARGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal",
+                   "--top-module", "top", "-CFLAGS", "-fPIC -O2", "-LDFLAGS", "-shared"]
+
+
+def cache_root():
+    """Where builds are cached: $OBCORE_BUILD, else ./build/native."""
+    return Path(os.environ.get("OBCORE_BUILD") or Path.cwd() / "build" / "native")
+
+
+def _verilator_version():
+    ensure_verilator()
+    out = subprocess.run(["verilator", "--version"], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def build_library(verilog, trace=False, log=sys.stderr):
+    """Compile top-level Verilog (module ``top``) into ``libengine.so``; return its path.
+
+    The build folder is named by a hash of the Verilog, the C++ driver, the flags and the
+    Verilator version, so an unchanged design reuses its library and a change rebuilds.
+    """
+    args = _VERILATOR_ARGS + (["--trace-fst"] if trace else [])
+    key = hashlib.sha256("\0".join([verilog, _CPP.read_text(), " ".join(args),
+                                    _verilator_version()]).encode()).hexdigest()[:16]
+    folder = cache_root() / key
+    lib = folder / "libengine.so"
+    if lib.exists():
+        return lib
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "top.v").write_text(verilog)
+    print(f"building the native model in {folder} (once per design; about a minute)...",
+          file=log, flush=True)
+    t0 = time.monotonic()
+    cmd = ["verilator", "--cc", "top.v", str(_CPP), "--exe", "--build", "-j",
+           str(os.cpu_count() or 1), "-Mdir", "obj", "-o", str(lib), *args]
+    proc = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
+    if proc.returncode != 0 or not lib.exists():
+        (folder / "build.log").write_text(proc.stdout + proc.stderr)
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        raise RuntimeError(f"Verilator build failed (full log: {folder / 'build.log'}):\n{tail}")
+    print(f"built in {time.monotonic() - t0:.0f} s", file=log, flush=True)
+    return lib
+
+
+def _bytes(array):
+    return array.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
+
+
+class NativeEngine:
+    """The Verilated engine: ``run`` a batch of feed messages, read and write registers.
+
+    ``top`` is an elaborated ``hw.top.Engine``; its ``obs_format`` gives the observation record
+    (one per accepted feed message, in order).
+    """
+
+    def __init__(self, top, trace=False, log=sys.stderr):
+        from amaranth.back import verilog
+
+        self.regmap = top.regmap
+        self.obs_format = top.obs_format
+        self.obs_dtype = self.obs_format.dtype()
+        if top.obs_latency >= RUN_DRAIN:
+            raise ValueError(f"obs latency {top.obs_latency} needs a drain over RUN_DRAIN")
+        lib = build_library(verilog.convert(top, name="top", emit_src=False), trace, log)
+        self._lib = ctypes.CDLL(str(lib))
+        self._bind()
+        sizes = (self._lib.ob_feed_bytes(), self._lib.ob_obs_bytes(),
+                 self._lib.ob_order_bytes())
+        if sizes != (FEED_DTYPE.itemsize, self.obs_dtype.itemsize, ORDER_DTYPE.itemsize):
+            raise RuntimeError(f"native model port sizes {sizes} do not match the layouts")
+        self._h = self._lib.ob_new()
+        self.reset()
+
+    def _bind(self):
+        lib, vp, u8p = self._lib, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint8)
+        u32, u64 = ctypes.c_uint32, ctypes.c_uint64
+        for name, res, argt in (
+            ("ob_feed_bytes", u32, []), ("ob_obs_bytes", u32, []), ("ob_order_bytes", u32, []),
+            ("ob_new", vp, []), ("ob_free", None, [vp]), ("ob_cycle", u64, [vp]),
+            ("ob_reset", None, [vp, u32]), ("ob_write", None, [vp, u32, u32]),
+            ("ob_read", u32, [vp, u32]), ("ob_trace", ctypes.c_int, [vp, ctypes.c_char_p,
+                                                                     u64, u64]),
+            ("ob_run", u64, [vp, u8p, u64, u32, u8p, u64, u8p, ctypes.POINTER(u64), u64,
+                             ctypes.POINTER(u64)]),
+        ):
+            fn = getattr(lib, name)
+            fn.restype, fn.argtypes = res, argt
+
+    def close(self):
+        if getattr(self, "_h", None):
+            self._lib.ob_free(self._h)
+            self._h = None
+
+    def __del__(self):
+        self.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def cycle(self):
+        """Cycles since the last reset: the gateware's own `cycle` register count."""
+        return self._lib.ob_cycle(self._h) - self._cycle0
+
+    def reset(self, cycles=4):
+        self._lib.ob_reset(self._h, cycles)
+        self._cycle0 = self._lib.ob_cycle(self._h)   # the gateware's cycle counter restarts
+
+    def write(self, addr, value):
+        self._lib.ob_write(self._h, addr, value & 0xFFFF_FFFF)
+
+    def read(self, addr):
+        return self._lib.ob_read(self._h, addr)
+
+    def trace(self, path, first_cycle, last_cycle):
+        """Dump cycles [first_cycle, last_cycle) to an FST file (needs ``trace=True``)."""
+        if not self._lib.ob_trace(self._h, str(path).encode(), first_cycle, last_cycle):
+            raise RuntimeError("this native model was built without tracing; use trace=True")
+
+    def run(self, msgs, max_orders=None):
+        """Feed ``msgs`` (a ``FEED_DTYPE`` array) one per cycle; drain the pipeline.
+
+        Returns ``(obs, orders)``: one observation per accepted message (``obs_dtype``) and the
+        orders emitted meanwhile (``ORDER_DTYPE``). ``last_order_cycles`` then holds the cycle
+        each order left the engine (the clock count of ``obs["cycle"]``, not truncated).
+        """
+        msgs = np.ascontiguousarray(msgs, dtype=FEED_DTYPE)
+        n = len(msgs)
+        obs = np.zeros(n, dtype=self.obs_dtype)
+        cap = max_orders if max_orders is not None else 4 * n + 64
+        orders = np.zeros(cap, dtype=ORDER_DTYPE)
+        cycles = np.zeros(cap, dtype=np.uint64)
+        n_orders = ctypes.c_uint64(0)
+        got = self._lib.ob_run(self._h, _bytes(msgs), n, RUN_DRAIN, _bytes(obs), n,
+                               _bytes(orders), cycles.ctypes.data_as(
+                                   ctypes.POINTER(ctypes.c_uint64)), cap,
+                               ctypes.byref(n_orders))
+        if got != n:
+            raise RuntimeError(f"native model produced {got} observations for {n} messages")
+        self.last_order_cycles = cycles[:n_orders.value] - self._cycle0
+        return obs, orders[:n_orders.value]

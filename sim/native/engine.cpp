@@ -1,0 +1,174 @@
+// C API around the Verilated engine top: batches of feed messages in, observations and
+// orders out, register access, optional FST trace window. Loaded by obcore.sim.native.
+//
+// The top's port contract (hw/top.py): feed (valid/ready/payload, 128 bits), obs (valid,
+// payload: one record per accepted feed message, fixed latency), orders (valid/ready/payload,
+// 128 bits), bus (addr, w_en, w_data, r_en, r_data, r_valid). Verilator spells "__" as
+// "___05F" in C++ names.
+#include <cstdint>
+#include <cstring>
+#include "Vtop.h"
+#include "verilated.h"
+#if VM_TRACE_FST
+#include "verilated_fst_c.h"
+#endif
+
+namespace {
+
+template <typename T> constexpr int words_of() { return sizeof(T) / 4; }
+
+struct Engine {
+    VerilatedContext ctx;
+    Vtop* top;
+    uint64_t cycle = 0;
+#if VM_TRACE_FST
+    VerilatedFstC* fst = nullptr;
+    uint64_t trace_from = 0, trace_to = 0;
+#endif
+    Engine() { top = new Vtop{&ctx}; }
+    ~Engine() {
+#if VM_TRACE_FST
+        if (fst) { fst->close(); delete fst; }
+#endif
+        top->final();
+        delete top;
+    }
+    void dump(uint64_t t) {
+#if VM_TRACE_FST
+        if (fst && cycle >= trace_from && cycle < trace_to) fst->dump(t);
+#else
+        (void)t;
+#endif
+    }
+    // One rising edge: settle inputs at clk=0, then clock.
+    void tick() {
+        top->clk = 0;
+        top->eval();
+        dump(2 * cycle);
+        top->clk = 1;
+        top->eval();
+        dump(2 * cycle + 1);
+        cycle++;
+    }
+};
+
+template <typename W> void put_words(W& dst, const uint8_t* src) {
+    std::memcpy(dst.data(), src, sizeof(W));
+}
+template <typename W> void get_words(uint8_t* dst, const W& src) {
+    std::memcpy(dst, src.data(), sizeof(W));
+}
+
+}  // namespace
+
+extern "C" {
+
+uint32_t ob_feed_bytes(void) { return sizeof(Vtop::feed___05Fpayload); }
+uint32_t ob_obs_bytes(void) { return sizeof(Vtop::obs___05Fpayload); }
+uint32_t ob_order_bytes(void) { return sizeof(Vtop::orders___05Fpayload); }
+
+void* ob_new(void) {
+    Engine* e = new Engine();
+    e->top->feed___05Fvalid = 0;
+    e->top->orders___05Fready = 1;
+    e->top->bus___05Fw_en = 0;
+    e->top->bus___05Fr_en = 0;
+    return e;
+}
+
+void ob_free(void* h) { delete static_cast<Engine*>(h); }
+
+uint64_t ob_cycle(void* h) { return static_cast<Engine*>(h)->cycle; }
+
+void ob_reset(void* h, uint32_t cycles) {
+    Engine* e = static_cast<Engine*>(h);
+    e->top->rst = 1;
+    for (uint32_t i = 0; i < cycles; i++) e->tick();
+    e->top->rst = 0;
+}
+
+// Run one batch: offer `n` messages (ob_feed_bytes() each) one per cycle as the top accepts
+// them, then clock `drain` more cycles. Observations go to `obs` (room for obs_cap; one per
+// accepted message, so n is enough) and orders to `orders`, with the cycle each left the
+// engine in `order_cycles`: when that buffer is full the order stream is back-pressured,
+// so no order is lost. Returns the number of observations (more than obs_cap means some
+// were not stored); the order count goes to *n_orders.
+uint64_t ob_run(void* h, const uint8_t* msgs, uint64_t n, uint32_t drain,
+                uint8_t* obs, uint64_t obs_cap, uint8_t* orders, uint64_t* order_cycles,
+                uint64_t orders_cap, uint64_t* n_orders) {
+    Engine* e = static_cast<Engine*>(h);
+    Vtop* t = e->top;
+    const uint64_t fb = sizeof(t->feed___05Fpayload), ob = sizeof(t->obs___05Fpayload),
+                   rb = sizeof(t->orders___05Fpayload);
+    uint64_t sent = 0, got = 0, ords = 0, idle = 0;
+    while (sent < n || idle < drain) {
+        if (sent < n) {
+            t->feed___05Fvalid = 1;
+            put_words(t->feed___05Fpayload, msgs + sent * fb);
+        } else {
+            t->feed___05Fvalid = 0;
+            idle++;
+        }
+        t->orders___05Fready = ords < orders_cap;
+        t->clk = 0;
+        t->eval();
+        // Sample the handshakes as the rising edge will see them.
+        const bool accept = t->feed___05Fvalid && t->feed___05Fready;
+        if (t->obs___05Fvalid) {
+            if (got < obs_cap) get_words(obs + got * ob, t->obs___05Fpayload);
+            got++;
+        }
+        if (t->orders___05Fvalid && t->orders___05Fready) {
+            order_cycles[ords] = e->cycle;
+            get_words(orders + ords++ * rb, t->orders___05Fpayload);
+        }
+        e->dump(2 * e->cycle);
+        t->clk = 1;
+        t->eval();
+        e->dump(2 * e->cycle + 1);
+        e->cycle++;
+        if (accept) sent++;
+    }
+    t->feed___05Fvalid = 0;
+    *n_orders = ords;
+    return got;
+}
+
+void ob_write(void* h, uint32_t addr, uint32_t data) {
+    Engine* e = static_cast<Engine*>(h);
+    e->top->bus___05Faddr = addr;
+    e->top->bus___05Fw_data = data;
+    e->top->bus___05Fw_en = 1;
+    e->tick();
+    e->top->bus___05Fw_en = 0;
+}
+
+uint32_t ob_read(void* h, uint32_t addr) {
+    Engine* e = static_cast<Engine*>(h);
+    e->top->bus___05Faddr = addr;
+    e->top->bus___05Fr_en = 1;
+    e->tick();
+    e->top->bus___05Fr_en = 0;
+    for (int i = 0; i < 4 && !e->top->bus___05Fr_valid; i++) e->tick();
+    e->top->eval();
+    return e->top->bus___05Fr_data;
+}
+
+// Record an FST trace of cycles [from, to) into `path`. Returns 0 if this build has no trace.
+int ob_trace(void* h, const char* path, uint64_t from, uint64_t to) {
+#if VM_TRACE_FST
+    Engine* e = static_cast<Engine*>(h);
+    e->ctx.traceEverOn(true);
+    e->fst = new VerilatedFstC;
+    e->top->trace(e->fst, 99);
+    e->fst->open(path);
+    e->trace_from = from;
+    e->trace_to = to;
+    return 1;
+#else
+    (void)h; (void)path; (void)from; (void)to;
+    return 0;
+#endif
+}
+
+}  // extern "C"
