@@ -137,6 +137,7 @@ def drive(engine, msgs, phases, values, log=print):
     arm = regs.regmap["arm"].addr
     end = int(np.nonzero(msgs["kind"] == FeedKind.SNAPSHOT_END)[0][0]) + 1
     chunks = [engine.run(msgs[:end])]
+    cycles = [engine.last_order_cycles]
     pulled = [np.ones(end, bool)]
     while True:
         regs.clear_flags("pull_reasons", (1 << len(REASONS)) - 1)
@@ -150,9 +151,10 @@ def drive(engine, msgs, phases, values, log=print):
         log(f"arm refused at message {end}: "
             f"{', '.join(reasons(regs.get_raw('pull_reasons')))}; retrying")
         chunks.append(engine.run(msgs[end:end + ARM_RETRY]))
+        cycles.append(engine.last_order_cycles)
         pulled.append(np.ones(len(msgs[end:end + ARM_RETRY]), bool))
         end += ARM_RETRY
-    cycles, pulls = [np.zeros(0, np.uint64)] * len(chunks), []
+    pulls = []
     for name in dict.fromkeys(phases[end:]):
         stop = end + int((phases[end:] == name).sum())
         count = regs.get_raw("pull_count")

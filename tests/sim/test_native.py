@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from obcore.hw.layouts import OBS_DTYPE, FeedKind, ObsStatus, feed_array
+from obcore.hw.layouts import OBS_DTYPE, FeedKind, ObsStatus, OrderKind, Side, feed_array
 from obcore.sim.engine import ModelEngine, open_engine
 from obcore.sim.replay import read_lobster
 from obcore.sim.scenarios import SCENARIOS, generate
@@ -127,3 +127,51 @@ def test_binance_futures_match_the_reference(native, data):
     assert _book_registers(native) == _book_registers(reference)
     assert reference.book.books[0].counters.capacity > 0      # the short-book path ran
     assert reference.book.books[0].counters.missing > 0
+
+
+def _drive(native, name, seed):
+    from obcore.control import params
+    from obcore.sim.demo import PARAMS, drive
+
+    tagged = list(generate(name, seed))
+    phases = np.array([p for p, _ in tagged])
+    native.reset()
+    result = drive(native, feed_array([m for _, m in tagged]), phases, params.load(PARAMS),
+                   log=lambda *_: None)
+    return phases, result
+
+
+def test_1011_pattern_pulls_before_the_price_moves(native):
+    """Depth vanishes on both sides, then price falls through the vacuum: the engine must
+    have cancelled everything before the first message of the fall."""
+    phases, (obs, orders, cycles, _, pulls) = _drive(native, "crisis", 1011)
+    cancels = cycles[orders["kind"] == OrderKind.CANCEL_ALL]
+    fall = obs["cycle"][np.nonzero(phases == "vacuum")[0][0]]
+    assert len(cancels) and cancels[0] < fall
+    assert pulls and pulls[0][0] == "cliff"
+    assert len(orders) and orders["kind"][0] == OrderKind.NEW   # it was quoting before
+
+
+@pytest.mark.xfail(strict=True, reason="the quoter replaces the bid before the ask when the "
+                   "mid jumps, so our own quotes cross for a moment (issue 6)")
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_no_quote_while_pulled_and_never_crossed(native, name):
+    """System invariants on the whole engine: after a CANCEL_ALL nothing but cancels leaves
+    until the engine is re-armed (the demo never re-arms), and our bid stays below our ask."""
+    _, (_, orders, _, _, _) = _drive(native, name, 7)
+    resting = {}
+    pulled = False
+    for o in orders:
+        kind = OrderKind(int(o["kind"]))
+        if kind == OrderKind.CANCEL_ALL:
+            pulled, resting = True, {}
+            continue
+        assert not (pulled and kind in (OrderKind.NEW, OrderKind.REPLACE)), o
+        key = (int(o["venue"]), int(o["slot"]))
+        if kind == OrderKind.CANCEL:
+            resting.pop((*key, int(o["side"])), None)
+        else:
+            resting[(*key, int(o["side"]))] = int(o["price"])
+        bids = [p for (v, s, side), p in resting.items() if side == Side.BID]
+        asks = [p for (v, s, side), p in resting.items() if side == Side.ASK]
+        assert not bids or not asks or max(bids) < min(asks), o
