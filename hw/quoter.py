@@ -94,7 +94,9 @@ class Quoter(wiring.Component):
       size) and size (lots). ``tick``: one TICK (the rate bucket's clock). ``pull`` (level,
       from the guard) and ``enable`` (armed).
     - parameters named after their registers (:data:`PARAMS`, raw bits, init = reset).
-    - ``orders``: the order stream; ``rate_exceeded``: strobe; ``position`` (per venue) and
+    - ``orders``: the order stream (:class:`~obcore.hw.ratelimit.OrderEmitter`: orders only
+      on change, and never one that crosses our own quotes resting on its venue);
+      ``rate_exceeded``: strobe; ``position`` (per venue) and
       ``position_net`` (S32 lots); ``quote_flags_set`` (:data:`FLAGS` strobes).
 
     ``obcore.sim.quoter_model.QuoterModel`` is the cycle-exact spec; docs/quoter.md.

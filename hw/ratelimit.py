@@ -83,13 +83,19 @@ class OrderEmitter(wiring.Component):
       rests: NEW (placed, nothing rests), REPLACE (placed, price or size differs), CANCEL
       (not placed, something rests) or none; the target's price and size ride along.
     - a slot is eligible when its action is not none, it was not loaded in the previous
-      cycle (its stage A value is stale then), and its re-quote timer is 0 or the action is
-      CANCEL. The port loads when it is free (empty, or its order is taken this cycle):
+      cycle (its stage A value is stale then), and either the action is CANCEL, or its
+      re-quote timer is 0 and its price does not cross one of our own quotes resting on the
+      other side of its venue (self-cross guard: a bid at or above a resting ask, an ask at
+      or below a resting bid is held until that quote has moved away or been cancelled, so
+      at every point of the order stream our highest bid is below our lowest ask per
+      venue; the side moving away is never held by this, so it goes first).
+      The port loads when it is free (empty, or its order is taken this cycle):
       the lowest eligible CANCEL slot, else the lowest eligible slot, if the bucket holds a
       whole token (one is spent). A loaded slot rests what it sent and its timer restarts
       at ``max(requote_cycles - 1, 0)``, counting down each cycle.
     - ``rate_exceeded`` (a function of registers only): a slot is eligible and the bucket
-      holds less than one token. Nothing is dropped: the slot stays pending.
+      holds less than one token. Nothing is dropped: the slot stays pending (as does one
+      held by the self-cross guard, which needs no token until it could go).
     - bucket: ``+rate_tokens`` per cycle with ``tick``, capped at ``rate_depth`` tokens.
     - ``pull`` (level): the next order loaded is one CANCEL_ALL (venue, side, slot, price,
       size 0), in the cycle after ``pull`` is first seen high if the port is free, else as
@@ -135,11 +141,21 @@ class OrderEmitter(wiring.Component):
                        Mux(live[k], Act.CANCEL, Act.NONE))
             m.d.sync += [act[k].eq(need), act_price[k].eq(t.price), act_size[k].eq(t.size)]
 
+        # Self-cross guard: a slot's pending price against our quotes resting on the other
+        # side of its venue (a bid at or above one of our asks, an ask at or below a bid).
+        cross = Signal(n)
+        for k, sk in enumerate(self._slots):
+            hits = [live[i] & (rest_price[i] <= act_price[k] if sk.side == 0
+                               else rest_price[i] >= act_price[k])
+                    for i, si in enumerate(self._slots)
+                    if si.venue == sk.venue and si.side != sk.side]
+            m.d.comb += cross[k].eq(reduce(or_, hits, 0))
+
         elig, cancels = Signal(n), Signal(n)
         for k in range(n):
             m.d.comb += [
                 elig[k].eq((act[k] != Act.NONE) & ~just[k]
-                           & ((act[k] == Act.CANCEL) | (timer[k] == 0))),
+                           & ((act[k] == Act.CANCEL) | ((timer[k] == 0) & ~cross[k]))),
                 cancels[k].eq(elig[k] & (act[k] == Act.CANCEL)),
             ]
         pool, grant = Signal(n), Signal(n)

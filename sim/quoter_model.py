@@ -175,7 +175,9 @@ def quote_targets(x, venues, levels):
 
 class EmitterModel:
     """The order emitter (hw/ratelimit.py ``OrderEmitter``), one call of :meth:`step` per
-    cycle; the attributes are its registers."""
+    cycle; the attributes are its registers. A NEW/REPLACE that would cross one of our own
+    quotes resting on the other side of its venue is held (:meth:`crosses`), so per venue
+    our highest resting bid stays below our lowest resting ask after every order."""
 
     def __init__(self, slots):
         self.slots = slots
@@ -186,9 +188,18 @@ class EmitterModel:
         self.tokens, self.sent, self.pend, self.seq = TOKEN_RESET, False, False, 0
         self.valid, self.word = False, 0
 
+    def crosses(self, k):
+        """Whether slot ``k``'s pending price would cross a quote of ours resting on the
+        other side of its venue: a bid at or above one of our asks, an ask at or below one of
+        our bids. Such a NEW/REPLACE is held until the other side has moved away."""
+        price, slot = self.act_ps[k][0], self.slots[k]
+        return any(live and s.venue == slot.venue and s.side != slot.side
+                   and (rest[0] <= price if slot.side == 0 else rest[0] >= price)
+                   for s, live, rest in zip(self.slots, self.live, self.rest, strict=True))
+
     def eligible(self):
-        return [a != Act.NONE and not j and (a == Act.CANCEL or t == 0)
-                for a, j, t in zip(self.act, self.just, self.timer, strict=True)]
+        return [a != Act.NONE and not j and (a == Act.CANCEL or (t == 0 and not self.crosses(k)))
+                for k, (a, j, t) in enumerate(zip(self.act, self.just, self.timer, strict=True))]
 
     @property
     def rate_exceeded(self):

@@ -3,7 +3,9 @@
 Every output is registered, so at each falling edge the bench reads the outputs of the
 cycle, checks them against the model, then drives the cycle's inputs and ``ready`` and steps
 the model. Orders are checked in order: the i-th order the gateware hands over must be the
-model's i-th, field for field, and in the same cycle.
+model's i-th, field for field, and in the same cycle. Every order the gateware hands over
+must also keep our own quotes uncrossed (issue 6): after it, per venue, the highest bid we
+rest is below the lowest ask we rest, over all levels.
 """
 
 import os
@@ -15,6 +17,7 @@ from tb import TB
 
 from obcore.hw.layouts import OrderKind, decode_order
 from obcore.hw.quoter import FLAGS
+from obcore.hw.ratelimit import Act
 from obcore.sim.quoter_model import QuoterModel, Stimulus, port_values
 
 VENUES, LEVELS = 2, 3              # must match tests/cocotb/test_quoter.py
@@ -36,6 +39,7 @@ class QuoterBench(TB):
         self.pulled = False                   # the pull input of the previous cycle
         self.owed = 0                         # CANCEL_ALLs due: pull rose, not yet taken
         self.waiting = False                  # an order presented when pull rose, not taken
+        self.resting = {}                     # (venue, side, level): price, from the orders
 
     def _handle(self, name):
         if name not in self.handles:
@@ -71,6 +75,7 @@ class QuoterBench(TB):
         if valid and ready:
             word = self._read("orders__payload")
             self._pull_rules(n, decode_order(word))
+            self._never_crossed(n, decode_order(word))
             self.got.append((n, word))
         self.seen["rate_exceeded"] += got["rate_exceeded"]
         self.seen["stalled"] += valid and not ready
@@ -91,6 +96,24 @@ class QuoterBench(TB):
             self.waiting = False
         else:
             assert not self.pulled, f"cycle {n}: {order} while pulled"
+
+    def _never_crossed(self, n, order):
+        """Issue 6 on the gateware's own output: the resting quotes the orders so far leave
+        never cross, per venue: max(our bids) < min(our asks)."""
+        kind = order["kind"]
+        if kind == OrderKind.CANCEL_ALL:
+            self.resting = {}
+            return
+        key = (order["venue"], order["side"], order["slot"])
+        if kind == OrderKind.CANCEL:
+            self.resting.pop(key, None)
+        else:
+            self.resting[key] = order["price"]
+        venue = order["venue"]
+        bids = [p for (v, side, _), p in self.resting.items() if v == venue and side == 0]
+        asks = [p for (v, side, _), p in self.resting.items() if v == venue and side == 1]
+        assert not bids or not asks or max(bids) < min(asks), (
+            f"cycle {n}: {order} crosses our own quotes: {self.resting}")
 
     def track_pull(self, pull, ready):
         """Called after the cycle's outputs were checked, with the cycle's pull and ready."""
@@ -123,6 +146,10 @@ class QuoterBench(TB):
             self.want.append((n, word))
             self.seen[OrderKind(decode_order(word)["kind"]).name] += 1
         self.seen["pull"] += inputs["pull"]
+        e = self.model.emitter            # the self-cross guard holding an order back
+        self.seen["cross_held"] += any(
+            a in (Act.NEW, Act.REPLACE) and not j and t == 0 and e.crosses(k)
+            for k, (a, j, t) in enumerate(zip(e.act, e.just, e.timer, strict=True)))
         await FallingEdge(self.clk)
 
 
@@ -142,7 +169,7 @@ async def random_quoting(dut):
     bench.compare_orders()
     dut._log.info(f"{CYCLES} cycles, {len(bench.got)} orders checked in order; "
                   f"seen: {dict(bench.seen)}")
-    needed = [k.name for k in OrderKind] + ["rate_exceeded", "stalled", "pull"] + [
+    needed = [k.name for k in OrderKind] + ["rate_exceeded", "stalled", "pull", "cross_held"] + [
         f"flag_{name}" for name, _ in FLAGS]
     missing = [k for k in needed if bench.seen[k] == 0]
     assert not missing, f"never exercised: {missing}"

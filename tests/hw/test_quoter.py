@@ -165,10 +165,50 @@ def test_book_change_reaches_the_stream_in_six_cycles():
     moved = WARMUP + 30
     orders, _ = run(1, 1, armed(book=lambda c: (999_990 + 10 * (c >= moved),
                                                  1_000_010 + 10 * (c >= moved))), moved + 20)
+    # The 10-tick jump is wider than the spread: the ask moves away first (self-cross guard).
     assert [(c, o["kind"], o["price"]) for c, o in orders] == [
         (WARMUP + 3, NEW, 999_998), (WARMUP + 4, NEW, 1_000_002),
-        (moved + 6, REPLACE, 1_000_008), (moved + 7, REPLACE, 1_000_012)]
+        (moved + 6, REPLACE, 1_000_012), (moved + 7, REPLACE, 1_000_008)]
     assert [o["seq"] for _, o in orders] == [0, 1, 2, 3]
+
+
+def assert_never_crossed(orders):
+    """Issue 6: after every order, our highest resting bid is below our lowest resting ask,
+    per venue, over all levels."""
+    resting = {}
+    for c, o in orders:
+        if o["kind"] == CANCEL_ALL:
+            resting = {}
+            continue
+        key = (o["venue"], o["side"], o["slot"])
+        if o["kind"] == CANCEL:
+            resting.pop(key, None)
+        else:
+            resting[key] = o["price"]
+        bids = [p for (v, side, _), p in resting.items() if v == o["venue"] and side == BID]
+        asks = [p for (v, side, _), p in resting.items() if v == o["venue"] and side == ASK]
+        assert not bids or not asks or max(bids) < min(asks), (c, o, resting)
+
+
+# Worked by hand in tests/sim/test_quoter_model.py (JUMPS): book 999 990 / 1 000 010 moves
+# 10 ticks at once; gaps 2, 5 (offsets 0, 2, 7). (side, level, price) from t + 6 on.
+@pytest.mark.parametrize(("levels", "jump", "want"), [
+    (1, +10, [(ASK, 0, 1_000_012), (BID, 0, 1_000_008)]),
+    (1, -10, [(BID, 0, 999_988), (ASK, 0, 999_992)]),
+    (3, +10, [(ASK, 0, 1_000_012), (ASK, 1, 1_000_014), (BID, 0, 1_000_008),
+              (BID, 1, 1_000_006), (BID, 2, 1_000_001), (ASK, 2, 1_000_019)]),
+    (3, -10, [(BID, 0, 999_988), (BID, 1, 999_986), (ASK, 0, 999_992), (ASK, 1, 999_994),
+              (BID, 2, 999_981), (ASK, 2, 999_999)]),
+])
+def test_a_jump_beyond_the_spread_never_crosses_our_own_quotes(levels, jump, want):
+    moved = WARMUP + 40
+    book = armed(book=lambda c: (999_990 + jump * (c >= moved), 1_000_010 + jump * (c >= moved)),
+                 tick=lambda c: 1)
+    orders, exceeded = run(1, levels, book, moved + 20, params={"level_gap": [2, 5, 1]})
+    assert len(orders) == 2 * levels + len(want) and not exceeded
+    after = [(c, o["kind"], o["side"], o["slot"], o["price"]) for c, o in orders if c > moved]
+    assert after == [(moved + 6 + i, REPLACE, *w) for i, w in enumerate(want)]
+    assert_never_crossed(orders)
 
 
 def test_rate_limit_strobes_and_sends_later():
@@ -229,3 +269,4 @@ def test_random_against_the_model():
     stim = Stimulus(random.Random(seed), venues=2)
     orders, _ = run(2, 3, None, 2500, stim=stim)       # run() compares every cycle
     assert orders, f"QUOTER_SEED={seed}: no order at all"
+    assert_never_crossed(orders)

@@ -152,8 +152,6 @@ def test_1011_pattern_pulls_before_the_price_moves(native):
     assert len(orders) and orders["kind"][0] == OrderKind.NEW   # it was quoting before
 
 
-@pytest.mark.xfail(strict=True, reason="the quoter replaces the bid before the ask when the "
-                   "mid jumps, so our own quotes cross for a moment (issue 6)")
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_no_quote_while_pulled_and_never_crossed(native, name):
     """System invariants on the whole engine: after a CANCEL_ALL nothing but cancels leaves

@@ -193,13 +193,95 @@ def test_orders_only_on_change_with_the_documented_latency():
     moved = WARMUP + 50
     orders, _ = run(calm_model(), armed(lambda c: (999_990 + 10 * (c >= moved),
                                                     1_000_010 + 10 * (c >= moved))), 200)
+    # The mid jumps 10 ticks, more than the spread: the new bid (1 000 008) would cross our
+    # resting ask (1 000 002), so the ask moves away first (self-cross guard).
     assert kinds(orders) == [(OrderKind.NEW, BID, 999_998, 100),
                              (OrderKind.NEW, ASK, 1_000_002, 100),
-                             (OrderKind.REPLACE, BID, 1_000_008, 100),
-                             (OrderKind.REPLACE, ASK, 1_000_012, 100)]
+                             (OrderKind.REPLACE, ASK, 1_000_012, 100),
+                             (OrderKind.REPLACE, BID, 1_000_008, 100)]
+    assert_never_crossed(orders)
     # Book in cycle t: the order is on the stream (and taken) in cycle t + 6; enable: t + 3.
     assert orders[0][0] == WARMUP + 3 and orders[2][0] == moved + 6
     assert [o["seq"] for _, o in orders] == [0, 1, 2, 3]
+
+
+def assert_never_crossed(orders):
+    """Issue 6: after every order, our highest resting bid is below our lowest resting ask,
+    per venue, over all levels."""
+    resting = {}
+    for c, o in orders:
+        if o["kind"] == OrderKind.CANCEL_ALL:
+            resting = {}
+            continue
+        key = (o["venue"], o["side"], o["slot"])
+        if o["kind"] == OrderKind.CANCEL:
+            resting.pop(key, None)
+        else:
+            resting[key] = o["price"]
+        bids = [p for (v, side, _), p in resting.items() if v == o["venue"] and side == BID]
+        asks = [p for (v, side, _), p in resting.items() if v == o["venue"] and side == ASK]
+        assert not bids or not asks or max(bids) < min(asks), (c, o, resting)
+
+
+# Three levels, gaps 2 and 5 (offsets 0, 2, 7). Book 999 990 / 1 000 010: bids 999 998,
+# 999 996, 999 991; asks 1 000 002, 1 000 004, 1 000 009. The jump is 10 ticks.
+JUMPS = [
+    # Up, one level: bid 1 000 008 >= our ask 1 000 002, so the ask (moving away) goes first.
+    (1, +10, [(ASK, 0, 1_000_012), (BID, 0, 1_000_008)]),
+    # Down, one level: ask 999 992 <= our bid 999 998, so the bid goes first.
+    (1, -10, [(BID, 0, 999_988), (ASK, 0, 999_992)]),
+    # Up, three levels: new bids 1 000 008, 1 000 006, 1 000 001; asks 1 000 012, 1 000 014,
+    # 1 000 019. t+6: bids 0 and 1 cross the ask 1 000 002, bid 2 does not; lowest eligible
+    # slot: ask 0. t+7: bids 0, 1 still cross the ask 1 000 004: ask 1. t+8: lowest ask
+    # 1 000 009 > 1 000 008: bid 0, t+9 bid 1 (slot 2), t+10 bid 2 (slot 4), t+11 ask 2.
+    (3, +10, [(ASK, 0, 1_000_012), (ASK, 1, 1_000_014), (BID, 0, 1_000_008),
+              (BID, 1, 1_000_006), (BID, 2, 1_000_001), (ASK, 2, 1_000_019)]),
+    # Down, three levels: new bids 999 988, 999 986, 999 981; asks 999 992, 999 994,
+    # 999 999. t+6: bid 0 (moving down never crosses). t+7: ask 0 crosses the bid 999 996:
+    # bid 1. t+8: highest bid 999 991 < 999 992: ask 0, t+9 ask 1 (slot 3), t+10 bid 2,
+    # t+11 ask 2.
+    (3, -10, [(BID, 0, 999_988), (BID, 1, 999_986), (ASK, 0, 999_992), (ASK, 1, 999_994),
+              (BID, 2, 999_981), (ASK, 2, 999_999)]),
+]
+
+
+@pytest.mark.parametrize(("levels", "jump", "want"), JUMPS)
+def test_a_jump_beyond_the_spread_never_crosses_our_own_quotes(levels, jump, want):
+    moved = WARMUP + 50
+    book = armed(lambda c: (999_990 + jump * (c >= moved), 1_000_010 + jump * (c >= moved)),
+                 tick=lambda c: 1)
+    orders, exceeded = run(calm_model(levels=levels, level_gap=[2, 5, 1]), book, moved + 30)
+    assert len(orders) == 2 * levels + len(want) and not exceeded
+    after = [(c, o["side"], o["slot"], o["price"]) for c, o in orders if c > moved]
+    assert after == [(moved + 6 + i, *w) for i, w in enumerate(want)]
+    assert all(o["kind"] == OrderKind.REPLACE for c, o in orders if c > moved)
+    assert_never_crossed(orders)
+
+
+def test_a_crossing_order_waits_for_the_other_side_re_quote_interval():
+    # Interval 40: the NEWs load in cycles W+2 (bid) and W+3 (ask), so the bid may re-quote
+    # from the load in W+42, the ask from W+43. The book jumps up in W+10: the bid's
+    # REPLACE (1 000 008) is due first but would cross our ask 1 000 002, so it is held
+    # (not eligible: no rate_exceeded, nothing dropped) until the ask has moved away.
+    moved = WARMUP + 10
+    book = armed(lambda c: (999_990 + 10 * (c >= moved), 1_000_010 + 10 * (c >= moved)),
+                 tick=lambda c: 1)
+    orders, exceeded = run(calm_model(requote_cycles=40), book, WARMUP + 100)
+    assert [(c, o["kind"], o["side"], o["price"]) for c, o in orders] == [
+        (WARMUP + 3, OrderKind.NEW, BID, 999_998), (WARMUP + 4, OrderKind.NEW, ASK, 1_000_002),
+        (WARMUP + 44, OrderKind.REPLACE, ASK, 1_000_012),
+        (WARMUP + 45, OrderKind.REPLACE, BID, 1_000_008)]
+    assert not exceeded
+
+
+def test_a_target_crossing_our_own_other_side_is_held():
+    # Spread 0 (gamma 2^-24: gamma sigma^2 tau rounds to 0; no kappa_term, no min_spread):
+    # bid and ask targets are both the mid 1 000 000. The bid goes first; the ask would sit
+    # on it, so it is held (not sent, not flagged) for as long as the targets cross.
+    zero = calm_model(gamma="0.000000059604644775390625", kappa_term=0, min_spread=0)
+    orders, exceeded = run(zero, armed(tick=lambda c: 1), 200)
+    assert kinds(orders) == [(OrderKind.NEW, BID, 1_000_000, 100)]
+    assert not exceeded
 
 
 def test_rate_limit_flags_and_delays_without_dropping():
@@ -223,8 +305,10 @@ def test_requote_interval_spaces_a_slot_orders():
         cycles = [c for c, _ in mine]
         gaps = [b - a for a, b in zip(cycles, cycles[1:], strict=False)]
         assert len(cycles) > 5 and min(gaps) >= 40
-        # Nothing was dropped: the last order catches up with the book that held still.
-        assert mine[-1][1]["price"] == final and still < cycles[-1] <= still + 6 + 40
+        # Nothing was dropped: the last order catches up with the book that held still
+        # (a side whose REPLACE waited for the other to move away may already rest there).
+        assert mine[-1][1]["price"] == final and cycles[-1] <= still + 6 + 40
+    assert_never_crossed(orders)
 
 
 def test_pull_emits_one_cancel_all_then_nothing_until_release():
