@@ -1,5 +1,7 @@
 """The main job runs end to end and its table is computed from the engine's observations."""
 
+import importlib.util
+
 import numpy as np
 
 from obcore.control.cli import main
@@ -29,4 +31,7 @@ def test_demo_on_the_reference_engine_prints_every_phase(tmp_path, capsys):
     out = capsys.readouterr().out
     for phase in ("calm", "cliff", "vacuum", "recovery"):
         assert f"\n{phase} " in out
-    assert png.exists() and png.stat().st_size > 10_000
+    if importlib.util.find_spec("matplotlib") is None:   # the plot extra is optional
+        assert not png.exists()
+    else:
+        assert png.exists() and png.stat().st_size > 10_000
