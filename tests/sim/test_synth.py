@@ -1,0 +1,141 @@
+"""`obcore synth`: the board list, argument checks, report parsing; real builds are `synth`."""
+
+import json
+
+import pytest
+from amaranth.back import rtlil
+
+from obcore.control.cli import main
+from obcore.hw.boards.top import BooksEngine, books_map, ecp5_pll, make_core
+from obcore.hw.registers import build_map
+from obcore.sim.synth import (
+    BOARDS,
+    build,
+    parse_nextpnr_log,
+    parse_yosys_stat,
+    render_markdown,
+    summarise,
+)
+
+# Captured from an iCEBreaker build (nextpnr-ice40 0.8), trimmed: the utilisation block,
+# the post-route Fmax line and one critical path, with the log's own blank lines.
+NEXTPNR_LOG = """\
+Info: Device utilisation:
+Info: \t         ICESTORM_LC:    4568/   5280    86%
+Info: \t        ICESTORM_RAM:       1/     30     3%
+Info: \t        ICESTORM_DSP:       0/      8     0%
+
+Info: Max frequency for clock 'bridge.clk': 19.99 MHz (PASS at 12.00 MHz)
+
+Info: Critical path report for clock 'bridge.clk' (posedge -> posedge):
+Info:       type curr  total name
+Info:   clk-to-q  1.39  1.39 Source bridge.bus__addr_SB_DFFESR_Q_2_DFFLC.O
+Info:    routing  1.76  3.15 Net bridge.bus__addr[2] (4,9) -> (4,10)
+Info:                          Defined in:
+Info:                               /share/ice40/cells_map.v:6.21-6.22
+Info:      setup  0.10  50.81 Source core.books.book0.bids.cells_SB_DFFESR_Q_124_D_LC.CEN
+Info: 14.72 ns logic, 36.09 ns routing
+
+Info: Critical path report for cross-domain path '<async>' -> 'posedge bridge.clk':
+Info:     source  0.00  0.00 Source pin_uart_0__rx.buf.buf0.D_IN_0
+Info: 0.82 ns logic, 4.04 ns routing
+
+Info: Max frequency for clock 'bridge.clk': 19.68 MHz (PASS at 12.00 MHz)
+Info: Max frequency for clock '$glbnet$sync_clk': 95.10 MHz (FAIL at 100.00 MHz)
+"""
+
+YOSYS_STAT = """\
+=== top ===
+     6560 cells
+      944   SB_CARRY
+       20   SB_DFF
+     1688   SB_DFFESR
+     3187   SB_LUT4
+        1   SB_RAM40_4K
+"""
+
+
+def test_parse_nextpnr_log():
+    got = parse_nextpnr_log(NEXTPNR_LOG)
+    assert got["utilisation"]["ICESTORM_LC"] == {"used": 4568, "available": 5280}
+    assert got["fmax"] == {   # the last report of each clock wins
+        "bridge.clk": {"achieved_mhz": 19.68, "constraint_mhz": 12.0, "pass": True},
+        "$glbnet$sync_clk": {"achieved_mhz": 95.1, "constraint_mhz": 100.0, "pass": False}}
+    path = got["critical_paths"]["bridge.clk"]
+    assert path.splitlines()[1].startswith("  clk-to-q  1.39") and "Defined in" not in path
+    assert path.endswith("14.72 ns logic, 36.09 ns routing")
+    assert "cross-domain path '<async>' -> 'posedge bridge.clk'" in got["critical_paths"]
+
+
+def test_summary_and_markdown():
+    pnr = parse_nextpnr_log(NEXTPNR_LOG)
+    cells = parse_yosys_stat(YOSYS_STAT)
+    assert cells["SB_LUT4"] == 3187 and cells["cells"] == 6560
+    res = summarise("ice40", pnr, cells)
+    assert res["LUT"] == {"used": 3187, "available": 5280, "percent": 60.4}
+    assert res["FF"]["used"] == 1708 and res["BRAM"]["percent"] == 3.3
+    report = {"board": "icebreaker", "device": "iCE40UP5K", "date": "2025-01-01",
+              "elapsed_s": 76, "command": "obcore synth --board icebreaker",
+              "config": {"core": "books", "venues": 1, "levels": 2, "capacity": 4,
+                         "baud": 1_000_000, "divisor": 12},
+              "fmax": pnr["fmax"], "resources": res, "critical_paths": pnr["critical_paths"],
+              "bitstream": "build/icebreaker/top.bin"}
+    text = render_markdown(report)
+    assert "| `bridge.clk` | 19.68 | 12.00 | PASS |" in text
+    assert "| `$glbnet$sync_clk` | 95.10 | 100.00 | FAIL |" in text
+    assert "| LUT | 3187 | 5280 | 60.4% |" in text and "<async>" not in text
+
+
+def test_board_list_and_help(capsys):
+    assert main(["synth", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in BOARDS) and "ulx3s-85f" in BOARDS
+    assert BOARDS["icebreaker"].family == "ice40" and BOARDS["icebreaker"].core == "books"
+    with pytest.raises(SystemExit) as exc:
+        main(["synth", "--help"])
+    assert exc.value.code == 0 and "--board" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["synth"], "--board is required"),
+    (["synth", "--board", "nope"], "unknown board 'nope'"),
+    (["synth", "--board", "icebreaker", "--levels", "0"], "--levels must be positive"),
+    (["synth", "--board", "ulx3s-85f", "--freq", "900"], "--freq must be 1..400 MHz"),
+])
+def test_argument_errors(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_ecp5_pll():
+    assert ecp5_pll(25e6, 100e6)[3] == 100e6
+    clki, fb, op, out = ecp5_pll(25e6, 150e6)
+    assert out == 150e6 and 400e6 <= out * op <= 800e6 and 25e6 / clki * fb == out
+    with pytest.raises(ValueError, match="cannot make 2000 MHz"):
+        ecp5_pll(25e6, 2e9)
+
+
+def test_books_core_keeps_addresses_and_elaborates():
+    full, books = build_map(1, 2), books_map(1, 2)
+    assert {r.block for r in books} == {"system", "book"} and books.size < full.size
+    assert all(r.addr == full[r.name].addr for r in books)
+    core = BooksEngine(1, 2)
+    assert core.regmap.size == books.size and "sync" in rtlil.convert(core, name="top")
+    with pytest.raises(ValueError, match="core must be one of engine, books"):
+        make_core("signals", 1, 2)
+
+
+@pytest.mark.synth
+def test_icebreaker_build(tmp_path):
+    report = build("icebreaker", out=tmp_path)
+    assert all(f["pass"] for f in report["fmax"].values())
+    assert report["resources"]["LC"]["used"] <= report["resources"]["LC"]["available"]
+    assert (tmp_path / "icebreaker" / "top.bin").stat().st_size > 0
+    assert json.loads((tmp_path / "icebreaker" / "report.json").read_text()) == report
+
+
+@pytest.mark.synth
+def test_ulx3s_85f_build(tmp_path):
+    report = build("ulx3s-85f", out=tmp_path)
+    assert report["fmax"] and report["resources"]["LUT"]["used"] > 0
+    assert (tmp_path / "ulx3s-85f" / "top.bit").stat().st_size > 0
