@@ -53,15 +53,17 @@ def place(book, window):
 def measure(paths):
     """Replay a capture; per window: diffs, diffs with both sides inside, the first diff that
     is not (seconds after the snapshot), the least headroom (ticks between the top-16 span and
-    the window's edges) and refused level messages; plus the capture's figures: the most
-    top-``CAPACITY`` levels one diff deletes, the most level messages in a diff, the widest
-    top 16 of a side (``span``) and the farthest top-16 price from the snapshot's mid
-    (``reach``, so a centred window wider than ``2 * reach`` would always hold them), in
-    ticks."""
+    the window's edges), refused level messages, and ``recentres``: how often the window was
+    placed again, centred on the book of a diff that left it (as a resync would); plus the
+    capture's figures: the most top-``CAPACITY`` levels one diff deletes, the most level
+    messages in a diff, the widest top 16 of a side (``span``) and the farthest top-16 price
+    from the snapshot's mid (``reach``: a centred window wider than ``2 * reach`` would always
+    hold them), in ticks."""
     full = BookModel(venues=1, levels=LEVELS, capacity=None)
     book = full.books[0]
     ladders, start = {}, None
-    res = {w: {"diffs": 0, "inside": 0, "first_out": None, "headroom": math.inf}
+    res = {w: {"diffs": 0, "inside": 0, "first_out": None, "headroom": math.inf,
+               "recentres": 0, "refused": 0}
            for w in WINDOWS}
     drain = {"diffs": 0, "max_deletes_in_top": 0, "max_level_msgs": 0, "reach": 0, "span": 0}
     stats = Stats()
@@ -111,10 +113,15 @@ def measure(paths):
                     assert ladder_top(pair[side], LEVELS) == truth[side], update.source
             r["diffs"] += 1
             r["inside"] += inside
-            if not inside and r["first_out"] is None:
-                r["first_out"] = (update.ts_ns - start) / 1e9
-        for w, pair in ladders.items():
-            res[w]["refused"] = sum(pair[s].out_of_window for s in SIDES)
+            if not inside:
+                if r["first_out"] is None:
+                    r["first_out"] = (update.ts_ns - start) / 1e9
+                # A resync: the full-depth book stands in for a fresh snapshot.
+                r["recentres"] += 1
+                r["refused"] += sum(pair[s].out_of_window for s in SIDES)
+                ladders[w] = place(book, w)
+    for w, pair in ladders.items():
+        res[w]["refused"] += sum(pair[s].out_of_window for s in SIDES)
     assert stats.gaps == []
     return res, drain
 
@@ -129,7 +136,8 @@ def test_fixed_window_holds_top_levels(data, name):
     for w, r in res.items():
         first = "never" if r["first_out"] is None else f"after {r['first_out']:.1f} s"
         print(f"{name}: window {w}: {r['inside']}/{r['diffs']} diffs inside, first out "
-              f"{first}, least headroom {r['headroom']} ticks, {r['refused']} refused")
+              f"{first}, least headroom {r['headroom']} ticks, {r['refused']} refused, "
+              f"{r['recentres']} re-centres")
     print(f"{name}: {drain}")
     assert drain["diffs"] > 6000 and all(r["diffs"] == drain["diffs"] for r in res.values())
     assert res[16384]["inside"] >= res[8192]["inside"] >= res[4096]["inside"] > 0
