@@ -57,6 +57,10 @@ def build_library(verilog, trace=False, log=sys.stderr):
     if proc.returncode != 0 or not lib.exists():
         (folder / "build.log").write_text(proc.stdout + proc.stderr)
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        if trace and any(f"{h}: No such file" in proc.stderr for h in ("lz4.h", "zlib.h")):
+            raise RuntimeError("FST tracing needs the lz4 and zlib development headers, which "
+                               "Verilator's FST writer compiles against (Debian/Ubuntu: apt "
+                               f"install liblz4-dev zlib1g-dev); full log: {folder / 'build.log'}")
         raise RuntimeError(f"Verilator build failed (full log: {folder / 'build.log'}):\n{tail}")
     print(f"built in {time.monotonic() - t0:.0f} s", file=log, flush=True)
     return lib

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <vector>
 #include "Vtop.h"
+#include "Vtop___024root.h"
 #include "verilated.h"
 #if VM_TRACE_FST
 #include "verilated_fst_c.h"
@@ -69,6 +70,18 @@ struct Engine {
         cycle++;
     }
 };
+
+// One eval per cycle instead of two. Verilator evaluates the input-driven logic (here the
+// book's compare-and-insert on the feed word) on every eval() call, so the usual clk=0 eval
+// before each rising edge repeats it for nothing: only the edge detector needs to see clk
+// low. Where the model keeps its previous-clock value under this (Verilator 5) name, setting
+// it low arms the edge; otherwise (another Verilator) the plain two-eval cycle is used.
+template <typename R> auto arm_edge(R* r, int) -> decltype(r->__Vtrigprevexpr___TOP__clk__0 = 0,
+                                                              true) {
+    r->__Vtrigprevexpr___TOP__clk__0 = 0;
+    return true;
+}
+template <typename R> bool arm_edge(R*, long) { return false; }
 
 template <typename W> void put_words(W& dst, const uint8_t* src) {
     std::memcpy(dst.data(), src, sizeof(W));
@@ -134,6 +147,43 @@ uint64_t ob_run(void* h, const uint8_t* msgs, uint64_t n, uint32_t drain, uint8_
     }
     e->held.clear();
     e->held_cycles.clear();
+#if VM_TRACE_FST
+    const bool fast = !e->fst && arm_edge(t->rootp, 0);
+#else
+    const bool fast = arm_edge(t->rootp, 0);
+#endif
+    if (fast) {
+        // Every output is registered: after the last eval it already holds this cycle's value.
+        while (sent < n || idle < drain) {
+            if (sent < n) {
+                t->feed___05Fvalid = 1;
+                put_words(t->feed___05Fpayload, msgs + sent * fb);
+            } else {
+                t->feed___05Fvalid = 0;
+                idle++;
+            }
+            t->orders___05Fready = ords < orders_cap;
+            const bool accept = t->feed___05Fvalid && t->feed___05Fready;
+            if (t->obs___05Fvalid) {
+                if (got < cap) get_words(obs + got * ob, t->obs___05Fpayload);
+                got++;
+            }
+            if (t->telem___05Fvalid) {
+                if (telem && tels < cap) get_words(telem + tels * tb, t->telem___05Fpayload);
+                tels++;
+            }
+            if (t->orders___05Fvalid && t->orders___05Fready) {
+                order_cycles[ords] = e->cycle;
+                get_words(orders + ords++ * rb, t->orders___05Fpayload);
+            }
+            t->clk = 1;
+            arm_edge(t->rootp, 0);
+            t->eval();
+            t->clk = 0;
+            e->cycle++;
+            if (accept) sent++;
+        }
+    }
     while (sent < n || idle < drain) {
         if (sent < n) {
             t->feed___05Fvalid = 1;

@@ -167,7 +167,9 @@ def test_1011_pattern_pulls_before_the_price_moves(native):
     fall = obs["cycle"][np.nonzero(phases == "vacuum")[0][0]]
     assert len(cancels) and cancels[0] < fall
     assert pulls and pulls[0][0] == "cliff"
-    assert len(orders) and orders["kind"][0] == OrderKind.NEW   # it was quoting before
+    # The power-up pull's CANCEL_ALL (it leaves while the parameters are written), then it
+    # was quoting before the fall.
+    assert list(orders["kind"][:2]) == [OrderKind.CANCEL_ALL, OrderKind.NEW]
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
@@ -177,7 +179,8 @@ def test_no_quote_while_pulled_and_never_crossed(native, name):
     _, (_, orders, _, _, _) = _drive(native, name, 7)
     resting = {}
     pulled = False
-    for o in orders:
+    assert orders["kind"][0] == OrderKind.CANCEL_ALL and orders["seq"][0] == 0   # power-up
+    for o in orders[1:]:          # the demo arms once, after the power-up pull
         kind = OrderKind(int(o["kind"]))
         if kind == OrderKind.CANCEL_ALL:
             pulled, resting = True, {}
@@ -319,7 +322,12 @@ def test_fst_trace_covers_its_window(tmp_path):
     window (two time steps per cycle, counted from the engine's power-up)."""
     import struct
 
-    engine = open_engine("verilator", levels=4, trace=True)
+    try:
+        engine = open_engine("verilator", levels=4, trace=True)
+    except RuntimeError as exc:     # the build's own message says what to install
+        if "development headers" not in str(exc):
+            raise
+        pytest.skip(str(exc).splitlines()[0])
     try:
         engine.reset()
         path = tmp_path / "window.fst"
