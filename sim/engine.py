@@ -104,6 +104,8 @@ class ModelEngine:
         live = self.csr.live
         for block in (self.signals, self.guard, self.quoter):
             for name, value in block.params.items():
+                if (name, 0) not in live:     # a map without it: the block keeps its reset
+                    continue
                 block.params[name] = ([live[name, i] for i in range(len(value))]
                                       if isinstance(value, list) else live[name, 0])
 
@@ -144,7 +146,7 @@ class ModelEngine:
         sig = shown["venues"] if shown else None
         inp = {"cycle": t, "rate_exceeded": int(q["rate_exceeded"]),
                "inventory": q["position_net"] & ((1 << 32) - 1),
-               "q_limit": self.csr.live["q_limit", 0],
+               "q_limit": self.quoter.params["q_limit"],
                "xv_status": pack(XV_STATUS, shown["xv_status"]) if shown and venues > 1 else 0,
                "msg": [int(late.venue == v) for v in range(venues)]}
         inp.update({c: int(c in self._strobes) for c in ("heartbeat", "arm", "kill")})
@@ -198,10 +200,16 @@ class ModelEngine:
     def _sync_status(self):
         """Pass the pending w1c sets to the CSR, then drive its ro inputs with this cycle's
         values (a bus access sees the state of its own cycle)."""
+        regmap = self.regmap
         for (name, index), bits in self._sets.items():
-            self.csr.raise_flags(name, bits, index)
+            if name in regmap:
+                self.csr.raise_flags(name, bits, index)
         self._sets = {}
-        drive = self.csr.drive
+
+        def drive(name, raw, index=0):
+            if name in regmap:               # a map may leave a block's registers out
+                self.csr.drive(name, raw, index)
+
         drive("cycle", self.cycle)
         drive("malformed_count", self.book.malformed & 0xFFFF_FFFF)
         for v, vb in enumerate(self.book.books):
