@@ -2,8 +2,10 @@
 
 from pathlib import Path
 
-from ..hw.layouts import FEED, OBS, ORDER, FeedKind, ObsStatus, OrderKind, Side
+from ..hw.layouts import FEED, OBS, ORDER, TELEM, FeedKind, ObsStatus, OrderKind, Side
 from ..hw.registers import REGISTERS, to_fixed
+from ..hw.signals import IMB_LATENCY, LATENCY
+from ..hw.top import TELEM_LATENCY
 
 __all__ = ["feed_doc", "registers_doc", "GENERATED", "add_parser", "run"]
 
@@ -14,7 +16,8 @@ def _format_table(fmt):
     rows = ["| bits | field | width | unit | meaning |", "|---|---|---|---|---|"]
     for name, (pos, bits) in fmt.offsets().items():
         f = next(f for f in fmt.fields if f.name == name)
-        rows.append(f"| {pos}–{pos + bits - 1} | `{name}` | {bits} | {f.unit} | {f.doc} |")
+        width = f"{bits} signed" if f.signed else bits
+        rows.append(f"| {pos}–{pos + bits - 1} | `{name}` | {width} | {f.unit} | {f.doc} |")
     return "\n".join(rows)
 
 
@@ -54,7 +57,23 @@ def feed_doc():
         "latency: what it knew of the message's venue after applying it. The native model "
         "returns them as `OBS_DTYPE` arrays; replay and the tests compare them with the "
         "reference model's.\n\n" + _format_table(OBS) + "\n\n"
-        "### Status bits\n\n" + _enum_table(ObsStatus) + "\n"
+        "### Status bits\n\n" + _enum_table(ObsStatus) + "\n\n"
+        "## Telemetry record\n\n"
+        f"Beside each observation the engine emits one {TELEM.nbytes}-byte telemetry record "
+        "(port `telem`, `TELEM_DTYPE`): every signal of the venue the message names, as that "
+        "venue's signal registers show it once the message is in the book (docs/signals.md). "
+        "Index *i* of the observations and of the telemetry is the same message. It is a "
+        "second stream, not a wider observation, so the observation stays small for the "
+        "board bridge and for replay; the native model copies a record out only when it is "
+        "valid, and `run(..., telemetry=False)` skips the copy.\n\n"
+        f"Latency: accept → record is {TELEM_LATENCY} cycles (the book's status "
+        f"{TELEM_LATENCY - IMB_LATENCY - 1}, the imbalance dividers {IMB_LATENCY}, the output "
+        f"register 1); every other signal is ready after {LATENCY} of those {IMB_LATENCY} and "
+        "waits. Signed fields are two's complement, sign-extended from their register's "
+        "width. `obi_touch` and `obi_depth` are the only values with no register: "
+        "(V_b − V_a)/(V_b + V_a) as SQ1.15 from a pipelined restoring divider, bit-exact "
+        "with `obcore.sim.signals_model.imbalance`; the threshold alarms in `sig_status` "
+        "still compare by cross-multiplication.\n\n" + _format_table(TELEM) + "\n"
     )
 
 

@@ -4,12 +4,13 @@ import enum
 from dataclasses import dataclass
 
 import numpy as np
+from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
 
 __all__ = [
     "Field", "MessageFormat", "FeedKind", "OrderKind", "Side",
-    "FEED", "ORDER", "OBS", "feed_layout", "order_layout", "FEED_DTYPE", "ORDER_DTYPE",
-    "OBS_DTYPE", "ObsStatus",
+    "FEED", "ORDER", "OBS", "TELEM", "feed_layout", "order_layout", "FEED_DTYPE", "ORDER_DTYPE",
+    "OBS_DTYPE", "TELEM_DTYPE", "ObsStatus",
     "encode_feed", "decode_feed", "encode_order", "decode_order", "feed_array",
 ]
 
@@ -50,11 +51,20 @@ class ObsStatus(enum.IntFlag):
 
 @dataclass(frozen=True)
 class Field:
-    """One field of a fixed-size little-endian message: name, width in bits, meaning."""
+    """One field of a fixed-size little-endian message: name, width in bits, meaning; a
+    ``signed`` field is two's complement."""
     name: str
     bits: int
     unit: str
     doc: str
+    signed: bool = False
+
+    @property
+    def range(self):
+        """``(lowest, highest)`` value of the field."""
+        if self.signed:
+            return -(1 << (self.bits - 1)), (1 << (self.bits - 1)) - 1
+        return 0, (1 << self.bits) - 1
 
 
 @dataclass(frozen=True)
@@ -79,11 +89,13 @@ class MessageFormat:
 
     def layout(self):
         """The ``amaranth.lib.data.StructLayout``: first field in the least significant bits."""
-        return data.StructLayout({f.name: f.bits for f in self.fields})
+        return data.StructLayout({f.name: (signed if f.signed else unsigned)(f.bits)
+                                  for f in self.fields})
 
     def dtype(self):
         """The matching packed little-endian numpy structured dtype."""
-        return np.dtype([(f.name, f"<u{f.bits // 8}") for f in self.fields])
+        return np.dtype([(f.name, f"<{'i' if f.signed else 'u'}{f.bits // 8}")
+                         for f in self.fields])
 
     def offsets(self):
         """``{name: (bit offset, width)}`` in the packed word."""
@@ -99,23 +111,31 @@ class MessageFormat:
         unknown = set(values) - {f.name for f in self.fields}
         if unknown:
             raise ValueError(f"{self.name}: unknown field(s) {sorted(unknown)}")
-        for name, (pos, bits) in self.offsets().items():
-            value = values.get(name, 0)
+        pos = 0
+        for f in self.fields:
+            value = values.get(f.name, 0)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-                raise ValueError(f"{self.name}.{name} must be an integer, not {value!r}")
+                raise ValueError(f"{self.name}.{f.name} must be an integer, not {value!r}")
             value = int(value)
-            if not 0 <= value < (1 << bits):
-                raise ValueError(f"{self.name}.{name} = {value} is out of range "
-                                 f"0..{(1 << bits) - 1} ({bits}-bit unsigned)")
-            word |= value << pos
+            lo, hi = f.range
+            if not lo <= value <= hi:
+                kind = "signed" if f.signed else "unsigned"
+                raise ValueError(f"{self.name}.{f.name} = {value} is out of range "
+                                 f"{lo}..{hi} ({f.bits}-bit {kind})")
+            word |= (value & ((1 << f.bits) - 1)) << pos
+            pos += f.bits
         return word
 
     def decode(self, word):
         """Unpack the integer word into ``{field: value}``."""
         if not 0 <= word < (1 << self.bits):
             raise ValueError(f"{self.name}: word does not fit in {self.bits} bits")
-        return {name: (word >> pos) & ((1 << bits) - 1)
-                for name, (pos, bits) in self.offsets().items()}
+        out, pos = {}, 0
+        for f in self.fields:
+            raw = (word >> pos) & ((1 << f.bits) - 1)
+            out[f.name] = raw - (1 << f.bits) if f.signed and raw >> (f.bits - 1) else raw
+            pos += f.bits
+        return out
 
 
 FEED = MessageFormat("feed", (
@@ -159,11 +179,50 @@ OBS = MessageFormat("obs", (
 """One observation per accepted feed message, in order, at a fixed latency: what the engine
 knew of the message's venue after applying it. Book fields are 0 unless APPLIED."""
 
+TELEM = MessageFormat("telem", (
+    Field("venue", 8, "index", "the venue shown: the message's venue field (0 for TICK, which "
+                               "samples every venue); all other fields 0 if out of range"),
+    Field("kind", 8, "FeedKind", "kind field of the message"),
+    Field("regime", 8, "regime", "bits 0-1 vol regime (0 stable, 1 range, 2 trend, 3 crisis), "
+                                 "bits 2-3 liquidity regime (0 normal, 1 wait, 2 no leverage "
+                                 "expansion, 3 withdraw)"),
+    Field("xv_status", 8, "-", "bit0 misalign valid, bit1 |misalign| > misalign_max"),
+    Field("sig_status", 32, "-", "the venue's sig_status bits: valid, alarm and saturation "
+                                 "bits (docs/signals.md)"),
+    Field("seq", 32, "count", "seq field of the message"),
+    Field("cycle", 32, "cycles", "low 32 bits of the cycle the message was accepted (as OBS)"),
+    Field("obi_touch", 16, "SQ1.15", "(Vb - Va)/(Vb + Va) at the touch, truncated toward 0; "
+                                     "+-1 reads +-(1 - 2^-15); 0 unless obi_touch_valid",
+          signed=True),
+    Field("obi_depth", 16, "SQ1.15", "(Db - Da)/(Db + Da) over the top N levels, as obi_touch; "
+                                     "0 unless obi_depth_valid", signed=True),
+    Field("spread", 64, "ticks", "S = a - b (0 unless touch_valid)", signed=True),
+    Field("mid2", 64, "ticks", "a + b, twice the mid (0 unless touch_valid)"),
+    Field("micro_num", 64, "ticks x lots", "microprice = b + micro_num/micro_den",
+          signed=True),
+    Field("micro_den", 64, "lots", "Vb + Va (0 unless touch_valid)"),
+    Field("sigma2_fast", 64, "UQ34.16 ticks^2", "fast EWMA of (delta mid2)^2 per tick"),
+    Field("sigma2_slow", 64, "UQ34.16 ticks^2", "slow EWMA of (delta mid2)^2 per tick"),
+    Field("accel", 64, "ticks", "S[t] - 2S[t-1] + S[t-2] over ticks (0 unless accel_valid)",
+          signed=True),
+    Field("spread_star", 64, "UQ26.8 ticks", "fair spread Spread* of the venue"),
+    Field("misalign", 64, "SQ35.8 ticks", "(S_A - S*_A) - (S_B - S*_B) of venues 0 and 1 "
+                                          "(0 with one venue or unless valid)", signed=True),
+    Field("sigma", 32, "UQ17.8 ticks", "floor sqrt(max(sigma2_fast, sigma2_slow)); lags "
+                                       "until sigma_fresh"),
+))
+"""One telemetry record per accepted feed message, in order, at a fixed latency (the engine's
+``telem_latency``): every signal of the venue the message names, after the message, as the
+signal registers of that venue show them (same formats; a signed register sign-extended).
+Emitted on its own port beside OBS so the observation stays small; index i of both streams
+is the same message."""
+
 feed_layout = FEED.layout()
 order_layout = ORDER.layout()
 FEED_DTYPE = FEED.dtype()
 ORDER_DTYPE = ORDER.dtype()
 OBS_DTYPE = OBS.dtype()
+TELEM_DTYPE = TELEM.dtype()
 
 
 def encode_feed(kind, venue=0, side=0, seq=0, price=0, size=0, flags=0):

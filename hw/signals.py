@@ -11,6 +11,7 @@ from .registers import REGISTERS, build_map
 __all__ = ["BOOK_VIEW", "STATUS", "REGIME", "FLAGS", "XV_STATUS", "VolRegime", "LiqRegime",
            "VENUE_PARAMS", "VENUE_OUTPUTS", "CROSS_PARAMS", "CROSS_OUTPUTS", "LATENCY",
            "CLAMP_MAX", "SIGMA2_FRAC", "SIGMA_LAG", "WINDOW_MAX", "DEPTH_BITS", "SerialSqrt",
+           "IMB_FRAC", "IMB_MAX", "IMB_LATENCY", "IMB_OUTPUTS", "ImbalanceDivider",
            "VenueSignals", "Signals", "port_layout"]
 
 LATENCY = 3                   # cycles from the book inputs (and tick) to every registered output
@@ -27,6 +28,14 @@ SIGMA_LAG = 2 * SIGMA_BITS + 1
 FRAC_BITS = REGISTERS["obi_touch_th"].fmt.frac_bits          # fractions theta and delta: UQ1.15
 assert FRAC_BITS == REGISTERS["obi_depth_th"].fmt.frac_bits == REGISTERS[
     "depth_drop_th"].fmt.frac_bits
+IMB_FRAC = FRAC_BITS          # the telemetry imbalances: SQ1.15, like the thresholds' UQ1.15
+IMB_MAX = (1 << IMB_FRAC) - 1  # +-1.0 (a one-sided touch) reads as +-IMB_MAX
+# Restoring division, one quotient bit per step: the integer bit and IMB_FRAC fraction bits,
+# 4 steps a cycle (39-bit compares: short enough for the clock target).
+IMB_STAGES = (4, 4, 4, 4)
+assert sum(IMB_STAGES) == IMB_FRAC + 1
+IMB_LATENCY = 1 + len(IMB_STAGES)   # book inputs -> obi_touch_q / obi_depth_q, cycles
+IMB_OUTPUTS = ("obi_touch_q", "obi_depth_q")
 WINDOW_MAX = int(REGISTERS["depth_window"].limits()[1])
 assert WINDOW_MAX & (WINDOW_MAX - 1) == 0, "the depth history wraps as a power of two"
 
@@ -153,6 +162,47 @@ class SerialSqrt(wiring.Component):
         return m
 
 
+class ImbalanceDivider(wiring.Component):
+    """``q = (num << IMB_FRAC) / den`` in SQ1.15, truncated toward 0, the magnitude limited
+    to ``IMB_MAX``; 0 when ``den`` is 0. Needs ``|num| <= den`` (an imbalance: (Vb - Va) /
+    (Vb + Va)). Pipelined restoring division: a result every cycle, ``len(IMB_STAGES)``
+    cycles after its inputs. Off the hot path: thresholds compare by cross-multiplication.
+    """
+
+    def __init__(self, num_bits, den_bits):
+        self._den_bits = den_bits
+        super().__init__({"num": In(signed(num_bits)), "den": In(unsigned(den_bits)),
+                          "q": Out(signed(IMB_FRAC + 1))})
+
+    def elaborate(self, platform):
+        m = Module()
+        width = self._den_bits + 1            # remainder < den, doubled: < 2^(den_bits+1)
+        rem, den = Signal(width, name="rem_in"), self.den
+        neg, zero = self.num < 0, self.den == 0
+        acc = Const(0, IMB_FRAC + 1)
+        m.d.comb += rem.eq(abs(self.num))
+        step = 0
+        for stage, steps in enumerate(IMB_STAGES):
+            for _ in range(steps):
+                trial = rem if step == 0 else (rem << 1)[:width]   # the integer bit first
+                fits = trial >= den
+                rem = Mux(fits, trial - den, trial)[:width]
+                acc = Cat(fits, acc)[:IMB_FRAC + 1]
+                step += 1
+            last = stage == len(IMB_STAGES) - 1
+            if last:
+                mag = Mux(acc > IMB_MAX, IMB_MAX, acc)
+                m.d.sync += self.q.eq(Mux(zero, 0, Mux(neg, -mag, mag)))
+            else:
+                regs = [Signal(width, name=f"rem_{stage}"), Signal(len(den), name=f"den_{stage}"),
+                        Signal(name=f"neg_{stage}"), Signal(name=f"zero_{stage}"),
+                        Signal(IMB_FRAC + 1, name=f"acc_{stage}")]
+                m.d.sync += [r.eq(v) for r, v in zip(regs, (rem, den, neg, zero, acc),
+                                                     strict=True)]
+                rem, den, neg, zero, acc = regs
+        return m
+
+
 class VenueSignals(wiring.Component):
     """One venue's signals; every output is registered, ``LATENCY`` cycles after its inputs.
 
@@ -198,6 +248,8 @@ class VenueSignals(wiring.Component):
     sig_flags_set: Out(FLAGS)
     dev: Out(DEV_SHAPE)
     dev_valid: Out(1)
+    obi_touch_q: Out(signed(IMB_FRAC + 1))
+    obi_depth_q: Out(signed(IMB_FRAC + 1))
 
     def elaborate(self, platform):
         m = Module()
@@ -233,6 +285,11 @@ class VenueSignals(wiring.Component):
         ddiff_a = _reg(m, db - da, "ddiff_a", signed(DEPTH_BITS + 1))
         dsum_a = _reg(m, db + da, "dsum_a", unsigned(DEPTH_BITS + 1))
         dmin_a = _reg(m, Mux(db < da, db, da), "dmin_a", unsigned(DEPTH_BITS))
+        # The imbalances as values, for telemetry only: IMB_LATENCY cycles after the inputs.
+        for name, diff, total in (("obi_touch_q", tdiff_a, tsum_a),
+                                  ("obi_depth_q", ddiff_a, dsum_a)):
+            div = m.submodules[f"{name}_div"] = ImbalanceDivider(len(diff), len(total))
+            m.d.comb += [div.num.eq(diff), div.den.eq(total), getattr(self, name).eq(div.q)]
 
         # Depth history: one (Db, Da) sample per tick. `then` is the sample W ticks back,
         # counting this cycle's tick (W = 1 compares with the depth being sampled now).
@@ -366,7 +423,9 @@ class Signals(wiring.Component):
     Ports are named after the registers, in the CSR's convention: a per-venue register is
     one ``data.ArrayLayout`` port (element ``i`` = venue ``i``) when ``venues > 1``.
     ``book`` is an array of :data:`BOOK_VIEW`; ``sig_flags_set`` pulses the w1c register's
-    sticky bits; ``misalign``, ``xv_status`` and ``misalign_max`` exist when ``venues >= 2``.
+    sticky bits; ``obi_touch_q`` / ``obi_depth_q`` (:data:`IMB_OUTPUTS`, not registers) are
+    the imbalances as SQ1.15 values for telemetry, ``IMB_LATENCY`` cycles after the book;
+    ``misalign``, ``xv_status`` and ``misalign_max`` exist when ``venues >= 2``.
     """
 
     def __init__(self, venues=2):
@@ -384,6 +443,9 @@ class Signals(wiring.Component):
         members.update({n: port(n, In) for n in VENUE_PARAMS})
         members.update({n: port(n, Out) for n in VENUE_OUTPUTS})
         members["sig_flags_set"] = port("sig_flags", Out)
+        imb = signed(IMB_FRAC + 1)
+        members.update({n: Out(imb if venues == 1 else data.ArrayLayout(imb, venues))
+                        for n in IMB_OUTPUTS})
         if venues >= 2:
             members.update({n: port(n, In) for n in CROSS_PARAMS})
             members.update({n: port(n, Out) for n in CROSS_OUTPUTS})
@@ -410,6 +472,7 @@ class Signals(wiring.Component):
             m.d.comb += [self._at(getattr(self, n), i).eq(getattr(unit, n))
                          for n in VENUE_OUTPUTS]
             m.d.comb += self._at(self.sig_flags_set, i).eq(unit.sig_flags_set)
+            m.d.comb += [self._at(getattr(self, n), i).eq(getattr(unit, n)) for n in IMB_OUTPUTS]
         if self._venues >= 2:
             # Stage C of the cross-venue path: venue devs are registered at stage B.
             a, b = units[0], units[1]
@@ -424,4 +487,6 @@ class Signals(wiring.Component):
 
 def port_layout(name):
     """The shape of one element of output or parameter port ``name``."""
+    if name in IMB_OUTPUTS:
+        return signed(IMB_FRAC + 1)
     return _shape("sig_flags" if name == "sig_flags_set" else name)

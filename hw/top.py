@@ -8,12 +8,19 @@ from .book import BBO_LATENCY, STATUS_LATENCY
 from .books import Books
 from .csr import CSR, CSRBus, addr_width
 from .guard import Guard
-from .layouts import OBS, FeedKind, ObsStatus, feed_layout, order_layout
+from .layouts import OBS, TELEM, FeedKind, ObsStatus, feed_layout, order_layout
 from .quoter import Quoter
 from .registers import build_map
-from .signals import Signals
+from .signals import IMB_LATENCY, IMB_OUTPUTS, LATENCY, Signals
 
-__all__ = ["Engine", "wire_registers"]
+__all__ = ["Engine", "wire_registers", "TELEM_LATENCY"]
+
+# Accept -> telemetry record: the book shows the message, the imbalance dividers finish, and
+# one output register.
+TELEM_LATENCY = STATUS_LATENCY + IMB_LATENCY + 1
+_TAGS = ("venue", "kind", "seq", "cycle")
+_TELEM_SIGNALS = tuple(f.name for f in TELEM.fields if f.name not in (*_TAGS, "obi_touch",
+                                                                      "obi_depth"))
 
 
 def wire_registers(m, csr, block, regmap, names):
@@ -56,7 +63,8 @@ class Engine(wiring.Component):
     :class:`~obcore.hw.csr.CSRBus`), ``obs`` (one :data:`~obcore.hw.layouts.OBS` record per
     accepted feed message, ``obs_latency`` cycles after it, never stalls) and ``orders``
     (the quoter's order stream, ``slots`` quote levels per side and venue; the guard's pull
-    makes it emit CANCEL_ALL).
+    makes it emit CANCEL_ALL) and ``telem`` (one :data:`~obcore.hw.layouts.TELEM` record per
+    accepted feed message, ``telem_latency`` cycles after it, never stalls).
     """
 
     def __init__(self, venues=2, levels=16, capacity=None, slots=1):
@@ -64,6 +72,7 @@ class Engine(wiring.Component):
         self.venues, self.levels, self.capacity, self.slots = venues, levels, capacity, slots
         self.obs_format = OBS
         self.obs_latency = STATUS_LATENCY + 1
+        self.telem_format, self.telem_latency = TELEM, TELEM_LATENCY
         super().__init__({
             "feed": In(stream.Signature(feed_layout)),
             "bus": In(CSRBus(addr_width(self.regmap))),
@@ -71,6 +80,7 @@ class Engine(wiring.Component):
             # stream's constant ready cannot be a top-level port.
             "obs": Out(wiring.Signature({"valid": Out(1), "payload": Out(OBS.layout())})),
             "orders": Out(stream.Signature(order_layout)),
+            "telem": Out(wiring.Signature({"valid": Out(1), "payload": Out(TELEM.layout())})),
         })
 
     def elaborate(self, platform):
@@ -130,7 +140,42 @@ class Engine(wiring.Component):
                      fill.size.eq(_delay(m, msg.size, STATUS_LATENCY, "fill_size")),
                      quoter.tick.eq(signals.tick)]
         self._observe(m, books, msg, accepted, cycle)
+        self._telemetry(m, signals, msg, accepted, cycle)
         return m
+
+    def _telemetry(self, m, signals, msg, accepted, cycle):
+        """One TELEM record per accepted message, ``TELEM_LATENCY`` cycles after it: the
+        message's venue's signals as they show the message, waiting for its imbalances."""
+        def at(port, v):
+            return port if self.venues == 1 else port[v]
+
+        shown = STATUS_LATENCY + LATENCY              # the signal registers show the message
+        venue_now = _delay(m, msg.venue, shown, "telem_venue_s")
+        now = Signal(TELEM.layout(), name="telem_now")
+        with m.Switch(venue_now):
+            for v in range(self.venues):
+                with m.Case(v):
+                    m.d.comb += [getattr(now, name).eq(Value.cast(at(getattr(signals, name), v)))
+                                 for name in _TELEM_SIGNALS
+                                 if name not in ("misalign", "xv_status")]
+                    if self.venues >= 2:
+                        m.d.comb += [now.misalign.eq(signals.misalign),
+                                     now.xv_status.eq(Value.cast(signals.xv_status))]
+        ready = STATUS_LATENCY + IMB_LATENCY          # the imbalances show it too
+        late = _delay(m, now, ready - shown, "telem_sig")
+        tags = {k: _delay(m, v, ready, f"telem_{k}") for k, v in (
+            ("venue", msg.venue), ("kind", msg.kind), ("seq", msg.seq), ("cycle", cycle[:32]))}
+        out = self.telem.payload
+        m.d.sync += self.telem.valid.eq(_delay(m, accepted, ready, "telem_valid"))
+        m.d.sync += [getattr(out, k).eq(v) for k, v in tags.items()]
+        m.d.sync += [getattr(out, name).eq(getattr(late, name)) for name in _TELEM_SIGNALS]
+        m.d.sync += [out.obi_touch.eq(0), out.obi_depth.eq(0)]
+        with m.Switch(tags["venue"]):
+            for v in range(self.venues):
+                with m.Case(v):
+                    m.d.sync += [getattr(out, field).eq(at(getattr(signals, port), v))
+                                 for field, port in zip(("obi_touch", "obi_depth"),
+                                                        IMB_OUTPUTS, strict=True)]
 
     def _guard_and_quote(self, m, books, signals, guard, quoter, csr, cycle):
         """The guard watches books, signals and the quoter; its pull stops the quoter."""

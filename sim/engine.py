@@ -2,50 +2,214 @@
 
 An engine has ``regmap``, ``read(addr)`` / ``write(addr, word)`` for 32-bit bus words,
 ``run(msgs) -> (obs, orders)`` for a ``FEED_DTYPE`` batch (one ``OBS_DTYPE`` record per
-message, in order; ``last_order_cycles`` then gives the cycle each order left), ``cycle``,
-``reset()`` and ``close()``. The simulation server, replay and
-the benchmarks take either, so the reference model is a drop-in check of the hardware.
+message, in order; ``last_telemetry`` then holds one ``TELEM_DTYPE`` record per message and
+``last_order_cycles`` the cycle each order left), ``cycle``, ``reset()`` and ``close()``. The
+simulation server, replay and the benchmarks take either, so the reference model is a drop-in
+check of the hardware.
 """
+
+from collections import deque
 
 import numpy as np
 
 from ..control.registers import CSRModel
-from ..hw.layouts import FEED, OBS_DTYPE, ORDER_DTYPE, ObsStatus
+from ..hw.guard import OUTPUTS as GUARD_OUTPUTS
+from ..hw.layouts import (
+    FEED,
+    OBS_DTYPE,
+    ORDER,
+    ORDER_DTYPE,
+    TELEM,
+    TELEM_DTYPE,
+    FeedKind,
+    ObsStatus,
+)
 from ..hw.registers import build_map
-from .model import BookModel
+from ..hw.signals import FLAGS, REGIME, VENUE_OUTPUTS, XV_STATUS
+from .guard_model import GuardModel
+from .model import BookModel, malformed
+from .quoter_model import QuoterModel
+from .signals_model import SignalsModel, pack
 
 __all__ = ["ModelEngine", "open_engine", "ENGINES", "RUN_DRAIN"]
 
 ENGINES = ("verilator", "model")
-# Cycles every engine clocks after a batch's last message so its observations come out; with
-# one cycle per message and one per bus access, every engine counts cycles alike.
+# Cycles every engine clocks after a batch's last message so its observations and telemetry
+# come out; with one cycle per message and one per bus access, every engine counts alike.
 RUN_DRAIN = 8
 _COUNTERS = (("msg_count", "msgs"), ("gap_count", "gaps"), ("missing_count", "missing"),
              ("crossed_count", "crossed"), ("capacity_count", "capacity"))
+_BBO = ("best_bid", "best_ask", "best_bid_qty", "best_ask_qty", "valid", "synced", "exact")
+_DEPTH = ("bid_depth", "ask_depth")
+_TELEM_FIELDS = TELEM.dtype().names
+_TELEM_SIGNALS = tuple(n for n in _TELEM_FIELDS if n not in (
+    "venue", "kind", "seq", "cycle", "obi_touch", "obi_depth", "misalign", "xv_status"))
+_ROW = {name: i for i, name in enumerate(_TELEM_FIELDS)}
+_OBS_TAGS = ("venue", "kind", "seq")
+_OBS_ZERO = dict.fromkeys(OBS_DTYPE.names, 0)
+
+
+class _Cycle:
+    """What the feed did in one cycle, as the blocks downstream of the books see it later."""
+    __slots__ = ("venue", "tick", "fill", "events")
+
+    def __init__(self, venue=None, tick=False, fill=None, events=0):
+        self.venue, self.tick, self.fill, self.events = venue, tick, fill, events
+
+
+_IDLE = _Cycle()
 
 
 class ModelEngine:
-    """The bit-accurate reference model behind the engine interface (one message a cycle)."""
+    """The bit-accurate, cycle-exact reference model of ``hw.top.Engine``: books, signals,
+    guard and quoter chained with the top's latencies, one message (or bus access) a cycle.
 
-    def __init__(self, venues=2, levels=16, capacity=None):
+    Cycle ``t`` of the model: the message accepted at ``t`` updates the books; the guard and
+    quoter see the best prices of ``t - 1`` (``BBO_LATENCY``) and the depths, ``updated``, tick
+    and fill of ``t - 2`` (``STATUS_LATENCY``); the signals step on that book and show their
+    result from ``t + 3`` (``LATENCY``); the message's telemetry is its venue's result.
+    """
+
+    def __init__(self, venues=2, levels=16, capacity=None, slots=1):
         self.regmap = build_map(venues, levels)
-        self.venues, self.levels = venues, levels
+        self.venues, self.levels, self.slots = venues, levels, slots
         self.capacity = 2 * levels if capacity is None else capacity
         self.reset()
 
     def reset(self):
-        self.book = BookModel(self.venues, self.levels, self.capacity)
+        v = self.venues
+        self.book = BookModel(v, self.levels, self.capacity)
         self.csr = CSRModel(self.regmap)
+        self.signals, self.guard = SignalsModel(v), GuardModel(v)
+        self.quoter = QuoterModel(v, self.slots)
+        self._load_params()
         self.cycle = 0
-        self._events = [0] * self.venues   # flag events not yet passed to the CSR
-        self._sync_status()
+        empty = self.book.outputs(0)
+        self._now = [empty] * v                   # book outputs after the latest message
+        self._snaps = deque([list(self._now)] * 2, maxlen=2)   # [t - 2, t - 1]
+        self._feed = deque([_IDLE] * 2, maxlen=2)
+        self._shown = deque(maxlen=3)             # signal results, shown 3 cycles later
+        self._strobes = set()                     # wo commands written in the last cycle
+        self._sets = {}                           # w1c sets not yet passed to the CSR
+        self._guard_out = self._quoter_out = None
+        self._held = []                           # (order word, cycle) left in bus accesses
+        self.last_telemetry = np.zeros(0, TELEM_DTYPE)
+        self.last_order_cycles = np.zeros(0, np.uint64)
 
     def close(self):
         pass
 
+    def _load_params(self):
+        """Every block's parameters from the CSR's live values (after a commit)."""
+        live = self.csr.live
+        for block in (self.signals, self.guard, self.quoter):
+            for name, value in block.params.items():
+                if (name, 0) not in live:     # a map without it: the block keeps its reset
+                    continue
+                block.params[name] = ([live[name, i] for i in range(len(value))]
+                                      if isinstance(value, list) else live[name, 0])
+
+    # One clock cycle.
+
+    def _step(self, msg=None, telemetry=None):
+        """Clock one cycle with ``msg`` (a dict of feed fields) accepted, appending the signal
+        result of the message two cycles back to ``telemetry``. Returns ``(order word that
+        left the engine in this cycle or None, the message's OBS record as a tuple)``."""
+        t, venues = self.cycle, self.venues
+        now, rec = _IDLE, None
+        if msg is not None:
+            venue = self.book.step(msg)
+            bad = malformed(msg, venues)
+            kind = msg["kind"]
+            fill = msg if kind == FeedKind.FILL and not bad else None
+            now = _Cycle(venue, kind == FeedKind.TICK and not bad, fill, self.book.events)
+            rec = {**_OBS_ZERO, **{k: msg[k] for k in _OBS_TAGS}, "cycle": t & 0xFFFF_FFFF}
+            if venue is not None:
+                self._now = list(self._now)
+                self._now[venue] = book = self.book.outputs(venue)
+                rec.update((k, book[k]) for k in rec if k in book)
+                rec["status"] = int(ObsStatus.APPLIED | ObsStatus.VALID * book["valid"]
+                                    | ObsStatus.EXACT * book["exact"]
+                                    | ObsStatus.SYNCED * book["synced"])
+            rec = tuple(rec.values())
+        st, bbo = self._snaps[0], self._snaps[1]          # the book as of t - 2 and t - 1
+        late = self._feed[0]                              # the feed as of t - 2
+
+        books = [{**st[v], "updated": int(late.venue == v)} for v in range(venues)]
+        result = self.signals.step(books, late.tick)
+        if telemetry is not None and late is not _IDLE:
+            telemetry.append(result)
+        shown = self._shown[0] if len(self._shown) == 3 else None
+        self._shown.append(result)
+
+        q = self.quoter.outputs()
+        sig = shown["venues"] if shown else None
+        inp = {"cycle": t, "rate_exceeded": int(q["rate_exceeded"]),
+               "inventory": q["position_net"] & ((1 << 32) - 1),
+               "q_limit": self.quoter.params["q_limit"],
+               "xv_status": pack(XV_STATUS, shown["xv_status"]) if shown and venues > 1 else 0,
+               "msg": [int(late.venue == v) for v in range(venues)]}
+        inp.update({c: int(c in self._strobes) for c in ("heartbeat", "arm", "kill")})
+        for name in ("best_bid", "best_ask", "synced", "exact"):
+            inp[name] = [int(bbo[v][name]) for v in range(venues)]
+        inp["book_valid"] = [int(bbo[v]["valid"]) for v in range(venues)]
+        for name in _DEPTH:
+            inp[name] = [st[v][name] for v in range(venues)]
+        for name in ("sig_status", "sigma2_fast", "sigma2_slow"):
+            inp[name] = [s[name] for s in sig] if sig else [0] * venues
+        inp["regime"] = [pack(REGIME, s["regime"]) for s in sig] if sig else [0] * venues
+        g = self.guard.step(inp)
+        self._guard_out, self._quoter_out = g, q
+
+        fill = late.fill
+        qin = {name: inp[name] for name in ("best_bid", "best_ask", "book_valid", *_DEPTH,
+                                            "sigma2_fast", "sigma2_slow", "regime")}
+        qin.update(size_scale=g["size_scale"], gamma_boost=g["gamma_boost"], tick=late.tick,
+                   pull=g["pull"], enable=1,
+                   fill=fill and {"valid": 1, "venue": fill["venue"], "side": fill["side"] & 1,
+                                  "size": fill["size"]})
+        word = self.quoter.step(qin, ready=True)
+        if word is not None and msg is None and telemetry is None:
+            self._held.append((word, t))       # left during a bus access: reported next run
+        self._collect_sets(late, shown, g, q)
+        self._snaps.append(self._now)
+        self._feed.append(now)
+        self._strobes = set()
+        self.cycle += 1
+        return word, rec
+
+    def _collect_sets(self, late, shown, g, q):
+        """OR this cycle's w1c set strobes into the ones the CSR has not seen yet."""
+        sets = self._sets
+        if late.events:
+            key = ("book_flags", late.venue)
+            sets[key] = sets.get(key, 0) | late.events
+        if shown:
+            for v, out in enumerate(shown["venues"]):
+                flags = pack(FLAGS, out["flags_set"])
+                if flags:
+                    sets["sig_flags", v] = sets.get(("sig_flags", v), 0) | flags
+        for name in ("pull_reasons", "pull_venues"):
+            if g[f"{name}_set"]:
+                sets[name, 0] = sets.get((name, 0), 0) | g[f"{name}_set"]
+        if q["quote_flags_set"]:
+            sets["quote_flags", 0] = sets.get(("quote_flags", 0), 0) | q["quote_flags_set"]
+
+    # The register bus: one cycle per access.
+
     def _sync_status(self):
-        """Mirror the model's status into the CSR's ro inputs and w1c sets."""
-        drive = self.csr.drive
+        """Pass the pending w1c sets to the CSR, then drive its ro inputs with this cycle's
+        values (a bus access sees the state of its own cycle)."""
+        regmap = self.regmap
+        for (name, index), bits in self._sets.items():
+            if name in regmap:
+                self.csr.raise_flags(name, bits, index)
+        self._sets = {}
+
+        def drive(name, raw, index=0):
+            if name in regmap:               # a map may leave a block's registers out
+                self.csr.drive(name, raw, index)
+
         drive("cycle", self.cycle)
         drive("malformed_count", self.book.malformed & 0xFFFF_FFFF)
         for v, vb in enumerate(self.book.books):
@@ -53,46 +217,96 @@ class ModelEngine:
                 drive(reg, getattr(vb.counters, attr) & 0xFFFF_FFFF, v)
             drive("best_bid", vb.bids.level(0)[0], v)
             drive("best_ask", vb.asks.level(0)[0], v)
-            if self._events[v]:
-                self.csr.raise_flags("book_flags", self._events[v], v)
-                self._events[v] = 0
+        shown = self._shown[0] if len(self._shown) == 3 else None
+        if shown:
+            for v, out in enumerate(shown["venues"]):
+                for name in VENUE_OUTPUTS:
+                    value = out["status"] if name == "sig_status" else out[name]
+                    drive(name, pack(REGIME, value) if name == "regime" else
+                          out["sig_status"] if name == "sig_status" else value, v)
+            if self.venues > 1:
+                drive("misalign", shown["misalign"])
+                drive("xv_status", pack(XV_STATUS, shown["xv_status"]))
+        g, q = self._guard_out, self._quoter_out
+        if g is not None:
+            for name in GUARD_OUTPUTS:
+                if name != "pull" and not name.endswith("_set"):
+                    drive(name, g[name])
+            for v, pos in enumerate(q["position"]):
+                drive("position", pos, v)
+            drive("position_net", q["position_net"])
 
     def read(self, addr):
         """A bus read takes one cycle and sees the state of that cycle, as the CSR does."""
         self._sync_status()
         word = self.csr.read(addr)
-        self.cycle += 1
+        self._bus_cycle()
         return word
 
     def write(self, addr, word):
-        self.cycle += 1
+        self._sync_status()
+        committed = len(self.csr.strobes)
         self.csr.write(addr, word)
+        self._bus_cycle()
+        new = self.csr.strobes[committed:]
+        self._strobes = {name for name, _, _ in new}   # the command strobes follow the write
+        if any(name == "commit" for name in self._strobes):
+            self._load_params()
+        del self.csr.strobes[:]
 
-    def _observe(self, msg):
-        rec = {"venue": msg["venue"], "kind": msg["kind"], "seq": msg["seq"],
-               "cycle": self.cycle & 0xFFFF_FFFF}
-        if self.book.step(msg) is not None:
-            self._events[msg["venue"]] |= self.book.events
-            out = self.book.outputs(msg["venue"])
-            status = (ObsStatus.APPLIED | ObsStatus.VALID * out["valid"]
-                      | ObsStatus.EXACT * out["exact"] | ObsStatus.SYNCED * out["synced"])
-            rec.update(status=int(status), **{k: out[k] for k in (
-                "best_bid", "best_bid_qty", "best_ask", "best_ask_qty", "bid_depth",
-                "ask_depth", "bid_count", "ask_count")})
-        return rec
+    def _bus_cycle(self):
+        self._step()
+
+    # Batches.
 
     def run(self, msgs):
-        obs = np.zeros(len(msgs), dtype=OBS_DTYPE)
+        """Feed ``msgs`` one per cycle, then ``RUN_DRAIN`` idle cycles; see the module doc.
+        Orders that left during bus accesses since the last run come first."""
         names = FEED.dtype().names
-        for i, row in enumerate(np.asarray(msgs)):
-            rec = self._observe(dict(zip(names, map(int, row), strict=True)))
-            for key, value in rec.items():
-                obs[i][key] = value
-            self.cycle += 1
-        self.cycle += RUN_DRAIN
-        self._sync_status()
-        self.last_order_cycles = np.zeros(0, dtype=np.uint64)
-        return obs, np.zeros(0, dtype=ORDER_DTYPE)
+        obs = np.zeros(len(msgs), dtype=OBS_DTYPE)
+        results, orders = [], self._held
+        self._held = []
+        rows = np.asarray(msgs).tolist()
+        for i, row in enumerate(rows):
+            msg = dict(zip(names, row, strict=True))
+            at = self.cycle
+            word, obs[i] = self._step(msg, results)
+            if word is not None:
+                orders.append((word, at))
+        for _ in range(RUN_DRAIN):
+            at = self.cycle
+            word, _ = self._step(None, results)
+            if word is not None:
+                orders.append((word, at))
+        self.last_telemetry = self._telemetry(rows, obs, results)
+        self.last_order_cycles = np.array([at for _, at in orders], dtype=np.uint64)
+        out = np.zeros(len(orders), dtype=ORDER_DTYPE)
+        for i, (word, _) in enumerate(orders):
+            out[i] = tuple(ORDER.decode(word).values())
+        return obs, out
+
+    def _telemetry(self, rows, obs, results):
+        """One TELEM record per message, from the signal result of its cycle + 2."""
+        out = np.zeros(len(rows), dtype=TELEM_DTYPE)
+        kind_at, venue_at, seq_at = (FEED.dtype().names.index(n) for n in ("kind", "venue",
+                                                                          "seq"))
+        for i, (row, res) in enumerate(zip(rows, results, strict=False)):
+            rec = [0] * len(_TELEM_FIELDS)
+            v = row[venue_at]
+            rec[_ROW["venue"]], rec[_ROW["kind"]], rec[_ROW["seq"]] = v, row[kind_at], \
+                row[seq_at]
+            rec[_ROW["cycle"]] = int(obs["cycle"][i])
+            if v < self.venues:
+                sig = res["venues"][v]
+                for name in _TELEM_SIGNALS:
+                    rec[_ROW[name]] = pack(REGIME, sig[name]) if name == "regime" else sig[name]
+                rec[_ROW["obi_touch"]] = sig["obi_touch_q"]
+                rec[_ROW["obi_depth"]] = sig["obi_depth_q"]
+                if self.venues > 1:
+                    rec[_ROW["misalign"]] = res["misalign"]
+                    rec[_ROW["xv_status"]] = pack(XV_STATUS, res["xv_status"])
+            out[i] = tuple(rec)
+        return out
 
 
 def open_engine(kind="verilator", venues=2, levels=16, capacity=None, trace=False):
@@ -105,4 +319,3 @@ def open_engine(kind="verilator", venues=2, levels=16, capacity=None, trace=Fals
         return NativeEngine(Engine(venues=venues, levels=levels, capacity=capacity),
                             trace=trace)
     raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {kind!r}")
-

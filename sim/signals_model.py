@@ -3,9 +3,11 @@
 Semantics are per clock cycle and latency-free: :meth:`SignalsModel.step` takes the book
 outputs of one cycle, the ``tick`` strobe of that cycle and the live parameters (raw register
 bits), and returns what the gateware shows ``LATENCY`` cycles later. Within a cycle the book
-update comes first and the tick then samples the updated book. ``sigma`` here is always the
-square root of the current ``sigma2``; the gateware's sequential root agrees whenever its
-``sigma_fresh`` status bit is set (docs/signals.md).
+update comes first and the tick then samples the updated book. ``sigma`` follows the
+gateware's sequential square root cycle for cycle: it lags ``sigma2`` after a tick (by at most
+``SIGMA_LAG`` cycles) until ``sigma_fresh`` is set again (docs/signals.md). The telemetry
+imbalances ``obi_touch_q`` / ``obi_depth_q`` are pure functions of the book; the gateware shows
+them ``IMB_LATENCY`` (not ``LATENCY``) cycles later.
 """
 
 import math
@@ -17,9 +19,13 @@ from ..hw.signals import (
     CROSS_OUTPUTS,
     CROSS_PARAMS,
     FRAC_BITS,
+    IMB_FRAC,
+    IMB_MAX,
+    IMB_OUTPUTS,
     LEV_FRAC,
     LSAFE_SHIFT,
     SIGMA2_FRAC,
+    SIGMA_BITS,
     STAR_FRAC,
     STAR_SHIFTS,
     STATUS,
@@ -31,18 +37,27 @@ from ..hw.signals import (
 
 __all__ = ["VenueSignalsModel", "SignalsModel", "default_params", "pack", "clamp",
            "BOOK_FIELDS", "EMPTY_BOOK", "OUTPUT_PORTS", "expected_ports", "mismatches",
-           "BookStimulus", "random_params"]
+           "BookStimulus", "random_params", "imbalance"]
 
 BOOK_FIELDS = ("best_bid", "best_ask", "best_bid_qty", "best_ask_qty", "bid_depth",
                "ask_depth", "valid", "updated")
 EMPTY_BOOK = dict.fromkeys(BOOK_FIELDS, 0)
-OUTPUT_PORTS = (*VENUE_OUTPUTS, "sig_flags_set", *CROSS_OUTPUTS)
+OUTPUT_PORTS = (*VENUE_OUTPUTS, "sig_flags_set", *CROSS_OUTPUTS)   # LATENCY after the inputs
 
 
 def clamp(value):
     """``value`` saturated to +-CLAMP_MAX, and whether it saturated."""
     limited = max(-CLAMP_MAX, min(CLAMP_MAX, value))
     return limited, limited != value
+
+
+def imbalance(diff, total):
+    """``(diff << IMB_FRAC) / total`` in SQ1.15 as the gateware's divider gives it: truncated
+    toward 0, magnitude at most ``IMB_MAX``, 0 when ``total`` is 0 (``|diff| <= total``)."""
+    if total == 0:
+        return 0
+    mag = min((abs(diff) << IMB_FRAC) // total, IMB_MAX)
+    return -mag if diff < 0 else mag
 
 
 def pack(layout, values):
@@ -67,6 +82,23 @@ class VenueSignalsModel:
         self.s1 = self.s2 = self.seen = 0
         self.accel, self.accel_valid = 0, False
         self.history = deque(maxlen=WINDOW_MAX)      # (bid depth, ask depth), newest first
+        # The sequential root (hw SerialSqrt): one result bit per cycle while busy.
+        self.root, self.radicand, self.left = 0, 0, 0
+        self.dirty = self.tick_before = False
+
+    def _root_edge(self, tick):
+        """The square-root unit's clock edge: start when no tick is in flight, finish after
+        SIGMA_BITS cycles."""
+        start = self.dirty and not self.left and not tick and not self.tick_before
+        if self.left:
+            self.left -= 1
+            if not self.left:
+                self.root = math.isqrt(self.radicand)
+        elif start:
+            self.radicand = max(self.sigma2_fast, self.sigma2_slow)
+            self.left = SIGMA_BITS
+        self.dirty = tick or (self.dirty and not start)
+        self.tick_before = tick
 
     def _ewma(self, state, x, shift):
         # Floor shift of the signed step: the state moves toward x and never overshoots it.
@@ -104,7 +136,8 @@ class VenueSignalsModel:
         bid_drop = drop_valid and ((then_b - db) << FRAC_BITS) > p["depth_drop_th"] * then_b
         ask_drop = drop_valid and ((then_a - da) << FRAC_BITS) > p["depth_drop_th"] * then_a
 
-        sigma = math.isqrt(max(self.sigma2_fast, self.sigma2_slow))
+        sigma, fresh = self.root, not (self.left or self.dirty or tick)
+        self._root_edge(tick)
         micro_s, micro_sat = clamp(spread)
         tsum, tdiff, dsum, ddiff = vb + va, vb - va, db + da, db - da
         dmin = min(db, da)
@@ -122,7 +155,7 @@ class VenueSignalsModel:
             "obi_touch_over": tsum != 0 and abs(tdiff) << FRAC_BITS > p["obi_touch_th"] * tsum,
             "obi_depth_valid": dsum != 0, "obi_depth_bid": ddiff > 0,
             "obi_depth_over": dsum != 0 and abs(ddiff) << FRAC_BITS > p["obi_depth_th"] * dsum,
-            "vol_valid": self.vol_valid, "sigma_fresh": True,
+            "vol_valid": self.vol_valid, "sigma_fresh": fresh,
             "vol_fast_hi": fast_hi, "vol_slow_hi": slow_hi,
             "accel_valid": self.accel_valid,
             "accel_over": self.accel_valid and self.accel > p["accel_max"],
@@ -141,6 +174,7 @@ class VenueSignalsModel:
             "status": status, "sig_status": pack(STATUS, status),
             "flags_set": {"vol": status["sat_vol"], "micro": status["sat_micro"]},
             "dev": (spread << STAR_FRAC) - star if ok else 0, "dev_valid": ok,
+            "obi_touch_q": imbalance(tdiff, tsum), "obi_depth_q": imbalance(ddiff, dsum),
         }
 
 
@@ -181,46 +215,30 @@ def _width(port):
 
 def expected_ports(result, venues):
     """The raw bits the gateware's output ports show for a :meth:`SignalsModel.step` result
-    (per-venue ports packed venue 0 first, as ``data.ArrayLayout`` does)."""
+    (per-venue ports packed venue 0 first, as ``data.ArrayLayout`` does): ``LATENCY``
+    cycles after its inputs, the ``IMB_OUTPUTS`` ``IMB_LATENCY`` cycles after them."""
     outs, ports = result["venues"], {}
     for port in (*VENUE_OUTPUTS, "sig_flags_set"):
         layout, width = port_layout(port), _width(port)
         key = {"sig_flags_set": "flags_set"}.get(port, port)
         elems = [pack(layout, o[key]) if isinstance(o[key], dict) else o[key] for o in outs]
         ports[port] = sum((e & ((1 << width) - 1)) << (i * width) for i, e in enumerate(elems))
+    for port in IMB_OUTPUTS:
+        width = _width(port)
+        ports[port] = sum((o[port] & ((1 << width) - 1)) << (i * width)
+                          for i, o in enumerate(outs))
     if venues >= 2:
         ports["misalign"] = result["misalign"] & ((1 << _width("misalign")) - 1)
         ports["xv_status"] = pack(port_layout("xv_status"), result["xv_status"])
     return ports
 
 
-def mismatches(got, result, venues):
-    """Differences between the gateware's raw output ports ``got`` and the model.
-
-    Where a venue's ``sigma_fresh`` bit is clear its sequential square root has not caught
-    up yet, so the fields that depend on sigma (``sigma``, ``spread_star``, the
-    ``lsafe_over`` bit, and the cross-venue outputs) are not compared for it.
-    """
+def mismatches(got, result, venues, ports=None):
+    """Differences between the gateware's raw output ports ``got`` and the model's
+    ``result`` for the same cycle's inputs (every port of ``expected_ports``, or ``ports``)."""
     want = expected_ports(result, venues)
-    status_w = STATUS.size
-    fresh_bit, lsafe_bit = (STATUS[n].offset for n in ("sigma_fresh", "lsafe_over"))
-    stale = [not (got["sig_status"] >> (i * status_w + fresh_bit)) & 1 for i in range(venues)]
-    errors = []
-    for port, value in want.items():
-        mask = (1 << (_width(port) * (venues if port in (*VENUE_OUTPUTS, "sig_flags_set")
-                                      else 1))) - 1
-        for i in range(venues):
-            if not stale[i]:
-                continue
-            if port in ("sigma", "spread_star"):
-                mask &= ~(((1 << _width(port)) - 1) << (i * _width(port)))
-            elif port == "sig_status":
-                mask &= ~((1 << (i * status_w + fresh_bit)) | (1 << (i * status_w + lsafe_bit)))
-            elif port in CROSS_OUTPUTS and i < 2:
-                mask = 0
-        if (got[port] ^ value) & mask:
-            errors.append(f"{port}: got {got[port] & mask:#x}, model {value & mask:#x}")
-    return errors
+    return [f"{port}: got {got[port]:#x}, model {want[port]:#x}"
+            for port in (ports or want) if got[port] != want[port]]
 
 
 class BookStimulus:

@@ -82,3 +82,18 @@ def test_non_integer_field_rejected():
         encode_feed(FeedKind.LEVEL_SET, price=1.5)
     with pytest.raises(ValueError, match=r"unknown field"):
         FEED.encode(kind=1, colour=3)
+
+
+def test_signed_fields_round_trip_and_match_the_dtype():
+    from obcore.hw.layouts import TELEM, TELEM_DTYPE
+
+    word = TELEM.encode(spread=-5, obi_touch=-(1 << 15), obi_depth=(1 << 15) - 1, mid2=7)
+    fields = TELEM.decode(word)
+    assert (fields["spread"], fields["obi_touch"], fields["obi_depth"], fields["mid2"]) == (
+        -5, -(1 << 15), (1 << 15) - 1, 7)
+    rec = np.frombuffer(word.to_bytes(TELEM.nbytes, "little"), dtype=TELEM_DTYPE)[0]
+    assert rec["spread"] == -5 and rec["obi_touch"] == -(1 << 15)
+    for bad in ((1 << 15), -(1 << 15) - 1):
+        with pytest.raises(ValueError, match=r"-32768\.\.32767 \(16-bit signed\)"):
+            TELEM.encode(obi_touch=bad)
+    assert TELEM.layout().size == 8 * TELEM_DTYPE.itemsize

@@ -57,6 +57,10 @@ def build_library(verilog, trace=False, log=sys.stderr):
     if proc.returncode != 0 or not lib.exists():
         (folder / "build.log").write_text(proc.stdout + proc.stderr)
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        if trace and any(f"{h}: No such file" in proc.stderr for h in ("lz4.h", "zlib.h")):
+            raise RuntimeError("FST tracing needs the lz4 and zlib development headers, which "
+                               "Verilator's FST writer compiles against (Debian/Ubuntu: apt "
+                               f"install liblz4-dev zlib1g-dev); full log: {folder / 'build.log'}")
         raise RuntimeError(f"Verilator build failed (full log: {folder / 'build.log'}):\n{tail}")
     print(f"built in {time.monotonic() - t0:.0f} s", file=log, flush=True)
     return lib
@@ -69,8 +73,8 @@ def _bytes(array):
 class NativeEngine:
     """The Verilated engine: ``run`` a batch of feed messages, read and write registers.
 
-    ``top`` is an elaborated ``hw.top.Engine``; its ``obs_format`` gives the observation record
-    (one per accepted feed message, in order).
+    ``top`` is an elaborated ``hw.top.Engine``; its ``obs_format`` and ``telem_format`` give
+    the observation and telemetry records (one each per accepted feed message, in order).
     """
 
     def __init__(self, top, trace=False, log=sys.stderr):
@@ -79,15 +83,23 @@ class NativeEngine:
         self.regmap = top.regmap
         self.obs_format = top.obs_format
         self.obs_dtype = self.obs_format.dtype()
-        if top.obs_latency >= RUN_DRAIN:
-            raise ValueError(f"obs latency {top.obs_latency} needs a drain over RUN_DRAIN")
+        self.telem_format = top.telem_format
+        self.telem_dtype = self.telem_format.dtype()
+        # A record of the batch's last message comes out within the run's drain cycles.
+        if max(top.obs_latency, top.telem_latency) > RUN_DRAIN:
+            raise ValueError(f"output latencies {top.obs_latency}, {top.telem_latency} "
+                             f"exceed RUN_DRAIN {RUN_DRAIN}")
+        self.traced = trace
         lib = build_library(verilog.convert(top, name="top", emit_src=False), trace, log)
         self._lib = ctypes.CDLL(str(lib))
         self._bind()
         sizes = (self._lib.ob_feed_bytes(), self._lib.ob_obs_bytes(),
-                 self._lib.ob_order_bytes())
-        if sizes != (FEED_DTYPE.itemsize, self.obs_dtype.itemsize, ORDER_DTYPE.itemsize):
-            raise RuntimeError(f"native model port sizes {sizes} do not match the layouts")
+                 self._lib.ob_telem_bytes(), self._lib.ob_order_bytes())
+        want = (FEED_DTYPE.itemsize, self.obs_dtype.itemsize, self.telem_dtype.itemsize,
+                ORDER_DTYPE.itemsize)
+        if sizes != want:
+            raise RuntimeError(f"native model port sizes {sizes} do not match the layouts "
+                               f"{want}")
         self._h = self._lib.ob_new()
         self.reset()
 
@@ -96,12 +108,13 @@ class NativeEngine:
         u32, u64 = ctypes.c_uint32, ctypes.c_uint64
         for name, res, argt in (
             ("ob_feed_bytes", u32, []), ("ob_obs_bytes", u32, []), ("ob_order_bytes", u32, []),
+            ("ob_telem_bytes", u32, []), ("ob_held", u64, [vp]),
             ("ob_new", vp, []), ("ob_free", None, [vp]), ("ob_cycle", u64, [vp]),
             ("ob_reset", None, [vp, u32]), ("ob_write", None, [vp, u32, u32]),
             ("ob_read", u32, [vp, u32]), ("ob_trace", ctypes.c_int, [vp, ctypes.c_char_p,
                                                                      u64, u64]),
-            ("ob_run", u64, [vp, u8p, u64, u32, u8p, u64, u8p, ctypes.POINTER(u64), u64,
-                             ctypes.POINTER(u64)]),
+            ("ob_run", u64, [vp, u8p, u64, u32, u8p, u8p, u64, u8p, ctypes.POINTER(u64), u64,
+                             ctypes.POINTER(u64), ctypes.POINTER(u64)]),
         ):
             fn = getattr(lib, name)
             fn.restype, fn.argtypes = res, argt
@@ -136,29 +149,43 @@ class NativeEngine:
         return self._lib.ob_read(self._h, addr)
 
     def trace(self, path, first_cycle, last_cycle):
-        """Dump cycles [first_cycle, last_cycle) to an FST file (needs ``trace=True``)."""
-        if not self._lib.ob_trace(self._h, str(path).encode(), first_cycle, last_cycle):
-            raise RuntimeError("this native model was built without tracing; use trace=True")
+        """Dump cycles [first_cycle, last_cycle) (counted as :attr:`cycle` counts them) to an
+        FST file, two time steps per cycle; the file is complete once the engine has run
+        past ``last_cycle`` (or is closed). Needs a build with ``trace=True``."""
+        if not self.traced:
+            raise RuntimeError("this native model was built without FST tracing; open it "
+                               "with open_engine('verilator', trace=True)")
+        if not 0 <= first_cycle < last_cycle:
+            raise ValueError(f"the trace window needs 0 <= first_cycle < last_cycle, not "
+                             f"[{first_cycle}, {last_cycle})")
+        if not self._lib.ob_trace(self._h, str(path).encode(), first_cycle + self._cycle0,
+                                  last_cycle + self._cycle0):
+            raise RuntimeError("this native model was built without FST tracing")
 
-    def run(self, msgs, max_orders=None):
+    def run(self, msgs, max_orders=None, telemetry=True):
         """Feed ``msgs`` (a ``FEED_DTYPE`` array) one per cycle; drain the pipeline.
 
         Returns ``(obs, orders)``: one observation per accepted message (``obs_dtype``) and the
         orders emitted meanwhile (``ORDER_DTYPE``). ``last_order_cycles`` then holds the cycle
-        each order left the engine (the clock count of ``obs["cycle"]``, not truncated).
+        each order left the engine (the clock count of ``obs["cycle"]``, not truncated) and
+        ``last_telemetry`` one telemetry record per message (``telem_dtype``), or None when
+        ``telemetry`` is False (not copied out: a little faster).
         """
         msgs = np.ascontiguousarray(msgs, dtype=FEED_DTYPE)
         n = len(msgs)
         obs = np.zeros(n, dtype=self.obs_dtype)
-        cap = max_orders if max_orders is not None else 4 * n + 64
+        telem = np.zeros(n, dtype=self.telem_dtype) if telemetry else None
+        cap = max_orders if max_orders is not None else 4 * n + 64 + self._lib.ob_held(self._h)
         orders = np.zeros(cap, dtype=ORDER_DTYPE)
         cycles = np.zeros(cap, dtype=np.uint64)
-        n_orders = ctypes.c_uint64(0)
-        got = self._lib.ob_run(self._h, _bytes(msgs), n, RUN_DRAIN, _bytes(obs), n,
-                               _bytes(orders), cycles.ctypes.data_as(
-                                   ctypes.POINTER(ctypes.c_uint64)), cap,
-                               ctypes.byref(n_orders))
-        if got != n:
-            raise RuntimeError(f"native model produced {got} observations for {n} messages")
+        n_telem, n_orders = ctypes.c_uint64(0), ctypes.c_uint64(0)
+        got = self._lib.ob_run(self._h, _bytes(msgs), n, RUN_DRAIN, _bytes(obs),
+                               _bytes(telem) if telemetry else None, n, _bytes(orders),
+                               cycles.ctypes.data_as(ctypes.POINTER(ctypes.c_uint64)), cap,
+                               ctypes.byref(n_telem), ctypes.byref(n_orders))
+        if got != n or n_telem.value != n:
+            raise RuntimeError(f"native model produced {got} observations and "
+                               f"{n_telem.value} telemetry records for {n} messages")
         self.last_order_cycles = cycles[:n_orders.value] - self._cycle0
+        self.last_telemetry = telem
         return obs, orders[:n_orders.value]

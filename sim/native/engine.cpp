@@ -1,13 +1,17 @@
-// C API around the Verilated engine top: batches of feed messages in, observations and
-// orders out, register access, optional FST trace window. Loaded by obcore.sim.native.
+// C API around the Verilated engine top: batches of feed messages in, observations,
+// telemetry and orders out, register access, optional FST trace window. Loaded by
+// obcore.sim.native.
 //
-// The top's port contract (hw/top.py): feed (valid/ready/payload, 128 bits), obs (valid,
-// payload: one record per accepted feed message, fixed latency), orders (valid/ready/payload,
-// 128 bits), bus (addr, w_en, w_data, r_en, r_data, r_valid). Verilator spells "__" as
-// "___05F" in C++ names.
+// The top's port contract (hw/top.py): feed (valid/ready/payload, 128 bits), obs and telem
+// (valid, payload: one record each per accepted feed message, fixed latencies), orders
+// (valid/ready/payload, 128 bits), bus (addr, w_en, w_data, r_en, r_data, r_valid). Every
+// output is registered, so it is sampled once per cycle after the rising edge. Verilator
+// spells "__" as "___05F" in C++ names.
 #include <cstdint>
 #include <cstring>
+#include <vector>
 #include "Vtop.h"
+#include "Vtop___024root.h"
 #include "verilated.h"
 #if VM_TRACE_FST
 #include "verilated_fst_c.h"
@@ -35,15 +39,30 @@ struct Engine {
     }
     void dump(uint64_t t) {
 #if VM_TRACE_FST
-        if (fst && cycle >= trace_from && cycle < trace_to) fst->dump(t);
+        if (!fst || cycle < trace_from) return;
+        if (cycle < trace_to) {
+            fst->dump(t);
+        } else {  // the window is over: finish the file now, not at ob_free
+            fst->close();
+            delete fst;
+            fst = nullptr;
+        }
 #else
         (void)t;
 #endif
     }
+    // Orders that left while the bus was being served, for the next ob_run.
+    std::vector<uint8_t> held;
+    std::vector<uint64_t> held_cycles;
     // One rising edge: settle inputs at clk=0, then clock.
     void tick() {
         top->clk = 0;
         top->eval();
+        if (top->orders___05Fvalid && top->orders___05Fready && !top->rst) {
+            const uint8_t* p = reinterpret_cast<const uint8_t*>(top->orders___05Fpayload.data());
+            held.insert(held.end(), p, p + sizeof(top->orders___05Fpayload));
+            held_cycles.push_back(cycle);
+        }
         dump(2 * cycle);
         top->clk = 1;
         top->eval();
@@ -51,6 +70,18 @@ struct Engine {
         cycle++;
     }
 };
+
+// One eval per cycle instead of two. Verilator evaluates the input-driven logic (here the
+// book's compare-and-insert on the feed word) on every eval() call, so the usual clk=0 eval
+// before each rising edge repeats it for nothing: only the edge detector needs to see clk
+// low. Where the model keeps its previous-clock value under this (Verilator 5) name, setting
+// it low arms the edge; otherwise (another Verilator) the plain two-eval cycle is used.
+template <typename R> auto arm_edge(R* r, int) -> decltype(r->__Vtrigprevexpr___TOP__clk__0 = 0,
+                                                              true) {
+    r->__Vtrigprevexpr___TOP__clk__0 = 0;
+    return true;
+}
+template <typename R> bool arm_edge(R*, long) { return false; }
 
 template <typename W> void put_words(W& dst, const uint8_t* src) {
     std::memcpy(dst.data(), src, sizeof(W));
@@ -66,6 +97,7 @@ extern "C" {
 uint32_t ob_feed_bytes(void) { return sizeof(Vtop::feed___05Fpayload); }
 uint32_t ob_obs_bytes(void) { return sizeof(Vtop::obs___05Fpayload); }
 uint32_t ob_order_bytes(void) { return sizeof(Vtop::orders___05Fpayload); }
+uint32_t ob_telem_bytes(void) { return sizeof(Vtop::telem___05Fpayload); }
 
 void* ob_new(void) {
     Engine* e = new Engine();
@@ -80,27 +112,78 @@ void ob_free(void* h) { delete static_cast<Engine*>(h); }
 
 uint64_t ob_cycle(void* h) { return static_cast<Engine*>(h)->cycle; }
 
+// Orders held from register accesses, reported by the next ob_run.
+uint64_t ob_held(void* h) { return static_cast<Engine*>(h)->held_cycles.size(); }
+
 void ob_reset(void* h, uint32_t cycles) {
     Engine* e = static_cast<Engine*>(h);
     e->top->rst = 1;
     for (uint32_t i = 0; i < cycles; i++) e->tick();
     e->top->rst = 0;
+    e->held.clear();
+    e->held_cycles.clear();
 }
 
 // Run one batch: offer `n` messages (ob_feed_bytes() each) one per cycle as the top accepts
-// them, then clock `drain` more cycles. Observations go to `obs` (room for obs_cap; one per
-// accepted message, so n is enough) and orders to `orders`, with the cycle each left the
-// engine in `order_cycles`: when that buffer is full the order stream is back-pressured,
-// so no order is lost. Returns the number of observations (more than obs_cap means some
-// were not stored); the order count goes to *n_orders.
-uint64_t ob_run(void* h, const uint8_t* msgs, uint64_t n, uint32_t drain,
-                uint8_t* obs, uint64_t obs_cap, uint8_t* orders, uint64_t* order_cycles,
-                uint64_t orders_cap, uint64_t* n_orders) {
+// them, then clock `drain` more cycles. Orders that left during register accesses since the
+// last run are reported first. Observations go to `obs` and telemetry records to
+// `telem` (room for `cap` each; one per accepted message, so n is enough; `telem` may be
+// null: not recorded) and orders to `orders`, with the cycle each left the engine in
+// `order_cycles`: when that buffer is full the order stream is back-pressured, so no order
+// is lost. Returns the number of observations (more than cap means some were not stored);
+// the telemetry and order counts go to *n_telem and *n_orders.
+uint64_t ob_run(void* h, const uint8_t* msgs, uint64_t n, uint32_t drain, uint8_t* obs,
+                uint8_t* telem, uint64_t cap, uint8_t* orders, uint64_t* order_cycles,
+                uint64_t orders_cap, uint64_t* n_telem, uint64_t* n_orders) {
     Engine* e = static_cast<Engine*>(h);
     Vtop* t = e->top;
     const uint64_t fb = sizeof(t->feed___05Fpayload), ob = sizeof(t->obs___05Fpayload),
-                   rb = sizeof(t->orders___05Fpayload);
-    uint64_t sent = 0, got = 0, ords = 0, idle = 0;
+                   tb = sizeof(t->telem___05Fpayload), rb = sizeof(t->orders___05Fpayload);
+    uint64_t sent = 0, got = 0, tels = 0, ords = 0, idle = 0;
+    // Orders held from bus accesses come first (the buffer has room: the caller sizes it).
+    for (size_t i = 0; i < e->held_cycles.size() && ords < orders_cap; i++) {
+        order_cycles[ords] = e->held_cycles[i];
+        std::memcpy(orders + ords++ * rb, e->held.data() + i * rb, rb);
+    }
+    e->held.clear();
+    e->held_cycles.clear();
+#if VM_TRACE_FST
+    const bool fast = !e->fst && arm_edge(t->rootp, 0);
+#else
+    const bool fast = arm_edge(t->rootp, 0);
+#endif
+    if (fast) {
+        // Every output is registered: after the last eval it already holds this cycle's value.
+        while (sent < n || idle < drain) {
+            if (sent < n) {
+                t->feed___05Fvalid = 1;
+                put_words(t->feed___05Fpayload, msgs + sent * fb);
+            } else {
+                t->feed___05Fvalid = 0;
+                idle++;
+            }
+            t->orders___05Fready = ords < orders_cap;
+            const bool accept = t->feed___05Fvalid && t->feed___05Fready;
+            if (t->obs___05Fvalid) {
+                if (got < cap) get_words(obs + got * ob, t->obs___05Fpayload);
+                got++;
+            }
+            if (t->telem___05Fvalid) {
+                if (telem && tels < cap) get_words(telem + tels * tb, t->telem___05Fpayload);
+                tels++;
+            }
+            if (t->orders___05Fvalid && t->orders___05Fready) {
+                order_cycles[ords] = e->cycle;
+                get_words(orders + ords++ * rb, t->orders___05Fpayload);
+            }
+            t->clk = 1;
+            arm_edge(t->rootp, 0);
+            t->eval();
+            t->clk = 0;
+            e->cycle++;
+            if (accept) sent++;
+        }
+    }
     while (sent < n || idle < drain) {
         if (sent < n) {
             t->feed___05Fvalid = 1;
@@ -115,8 +198,12 @@ uint64_t ob_run(void* h, const uint8_t* msgs, uint64_t n, uint32_t drain,
         // Sample the handshakes as the rising edge will see them.
         const bool accept = t->feed___05Fvalid && t->feed___05Fready;
         if (t->obs___05Fvalid) {
-            if (got < obs_cap) get_words(obs + got * ob, t->obs___05Fpayload);
+            if (got < cap) get_words(obs + got * ob, t->obs___05Fpayload);
             got++;
+        }
+        if (t->telem___05Fvalid) {
+            if (telem && tels < cap) get_words(telem + tels * tb, t->telem___05Fpayload);
+            tels++;
         }
         if (t->orders___05Fvalid && t->orders___05Fready) {
             order_cycles[ords] = e->cycle;
@@ -130,6 +217,8 @@ uint64_t ob_run(void* h, const uint8_t* msgs, uint64_t n, uint32_t drain,
         if (accept) sent++;
     }
     t->feed___05Fvalid = 0;
+    t->orders___05Fready = 1;   // register accesses never stall the order stream
+    *n_telem = tels;
     *n_orders = ords;
     return got;
 }
@@ -158,6 +247,7 @@ uint32_t ob_read(void* h, uint32_t addr) {
 int ob_trace(void* h, const char* path, uint64_t from, uint64_t to) {
 #if VM_TRACE_FST
     Engine* e = static_cast<Engine*>(h);
+    if (e->fst) { e->fst->close(); delete e->fst; }
     e->ctx.traceEverOn(true);
     e->fst = new VerilatedFstC;
     e->top->trace(e->fst, 99);

@@ -12,15 +12,16 @@ from .binance import read_binance
 from .bybit import read_bybit
 from .lobster import read_lobster
 from .native import MAX_VENUES, read_native
-from .runner import counters, replay
+from .runner import SIGNALS, counters, replay
 from .tardis import read_tardis
 
 __all__ = ["add_parser", "run", "FORMATS", "COLUMNS", "PROGRESS_S"]
 
 FORMATS = {"native": read_native, "tardis": read_tardis, "binance": read_binance,
            "lobster": read_lobster, "bybit": read_bybit}
+# The first seven never change (issue 3); later columns are only ever appended.
 COLUMNS = ("index", "venue", "exch_seq", "best_bid", "best_bid_qty", "best_ask",
-           "best_ask_qty", "bid_depth", "ask_depth", "exact", "synced")
+           "best_ask_qty", "bid_depth", "ask_depth", "exact", "synced", *SIGNALS)
 PROGRESS_S = 2.0     # seconds between progress lines on stderr
 
 
@@ -29,7 +30,10 @@ def add_parser(sub):
         "replay", help="feed recorded market data through the engine and write a CSV",
         description="Replay recorded market data through the engine: one CSV row per input "
                     "update (truth-only records such as Binance bookTicker get none), prices "
-                    "in integer ticks and sizes in integer lots, 0 for an empty side.")
+                    "in integer ticks and sizes in integer lots, 0 for an empty side. After "
+                    "the book columns come the venue's signals from its telemetry record, raw "
+                    "fixed-point values as docs/feed.md gives their formats (spread ... "
+                    "xv_status).")
     p.add_argument("files", nargs="+", metavar="FILE",
                    help="input files; several continue one capture (e.g. consecutive days)")
     p.add_argument("--format", required=True, choices=list(FORMATS), help="input format")
@@ -82,7 +86,8 @@ def run(args):
         part = out.with_name(out.name + ".part")    # no half-written CSV is left under OUT
         try:
             with part.open("w", newline="") as fh:
-                totals = _write(csv.writer(fh), replay(updates, engine), args.quiet)
+                totals = _write(csv.writer(fh), replay(updates, engine, signals=True),
+                                args.quiet)
             os.replace(part, out)
         finally:
             part.unlink(missing_ok=True)
@@ -98,13 +103,14 @@ def _write(writer, results, quiet):
     t = {"updates": 0, "rows": 0, "messages": 0, "not_exact": 0, "not_synced": 0,
          "start": time.monotonic()}
     shown = t["start"]
-    for update, o in results:
+    for update, o, values in results:
         t["updates"] += 1
         t["messages"] += len(update.messages)
         if not update.reference:
             writer.writerow((t["rows"], update.venue, update.exch_seq, o["best_bid"],
                              o["best_bid_qty"], o["best_ask"], o["best_ask_qty"],
-                             o["bid_depth"], o["ask_depth"], int(o["exact"]), int(o["synced"])))
+                             o["bid_depth"], o["ask_depth"], int(o["exact"]), int(o["synced"]),
+                             *values))
             t["rows"] += 1
             t["not_exact"] += not o["exact"]
             t["not_synced"] += not o["synced"]

@@ -3,15 +3,21 @@
 import numpy as np
 
 from ...control.registers import Registers
-from ...hw.layouts import OBS_DTYPE, ObsStatus, feed_array
+from ...hw.layouts import OBS_DTYPE, TELEM_DTYPE, ObsStatus, feed_array
 
-__all__ = ["replay", "counters", "BATCH", "COUNTERS"]
+__all__ = ["replay", "counters", "BATCH", "COUNTERS", "SIGNALS"]
 
 BATCH = 4096    # feed messages per engine.run call: bounded memory, few engine round trips
 COUNTERS = ("msg", "gap", "missing", "crossed", "capacity")    # <name>_count registers
 _BOOK = ("best_bid", "best_bid_qty", "best_ask", "best_ask_qty", "bid_depth", "ask_depth",
          "bid_count", "ask_count")
 _FIELDS = {name: i for i, name in enumerate(OBS_DTYPE.names)}
+# The telemetry fields replay reports per update, raw (formats in docs/feed.md).
+SIGNALS = ("spread", "mid2", "micro_num", "micro_den", "obi_touch", "obi_depth", "sigma2_fast",
+           "sigma2_slow", "sigma", "accel", "spread_star", "misalign", "regime", "sig_status",
+           "xv_status")
+_TELEM = [TELEM_DTYPE.names.index(name) for name in SIGNALS]
+_TELEM_VENUE = TELEM_DTYPE.names.index("venue")
 # A venue no message has reached yet: the engine's reset state (empty, exact, synced).
 _RESET = {**dict.fromkeys(_BOOK, 0), "valid": False, "exact": True, "synced": True}
 
@@ -24,34 +30,49 @@ def _outputs(record):
             "synced": bool(status & ObsStatus.SYNCED)}
 
 
-def replay(updates, engine, batch=BATCH):
+def replay(updates, engine, batch=BATCH, signals=False):
     """Feed each update's messages to ``engine``; yield ``(update, outputs of its venue)``.
 
     ``outputs`` has the ``BookModel.outputs`` keys, taken from the engine's observation of the
     last applied message on that venue (unchanged by updates without one). Updates are
-    gathered until ``batch`` messages are pending, so results come a batch at a time.
+    gathered until ``batch`` messages are pending, so results come a batch at a time. With
+    ``signals`` it yields ``(update, outputs, values)``: ``values`` the ``SIGNALS`` of the
+    venue's latest telemetry record (after the update's last message on it; a TICK's record
+    counts for venue 0), all 0 before its first.
     """
-    latest, pending, messages = {}, [], []
+    state = {"obs": {}, "telem": {}}
+    pending, messages = [], []
     for update in updates:
         pending.append(update)
         messages += update.messages
         if len(messages) >= batch:
-            yield from _drain(engine, pending, messages, latest)
+            yield from _drain(engine, pending, messages, state, signals)
             pending, messages = [], []
-    yield from _drain(engine, pending, messages, latest)
+    yield from _drain(engine, pending, messages, state, signals)
 
 
-def _drain(engine, pending, messages, latest):
+def _drain(engine, pending, messages, state, signals):
     obs = engine.run(feed_array(messages))[0] if messages else np.zeros(0, OBS_DTYPE)
     records, i = obs.tolist(), 0
+    telem = engine.last_telemetry.tolist() if signals and messages else []
     venue_at, status_at = _FIELDS["venue"], _FIELDS["status"]
+    latest, values = state["obs"], state["telem"]
     for update in pending:
-        for record in records[i:i + len(update.messages)]:
+        end = i + len(update.messages)
+        for record in records[i:end]:
             if record[status_at] & ObsStatus.APPLIED:
                 latest[record[venue_at]] = record
-        i += len(update.messages)
+        for record in telem[i:end]:
+            values[record[_TELEM_VENUE]] = record
+        i = end
         record = latest.get(update.venue)
-        yield update, (_outputs(record) if record is not None else dict(_RESET))
+        outputs = _outputs(record) if record is not None else dict(_RESET)
+        if signals:
+            shown = values.get(update.venue)
+            yield update, outputs, (tuple(shown[k] for k in _TELEM) if shown is not None
+                                    else (0,) * len(SIGNALS))
+        else:
+            yield update, outputs
 
 
 def counters(engine, venues):

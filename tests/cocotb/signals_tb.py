@@ -1,7 +1,8 @@
 """cocotb bench for hw/signals.py: random and real-data books, bit-exact against the model.
 
 Inputs change at the falling edge; the outputs read at a falling edge are compared with the
-model's result for the inputs of ``LATENCY`` cycles before.
+model's result for the inputs of ``LATENCY`` cycles before (the telemetry imbalance values:
+``IMB_LATENCY`` cycles before).
 """
 
 import csv
@@ -17,7 +18,16 @@ from tb import TB
 
 from obcore.hw.layouts import FeedKind, Side
 from obcore.hw.registers import REGISTERS, to_fixed
-from obcore.hw.signals import CROSS_PARAMS, LATENCY, SIGMA_LAG, STATUS, VENUE_PARAMS, port_layout
+from obcore.hw.signals import (
+    CROSS_PARAMS,
+    IMB_LATENCY,
+    IMB_OUTPUTS,
+    LATENCY,
+    SIGMA_LAG,
+    STATUS,
+    VENUE_PARAMS,
+    port_layout,
+)
 from obcore.sim.model import BookModel
 from obcore.sim.signals_model import (
     BOOK_FIELDS,
@@ -47,8 +57,9 @@ class SignalsBench(TB):
         self.book_ports = [{f: getattr(dut, f"book__{i}__{f}") for f in BOOK_FIELDS}
                            for i in range(VENUES)]
         self.outputs = {p: getattr(dut, p) for p in OUTPUT_PORTS}
+        self.imbalances = {p: getattr(dut, p) for p in IMB_OUTPUTS}
         self.driven = {}
-        self.expected = deque()
+        self.expected = deque(maxlen=IMB_LATENCY)     # model results, newest last
         self.ones = Counter()
         self.checked = self.fresh = 0
         self._drive(self.books, False)
@@ -74,10 +85,16 @@ class SignalsBench(TB):
         await FallingEdge(self.clk)
 
     def check(self):
+        if len(self.expected) == IMB_LATENCY:
+            got = {p: h.value.to_unsigned() for p, h in self.imbalances.items()}
+            errors = mismatches(got, self.expected[0], VENUES, IMB_OUTPUTS)
+            assert not errors, f"imbalances, cycle {self.checked - IMB_LATENCY + LATENCY}: " \
+                               f"{errors}"
+            self.ones["imbalance"] += any(got.values())
         if len(self.expected) < LATENCY:
             return
         got = {p: h.value.to_unsigned() for p, h in self.outputs.items()}
-        errors = mismatches(got, self.expected.popleft(), VENUES)
+        errors = mismatches(got, self.expected[-LATENCY], VENUES, OUTPUT_PORTS)
         assert not errors, f"cycle {self.checked}: {errors}"
         self.checked += 1
         for i in range(VENUES):
@@ -96,7 +113,7 @@ class SignalsBench(TB):
         await FallingEdge(self.clk)
 
     async def drain(self):
-        for _ in range(LATENCY):
+        for _ in range(IMB_LATENCY):
             await self.cycle(self.books, False)
 
 
@@ -124,8 +141,8 @@ async def random_books(dut):
     dut._log.info(f"{bench.checked} cycles checked, {bench.fresh} with sigma fresh on both "
                   f"venues; status bits set: {dict(bench.ones)}")
     assert bench.fresh > CYCLES // 4
-    never = [name for name, _ in STATUS if bench.ones[name] == 0] + (
-        ["xv_over"] if bench.ones["xv_over"] == 0 else [])
+    never = [name for name in (*(n for n, _ in STATUS), "xv_over", "imbalance")
+             if bench.ones[name] == 0]
     always = [name for name, _ in STATUS if bench.ones[name] >= bench.checked * VENUES]
     assert not never and not always, f"status bits never set {never}, always set {always}"
 

@@ -8,7 +8,10 @@ from obcore.control.cli import main
 from obcore.sim.engine import open_engine
 from obcore.sim.model import BookModel
 from obcore.sim.replay import read_bybit, replay
+from obcore.sim.replay.runner import SIGNALS
+from obcore.sim.signals_model import imbalance
 
+# Issue 3: these come first and never change; signal columns are appended after them.
 HEADER = ["index", "venue", "exch_seq", "best_bid", "best_bid_qty", "best_ask", "best_ask_qty",
           "bid_depth", "ask_depth", "exact", "synced"]
 
@@ -23,16 +26,24 @@ def test_bybit_csv_matches_the_model(data, tmp_path, capsys):
     assert main(["replay", str(src), "--format", "bybit", "--venues", "3", "--venue", "2",
                  "--levels", "8", "--out", str(out), "--quiet"]) == 0
     rows = _csv(out)
-    assert rows[0] == HEADER and len(rows) == 51
+    assert rows[0] == HEADER + list(SIGNALS) and len(rows) == 51
     model = BookModel(venues=3, levels=8, capacity=16)     # the default capacity: 2 x levels
     for i, update in enumerate(read_bybit([src], venue=2)):
         for msg in update.messages:
             model.step(msg)
         o = model.outputs(2)
-        assert rows[i + 1] == [str(v) for v in (
+        assert rows[i + 1][:len(HEADER)] == [str(v) for v in (
             i, 2, update.exch_seq, o["best_bid"], o["best_bid_qty"], o["best_ask"],
             o["best_ask_qty"], o["bid_depth"], o["ask_depth"], int(o["exact"]),
             int(o["synced"]))]
+        # The signal columns describe the same book: S, a + b, Vb + Va, the SQ1.15 imbalances.
+        sig = dict(zip(SIGNALS, map(int, rows[i + 1][len(HEADER):]), strict=True))
+        bid, bq, ask, aq = o["best_bid"], o["best_bid_qty"], o["best_ask"], o["best_ask_qty"]
+        assert (sig["spread"], sig["mid2"], sig["micro_den"]) == (
+            (ask - bid, ask + bid, bq + aq) if o["valid"] else (0, 0, 0))
+        assert sig["obi_touch"] == imbalance(bq - aq, bq + aq)
+        assert sig["obi_depth"] == imbalance(o["bid_depth"] - o["ask_depth"],
+                                             o["bid_depth"] + o["ask_depth"])
     assert rows[1][2:7] == ["20254869", "19531", "6203", "19532", "10480"]   # snapshot line
     summary = capsys.readouterr()
     assert "50 rows (0 reference-only records had none)" in summary.out and summary.err == ""
@@ -68,7 +79,7 @@ def test_gap_warning_summary_and_synced_column(tmp_path, capsys):
                  "--tick-ns", "1000"]) == 0
     rows = _csv(out)
     assert [r[2] for r in rows[1:]] == ["10", "11", "13", "16"]      # no row for bookTicker
-    assert [r[-1] for r in rows[1:]] == ["1", "1", "1", "0"]        # synced
+    assert [r[HEADER.index("synced")] for r in rows[1:]] == ["1", "1", "1", "0"]
     assert rows[3][3:5] == ["100", "2000000"]                       # ticks of 0.01, lots 1e-6
     captured = capsys.readouterr()
     assert f"warning: {src}:4: sequence gap: diff U=15 does not follow previous u=13" \

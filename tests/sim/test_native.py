@@ -1,13 +1,16 @@
 """The Verilated engine against the reference engine, message for message, and against truth."""
 
 import random
+from itertools import islice
 
 import numpy as np
 import pytest
 
-from obcore.hw.layouts import OBS_DTYPE, FeedKind, ObsStatus, OrderKind, Side, feed_array
-from obcore.sim.engine import ModelEngine, open_engine
-from obcore.sim.replay import read_lobster
+from obcore.hw.layouts import OBS_DTYPE, TELEM, FeedKind, ObsStatus, OrderKind, Side, feed_array
+from obcore.hw.signals import IMB_MAX, STATUS
+from obcore.sim.engine import RUN_DRAIN, ModelEngine, open_engine
+from obcore.sim.replay import read_binance, read_lobster
+from obcore.sim.replay.base import with_ticks
 from obcore.sim.scenarios import SCENARIOS, generate
 
 
@@ -30,13 +33,32 @@ def _interleave(rng, *streams):
     return out
 
 
-def _mismatch(hw, ref, msgs):
+def _mismatch(hw, ref, msgs, what="observations"):
+    if len(hw) != len(ref):
+        return f"{len(hw)} {what} from verilator, {len(ref)} from the reference"
     bad = np.nonzero(hw != ref)[0]
     if not len(bad):
         return None
     i = bad[0]
-    return (f"{len(bad)} of {len(hw)} observations differ; first at {i}: message "
-            f"{msgs[i]}\n  verilator {hw[i]}\n  reference {ref[i]}")
+    at = f"message {msgs[i]}" if msgs is not None else f"index {i}"
+    return (f"{len(bad)} of {len(hw)} {what} differ; first at {i}: {at}"
+            f"\n  verilator {hw[i]}\n  reference {ref[i]}")
+
+
+def _same_run(native, reference, msgs):
+    """Run ``msgs`` through both engines; assert observations, telemetry, orders and the
+    orders' cycles agree. Returns the reference's ``(obs, orders)``."""
+    hw, hw_orders = native.run(msgs)
+    ref, ref_orders = reference.run(msgs)
+    for got, want, what in ((hw, ref, "observations"),
+                            (native.last_telemetry, reference.last_telemetry, "telemetry"),
+                            (hw_orders, ref_orders, "orders"),
+                            (native.last_order_cycles, reference.last_order_cycles,
+                             "order cycles")):
+        msg = _mismatch(got, want, msgs if what in ("observations", "telemetry") else None,
+                        what)
+        assert msg is None, msg
+    return ref, ref_orders
 
 
 def _book_registers(engine):
@@ -66,9 +88,7 @@ def test_scenarios_on_two_venues_match_the_reference(native):
     native.reset()
     reference = ModelEngine()
     for lo in range(0, len(batch), 5000):   # several runs: state carries across batches
-        hw, _ = native.run(batch[lo:lo + 5000])
-        ref, _ = reference.run(batch[lo:lo + 5000])
-        assert (msg := _mismatch(hw, ref, batch[lo:lo + 5000])) is None, msg
+        _same_run(native, reference, batch[lo:lo + 5000])
     assert _book_registers(native) == _book_registers(reference)
     assert reference.book.malformed >= 150
 
@@ -112,10 +132,6 @@ def test_lobster_through_the_verilated_book_equals_the_orderbook_file(native, da
 def test_binance_futures_match_the_reference(native, data):
     """The first 100k messages of a Binance USDⓈ-M capture: sync, diffs, missing deletes and
     the bounded book going short, record for record and in every book register."""
-    from itertools import islice
-
-    from obcore.sim.replay import read_binance
-
     path = data("binance/usdm_btcusdt_20240808.gz")
     msgs = feed_array(list(islice((m for u in read_binance([path]) for m in u.messages),
                                   100_000)))
@@ -124,6 +140,8 @@ def test_binance_futures_match_the_reference(native, data):
     hw, _ = native.run(msgs)
     ref, _ = reference.run(msgs)
     assert (msg := _mismatch(hw, ref, msgs)) is None, msg
+    assert (msg := _mismatch(native.last_telemetry, reference.last_telemetry, msgs,
+                             "telemetry")) is None, msg
     assert _book_registers(native) == _book_registers(reference)
     assert reference.book.books[0].counters.capacity > 0      # the short-book path ran
     assert reference.book.books[0].counters.missing > 0
@@ -149,7 +167,9 @@ def test_1011_pattern_pulls_before_the_price_moves(native):
     fall = obs["cycle"][np.nonzero(phases == "vacuum")[0][0]]
     assert len(cancels) and cancels[0] < fall
     assert pulls and pulls[0][0] == "cliff"
-    assert len(orders) and orders["kind"][0] == OrderKind.NEW   # it was quoting before
+    # The power-up pull's CANCEL_ALL (it leaves while the parameters are written), then it
+    # was quoting before the fall.
+    assert list(orders["kind"][:2]) == [OrderKind.CANCEL_ALL, OrderKind.NEW]
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
@@ -159,7 +179,8 @@ def test_no_quote_while_pulled_and_never_crossed(native, name):
     _, (_, orders, _, _, _) = _drive(native, name, 7)
     resting = {}
     pulled = False
-    for o in orders:
+    assert orders["kind"][0] == OrderKind.CANCEL_ALL and orders["seq"][0] == 0   # power-up
+    for o in orders[1:]:          # the demo arms once, after the power-up pull
         kind = OrderKind(int(o["kind"]))
         if kind == OrderKind.CANCEL_ALL:
             pulled, resting = True, {}
@@ -173,3 +194,159 @@ def test_no_quote_while_pulled_and_never_crossed(native, name):
         bids = [p for (v, s, side), p in resting.items() if side == Side.BID]
         asks = [p for (v, s, side), p in resting.items() if side == Side.ASK]
         assert not bids or not asks or max(bids) < min(asks), o
+
+
+class _Recording:
+    """An engine whose runs also keep their telemetry records (drive returns the rest)."""
+
+    def __init__(self, engine):
+        self.engine, self.telemetry = engine, []
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    def run(self, msgs):
+        out = self.engine.run(msgs)
+        self.telemetry.append(self.engine.last_telemetry)
+        return out
+
+
+def _registers(engine, blocks=("system", "book", "signals", "guard", "quoter")):
+    """Every readable word of the registers of ``blocks``."""
+    regs = [r for r in engine.regmap if r.block in blocks and r.access != "wo"]
+    return {(r.name, i, w): engine.read(r.element(i) + w)
+            for r in regs for i in range(r.count) for w in range(r.words)}
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_armed_scenarios_match_the_reference_message_for_message(native, name):
+    """The demo's flow through both engines (its parameters written, arm after the snapshot,
+    retried while a trigger holds, the phases run one by one with register reads between):
+    every observation, telemetry record, order and order cycle agrees, and so does every
+    register at the end."""
+    from obcore.control import params
+    from obcore.sim.demo import PARAMS, drive
+
+    seed = random.randrange(1 << 30)
+    print(f"seed={seed}")
+    tagged = list(generate(name, seed))
+    phases, msgs = np.array([p for p, _ in tagged]), feed_array([m for _, m in tagged])
+    runs = []
+    for engine in (native, ModelEngine()):
+        engine.reset()
+        rec = _Recording(engine)
+        result = drive(rec, msgs, phases, params.load(PARAMS), log=lambda *_: None)
+        runs.append((*result[:3], np.concatenate(rec.telemetry), result[4],
+                     _registers(engine)))
+    (hw_obs, hw_orders, hw_cycles, hw_tel, hw_pulls, hw_regs), ref = runs[0], runs[1]
+    for got, want, what in ((hw_obs, ref[0], "observations"), (hw_tel, ref[3], "telemetry"),
+                            (hw_orders, ref[1], "orders"), (hw_cycles, ref[2], "order cycles")):
+        assert (msg := _mismatch(got, want, None, what)) is None, msg
+    assert hw_pulls == ref[4] and hw_regs == ref[5]
+    assert len(hw_orders) > 2 and (hw_orders["kind"] == OrderKind.NEW).any()
+    assert (hw_tel["sig_status"] >> STATUS["vol_valid"].offset & 1).any()
+
+
+def test_real_data_slice_matches_the_reference(native, data):
+    """Recorded data: LOBSTER AMZN on venue 0 with a TICK per 100 ms of its time, Binance
+    USDⓈ-M BTCUSDT on venue 1, interleaved; the demo's parameters, armed after both
+    snapshots. Observations, telemetry, orders and every register agree."""
+    from obcore.control import params
+    from obcore.control.registers import Registers
+    from obcore.sim.demo import PARAMS
+
+    seed = random.randrange(1 << 30)
+    print(f"seed={seed}")
+    lobster = with_ticks(read_lobster([data("lobster/LOBSTER_SampleFile_AMZN_2012-06-21_5.zip")]),
+                         100_000_000)
+    binance = read_binance([data("binance/usdm_btcusdt_20240808.gz")], venue=1)
+    msgs = feed_array(_interleave(random.Random(seed),
+                                  islice((m for u in lobster for m in u.messages), 12_000),
+                                  islice((m for u in binance for m in u.messages), 12_000)))
+    reference = ModelEngine()
+    native.reset()
+    for engine in (native, reference):
+        params.apply(Registers(engine), params.load(PARAMS))
+    _same_run(native, reference, msgs[:4000])
+    arm = native.regmap["arm"].addr
+    for engine in (native, reference):
+        engine.write(arm, 1)
+    for lo in range(4000, len(msgs), 5000):
+        _same_run(native, reference, msgs[lo:lo + 5000])
+    assert _registers(native) == _registers(reference)
+    tel = reference.last_telemetry
+    assert (msgs["kind"] == FeedKind.TICK).sum() > 20 and (tel["misalign"] != 0).any()
+
+
+def _by_hand(*fields):
+    keys = ("kind", "venue", "side", "seq", "price", "size")
+    return {**dict(zip(keys, fields, strict=True)), "flags": 0}
+
+
+@pytest.mark.parametrize("kind", ["model", "verilator"])
+def test_telemetry_by_hand(native, kind):
+    """Telemetry of hand-worked books: S, a + b, microprice terms and the SQ1.15 imbalances."""
+    engine = native if kind == "verilator" else ModelEngine()
+    engine.reset()
+    set_, bid, ask = FeedKind.LEVEL_SET, Side.BID, Side.ASK
+    msgs = feed_array([
+        _by_hand(FeedKind.SNAPSHOT_START, 0, 0, 1, 0, 0),
+        _by_hand(set_, 0, bid, 2, 1000, 30), _by_hand(set_, 0, ask, 3, 1004, 10),
+        _by_hand(FeedKind.SNAPSHOT_END, 0, 0, 4, 0, 0),
+        _by_hand(set_, 0, bid, 5, 999, 50),            # depth 80 / 10
+        _by_hand(set_, 1, bid, 1, 2000, 7),            # venue 1: one-sided
+        _by_hand(FeedKind.TICK, 0, 0, 0, 0, 0),
+        _by_hand(set_, 7, bid, 1, 2000, 7),            # malformed: no such venue
+    ])
+    obs, _ = engine.run(msgs)
+    tel = engine.last_telemetry
+    assert list(tel["cycle"]) == list(obs["cycle"]) and list(tel["seq"]) == list(msgs["seq"])
+    t = TELEM.decode(int.from_bytes(tel[4].tobytes(), "little"))
+    assert (t["venue"], t["spread"], t["mid2"], t["micro_num"], t["micro_den"]) == (
+        0, 4, 2004, 4 * 30, 40)
+    # (30 - 10)/40 = 0.5; (80 - 10)/90 = 0.7777... -> floor(70 * 2^15 / 90) = 25486
+    assert (t["obi_touch"], t["obi_depth"]) == (1 << 14, 25486)
+    bits = {name for name, f in STATUS if t["sig_status"] >> f.offset & 1}
+    assert {"touch_valid", "obi_touch_valid", "obi_touch_bid", "obi_depth_valid"} <= bits
+    one_sided = tel[5]
+    assert (one_sided["venue"], one_sided["spread"], one_sided["obi_touch"]) == (1, 0, IMB_MAX)
+    assert not one_sided["sig_status"] >> STATUS["touch_valid"].offset & 1
+    assert tel[6]["venue"] == 0 and tel[6]["spread"] == 4          # a TICK shows venue 0
+    bad = tel[7]
+    assert bad["venue"] == 7 and all(bad[f] == 0 for f in TELEM.dtype().names
+                                     if f not in ("venue", "kind", "seq", "cycle"))
+
+
+def test_fst_trace_covers_its_window(tmp_path):
+    """A trace build dumps exactly the cycles asked for: the FST header's time range is the
+    window (two time steps per cycle, counted from the engine's power-up)."""
+    import struct
+
+    try:
+        engine = open_engine("verilator", levels=4, trace=True)
+    except RuntimeError as exc:     # the build's own message says what to install
+        if "development headers" not in str(exc):
+            raise
+        pytest.skip(str(exc).splitlines()[0])
+    try:
+        engine.reset()
+        path = tmp_path / "window.fst"
+        engine.trace(path, 100, 200)
+        msgs = feed_array([m for _, m in islice(generate("calm", 3), 300)])
+        engine.run(msgs)
+        assert engine.cycle >= 200 + RUN_DRAIN
+        blob = path.read_bytes()
+        assert len(blob) > 1000 and blob[0] == 0          # FST_BL_HDR first
+        start, end = struct.unpack(">QQ", blob[9:25])
+        first = 2 * (100 + engine._cycle0)
+        assert (start, end) == (first, first + 2 * 100 - 1)
+        with pytest.raises(ValueError, match="first_cycle < last_cycle"):
+            engine.trace(tmp_path / "bad.fst", 5, 5)
+    finally:
+        engine.close()
+
+
+def test_trace_without_a_trace_build_is_a_clear_error(native, tmp_path):
+    with pytest.raises(RuntimeError, match="built without FST tracing.*trace=True"):
+        native.trace(tmp_path / "x.fst", 0, 10)
+    assert not (tmp_path / "x.fst").exists()

@@ -5,8 +5,8 @@ import math
 import pytest
 
 from obcore.hw.registers import REGISTERS, to_fixed
-from obcore.hw.signals import CLAMP_MAX, STATUS, LiqRegime, VolRegime
-from obcore.sim.signals_model import EMPTY_BOOK, SignalsModel, pack
+from obcore.hw.signals import CLAMP_MAX, IMB_MAX, SIGMA_BITS, STATUS, LiqRegime, VolRegime
+from obcore.sim.signals_model import EMPTY_BOOK, SignalsModel, imbalance, pack
 
 
 def raw(name, value):
@@ -29,6 +29,15 @@ def model(**params):
 
 def step(m, b, tick=False):
     return m.step([b], tick)["venues"][0]
+
+
+def settle(m, b):
+    """Quiet cycles until the sequential root has caught up with sigma2 (sigma_fresh)."""
+    for _ in range(3 * SIGMA_BITS):
+        out = step(m, b)
+        if out["status"]["sigma_fresh"]:
+            return out
+    raise AssertionError("sigma never became fresh")
 
 
 @pytest.mark.parametrize(("theta", "over"), [("0.4", True), ("0.5", False), ("0.6", False)])
@@ -66,7 +75,8 @@ def test_volatility_ewma_by_hand():
     out = step(m, book(ask=1008), tick=True)           # d = 2008 - 2004 = 4, x = 16
     # fast: 0 + (16 - 0)/4 = 4.0 ticks^2; slow: 16/16 = 1.0; sigma = sqrt(4) = 2.0
     assert out["sigma2_fast"] == 4 << 16 and out["sigma2_slow"] == 1 << 16
-    assert out["sigma"] == 2 << 8 and out["status"]["vol_valid"]
+    assert out["status"]["vol_valid"] and not out["status"]["sigma_fresh"]
+    assert settle(m, book(ask=1008))["sigma"] == 2 << 8
     out = step(m, book(ask=1008), tick=True)           # d = 0
     assert out["sigma2_fast"] == 3 << 16 and out["sigma2_slow"] == (1 << 16) - (1 << 12)
     step(m, book(ask=0), tick=True)                    # one-sided: no sample, prev kept
@@ -137,7 +147,8 @@ def test_leverage_vulnerability_and_l_safe_without_dividing():
     assert step(m, book(db=100, da=150))["status"]["lvi_over"]
     assert not step(m, book(db=200, da=250))["status"]["lvi_over"]      # 200*2 = 400 not > 400
     step(m, book(), tick=True)
-    out = step(m, book(ask=1006), tick=True)           # d = 2: sigma2 = 4, sigma = 2
+    step(m, book(ask=1006), tick=True)                 # d = 2: sigma2 = 4, sigma = 2
+    out = settle(m, book(ask=1006))
     assert out["sigma"] == 2 << 8
     # L sigma risk = 2 * 2 * 1.5 = 6: not over K = 6; over K = 5.99 (K/(sigma risk) < L).
     assert not out["status"]["lsafe_over"] and not out["status"]["lmax_over"]
@@ -173,7 +184,9 @@ def test_cross_venue_misalignment_by_hand():
         m.params[name] = [raw(name, v) for v in values]
     m.params["misalign_max"] = raw("misalign_max", "4.5")
     m.step([book(), book(bid=1000, ask=1004)], tick=True)
-    res = m.step([book(ask=1006, bid=1000), book(bid=1000, ask=1004)], tick=True)
+    books = [book(ask=1006, bid=1000), book(bid=1000, ask=1004)]
+    m.step(books, tick=True)
+    res = [m.step(books) for _ in range(SIGMA_BITS + 3)][-1]    # the root has caught up
     a, b = res["venues"]
     # A: sigma = 2 (d = 2); Spread* = 1*2 + 0.5*2 + 3*0.5 = 4.5 ticks; S_A - S*_A = 1.5.
     assert a["spread_star"] == int(4.5 * 256) and a["dev"] == int(1.5 * 256)
@@ -193,11 +206,56 @@ def test_cross_venue_misalignment_by_hand():
 def test_sigma_is_the_floor_root_of_the_larger_ewma():
     m = model(vol_fast_shift=0, vol_slow_shift=0)
     step(m, book(), tick=True)
-    out = step(m, book(ask=1007), tick=True)            # d = 3: sigma2 = 9, sigma = 3
-    assert out["sigma"] == 3 << 8
-    m.units[0].sigma2_slow = 10 << 16
-    out = step(m, book(ask=1007))
+    step(m, book(ask=1007), tick=True)                  # d = 3: sigma2 = 9, sigma = 3
+    assert settle(m, book(ask=1007))["sigma"] == 3 << 8
+    m.units[0].sigma2_slow, m.units[0].dirty = 10 << 16, True   # as a tick leaves them
+    out = settle(m, book(ask=1007))
     assert out["sigma"] == math.isqrt(10 << 16) == int(math.sqrt(10) * 256)
+
+
+def test_sigma_follows_the_sequential_root_cycle_by_cycle():
+    """A tick marks the root dirty; it starts when no tick is in flight (2 quiet cycles),
+    takes SIGMA_BITS cycles, and a tick meanwhile queues one more root after it."""
+    m = model(vol_fast_shift=0, vol_slow_shift=0)
+    step(m, book(), tick=True)
+    settle(m, book())
+    step(m, book(ask=1008), tick=True)                  # sigma2 = 16: root 4 due
+    outs = [step(m, book(ask=1008)) for _ in range(SIGMA_BITS + 3)]
+    # 1st cycle after the tick: its sample is in flight; 2nd: the root starts; then
+    # SIGMA_BITS busy cycles; the cycle after shows the root.
+    assert [o["sigma"] for o in outs] == [0] * (SIGMA_BITS + 2) + [4 << 8]
+    assert [o["status"]["sigma_fresh"] for o in outs] == [False] * (SIGMA_BITS + 2) + [True]
+    step(m, book(ask=1011), tick=True)                  # cycle 0, d = 3: sigma2 = 9
+    for _ in range(5):                                  # the root starts in cycle 2
+        step(m, book(ask=1011))
+    step(m, book(ask=1014), tick=True)                  # cycle 6, busy: a second root queues
+    outs = [step(m, book(ask=1014)) for _ in range(2 * SIGMA_BITS + 2)]   # cycles 7...
+    first = 3 + SIGMA_BITS                              # shows root 1; root 2 starts
+    second = first + 1 + SIGMA_BITS
+    fresh = [o["status"]["sigma_fresh"] for o in outs]
+    assert fresh.index(True) == second - 7 and all(fresh[second - 7:])
+    assert [o["sigma"] for o in outs[first - 8:first - 6]] == [4 << 8, 3 << 8]
+
+
+@pytest.mark.parametrize(("diff", "total", "q"), [
+    (20, 40, 1 << 14),              # 0.5
+    (-20, 40, -(1 << 14)),
+    (1, 3, 10922),                  # 1/3 = 0.33331..., truncated
+    (-1, 3, -10922),                # toward zero, not floor
+    (5, 5, IMB_MAX), (-5, 5, -IMB_MAX),   # one-sided: +-1 reads as +-(1 - 2^-15)
+    (0, 0, 0), (0, 7, 0),
+    ((1 << 37) - 2, (1 << 37) - 1, IMB_MAX),
+])
+def test_imbalance_value_by_hand(diff, total, q):
+    assert imbalance(diff, total) == q
+
+
+def test_imbalance_values_in_the_result():
+    out = step(model(), book(vb=30, va=10, db=100, da=50))
+    assert out["obi_touch_q"] == 1 << 14                # (30 - 10)/40 = 0.5
+    assert out["obi_depth_q"] == 10922                  # 50/150 = 1/3
+    out = step(model(), book(ask=0))                    # empty ask: Vb/Vb
+    assert out["obi_touch_q"] == IMB_MAX and out["obi_depth_q"] == IMB_MAX
 
 
 def test_status_packing_and_validation():
