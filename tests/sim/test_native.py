@@ -317,6 +317,7 @@ def test_telemetry_by_hand(native, kind):
                                      if f not in ("venue", "kind", "seq", "cycle"))
 
 
+@pytest.mark.slow   # a second, traced Verilator build: minutes
 def test_fst_trace_covers_its_window(tmp_path):
     """A trace build dumps exactly the cycles asked for: the FST header's time range is the
     window (two time steps per cycle, counted from the engine's power-up)."""
