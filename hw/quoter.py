@@ -22,7 +22,7 @@ from .signals import DEPTH_BITS, REGIME
 __all__ = ["FILL", "FLAGS", "PARAMS", "VENUE_INPUTS", "DELAY", "LATENCY", "VENUES_MAX",
            "LEVELS_MAX", "Q_BITS", "OP_BITS", "OP_MAX", "SIGMA2_FRAC", "SIG_SHIFT", "GAIN_SHIFT",
            "RISK_SHIFT", "RISK_FRAC", "ROUND", "SKEW_MAX", "DEPTH_FRAC", "REGIME_FRAC",
-           "SCALE_ONE", "FACTOR_SHIFT", "FACTOR_FRAC", "VOL_STEPS", "Quoter"]
+           "SCALE_ONE", "FACTOR_SHIFT", "FACTOR_FRAC", "VOL_STEPS", "check_build", "Quoter"]
 
 VENUES_MAX = 4
 LEVELS_MAX = REGISTERS["level_gap"].count + 1
@@ -76,6 +76,15 @@ DELAY = {"best_bid": 4, "best_ask": 4, "book_valid": 4, "bid_depth": 10, "ask_de
 LATENCY = 2        # targets -> first cycle the order is valid on `orders` (stage A, load)
 
 
+def check_build(venues, levels):
+    """``(venues, levels)`` if both are integers in range (1..VENUES_MAX, 1..LEVELS_MAX),
+    else ``ValueError`` saying which is wrong: the gateware's and the model's one check."""
+    for name, value, top in (("venues", venues, VENUES_MAX), ("levels", levels, LEVELS_MAX)):
+        if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= top):
+            raise ValueError(f"{name} must be an integer 1..{top}, not {value!r}")
+    return venues, levels
+
+
 def _min(a, b):
     return Mux(a < b, a, b)
 
@@ -103,13 +112,7 @@ class Quoter(wiring.Component):
     """
 
     def __init__(self, venues=1, levels=1):
-        if not (isinstance(venues, int) and not isinstance(venues, bool)
-                and 1 <= venues <= VENUES_MAX):
-            raise ValueError(f"venues must be an integer 1..{VENUES_MAX}, not {venues!r}")
-        if not (isinstance(levels, int) and not isinstance(levels, bool)
-                and 1 <= levels <= LEVELS_MAX):
-            raise ValueError(f"levels must be an integer 1..{LEVELS_MAX}, not {levels!r}")
-        self._venues, self._levels = venues, levels
+        self._venues, self._levels = check_build(venues, levels)
 
         def each(shape):
             return shape if venues == 1 else data.ArrayLayout(shape, venues)

@@ -20,7 +20,6 @@ from ..hw.quoter import (
     FACTOR_SHIFT,
     FLAGS,
     GAIN_SHIFT,
-    LEVELS_MAX,
     OP_MAX,
     PARAMS,
     Q_BITS,
@@ -32,8 +31,8 @@ from ..hw.quoter import (
     SIGMA2_FRAC,
     SKEW_MAX,
     VENUE_INPUTS,
-    VENUES_MAX,
     VOL_STEPS,
+    check_build,
 )
 from ..hw.ratelimit import (
     PRICE_BITS,
@@ -258,13 +257,7 @@ class QuoterModel:
     """The whole quoter, cycle by cycle: ``params`` holds the live parameters (raw bits)."""
 
     def __init__(self, venues=1, levels=1):
-        if not (isinstance(venues, int) and not isinstance(venues, bool)
-                and 1 <= venues <= VENUES_MAX):
-            raise ValueError(f"venues must be an integer 1..{VENUES_MAX}, not {venues!r}")
-        if not (isinstance(levels, int) and not isinstance(levels, bool)
-                and 1 <= levels <= LEVELS_MAX):
-            raise ValueError(f"levels must be an integer 1..{LEVELS_MAX}, not {levels!r}")
-        self.venues, self.levels = venues, levels
+        self.venues, self.levels = check_build(venues, levels)
         self.slots = slot_list(venues, levels)
         self.params = default_params()
         self.emitter = EmitterModel(self.slots)

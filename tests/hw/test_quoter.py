@@ -127,9 +127,11 @@ def test_ports_follow_the_register_map():
     ({"levels": True}, "levels must be an integer 1..4, not True"),
     ({"levels": 2.0}, "levels must be an integer 1..4, not 2.0"),
 ])
-def test_arguments_validated(kw, bad):
+@pytest.mark.parametrize("make", [Quoter, QuoterModel])
+def test_arguments_validated(kw, bad, make):
+    """The gateware and the model take the same builds: one check serves both."""
     with pytest.raises(ValueError, match=bad):
-        Quoter(**kw)
+        make(**kw)
 
 
 NEW, REPLACE, CANCEL, CANCEL_ALL = (OrderKind.NEW, OrderKind.REPLACE, OrderKind.CANCEL,
