@@ -278,10 +278,8 @@ class CapDivider:
         if self.phase == 0:
             self.quot = self.pending
             self.pending = [lev_quotient(n, d) for n, d in zip(self.num, self.den, strict=True)]
-        venues = len(self.quot)
-        self.num = [k * lev_lots for k in inputs["lsafe_k"][:venues]]
-        self.den = [s * r for s, r in zip(inputs["sigma"][:venues],
-                                          inputs["liquidity_risk"][:venues], strict=True)]
+        k, s, r = (inputs[n][:len(self.quot)] for n in ("lsafe_k", "sigma", "liquidity_risk"))
+        self.num, self.den = [x * lev_lots for x in k], [a * b for a, b in zip(s, r, strict=True)]
         self.phase = (self.phase + 1) % DIV_PERIOD
 
 

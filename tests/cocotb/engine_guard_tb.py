@@ -179,18 +179,13 @@ def _flat(values):
 
 
 class Trigger:
-    """One case: ``reason`` (the bit), ``params`` set before arming, ``drive`` (returns the
-    cycle of the triggering event), the expected cycles from it to CANCEL_ALL, ``clear``."""
+    """One case: ``reason`` (the bit), ``params`` set before arming; subclasses give
+    ``drive`` (returns the cycle of the triggering event), ``latency`` (the documented
+    cycles from it to CANCEL_ALL) and ``clear``."""
 
     def __init__(self, reason, params=None, venue=True, refuse=True):
         self.reason, self.params = reason, _flat(params or {})
         self.venue, self.refuse = venue, refuse
-
-    async def drive(self, tb):
-        raise NotImplementedError
-
-    async def clear(self, tb):
-        raise NotImplementedError
 
 
 class Book(Trigger):
