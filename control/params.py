@@ -8,7 +8,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from ..hw.csr import word_table
-from ..hw.registers import from_fixed, kappa_term, to_fixed
+from ..hw.registers import from_fixed, kappa_term, lev_lots, to_fixed
 
 __all__ = ["ParamError", "DERIVED", "resolve", "label", "format_value", "describe_writes",
            "plan", "apply", "load", "save", "dumps"]
@@ -16,7 +16,8 @@ __all__ = ["ParamError", "DERIVED", "resolve", "label", "format_value", "describ
 # register -> (the registers it is computed from, the function of their real values). The
 # controller writes it in the same commit as its inputs, so the gateware never sees them
 # disagree; nobody sets it directly.
-DERIVED = {"kappa_term": (("gamma", "k"), kappa_term)}
+DERIVED = {"kappa_term": (("gamma", "k"), kappa_term),
+           "lev_lots": (("equity", "lot_value"), lev_lots)}
 _KEY = re.compile(r"([A-Za-z_]\w*)(?:\[(\d+)\])?")
 _WHY = {"ro": "it is a read-only (ro) status register",
         "w1c": "it holds sticky flags (w1c), which are cleared, not set",

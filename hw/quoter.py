@@ -16,13 +16,15 @@ from .ratelimit import (
     param_shape,
     slot_list,
 )
-from .registers import REGISTERS
+from .registers import REGISTERS, to_fixed
 from .signals import DEPTH_BITS, REGIME
 
 __all__ = ["FILL", "FLAGS", "PARAMS", "VENUE_INPUTS", "DELAY", "LATENCY", "VENUES_MAX",
            "LEVELS_MAX", "Q_BITS", "OP_BITS", "OP_MAX", "SIGMA2_FRAC", "SIG_SHIFT", "GAIN_SHIFT",
            "RISK_SHIFT", "RISK_FRAC", "ROUND", "SKEW_MAX", "DEPTH_FRAC", "REGIME_FRAC",
-           "SCALE_ONE", "FACTOR_SHIFT", "FACTOR_FRAC", "VOL_STEPS", "Quoter"]
+           "SCALE_ONE", "FACTOR_SHIFT", "FACTOR_FRAC", "VOL_STEPS", "TAU_ONE", "LEV_FRAC",
+           "LEV_SHIFT", "CAP_MAX", "DIV_BITS", "DIV_PERIOD", "lev_quotient", "check_build",
+           "Quoter"]
 
 VENUES_MAX = 4
 LEVELS_MAX = REGISTERS["level_gap"].count + 1
@@ -49,17 +51,32 @@ FACTOR_FRAC = 16                 # the size factor: UQ2.16, one 18-bit DSP input
 FACTOR_SHIFT = REGIME_FRAC + SCALE_FRAC - FACTOR_FRAC
 BOOST_BITS = 3                   # gamma_boost: log2 of the gamma multiplier, 0..7
 VOL_STEPS = 16                   # at most 16 halvings of the size for volatility
+TAU_ONE = 1 << REGISTERS["tau"].fmt.frac_bits          # one TICK off tau_left per TICK
+# The L_safe position cap: floor(L_max lev_lots) and floor(K lev_lots / (sigma risk)) lots.
+LEV_FRAC = REGISTERS["leverage_max"].fmt.frac_bits     # L_max lev_lots: UQ40.8
+# K lev_lots (UQ56.8) over sigma risk (UQ25.16): the dividend gains this many fraction bits.
+LEV_SHIFT = (REGISTERS["sigma"].fmt.frac_bits + REGISTERS["liquidity_risk"].fmt.frac_bits
+             - REGISTERS["lsafe_k"].fmt.frac_bits)
+DIV_BITS = Q_BITS - 1            # quotient bits: a cap fits the positive range of q
+CAP_MAX = (1 << DIV_BITS) - 1    # no cap (also: sigma risk = 0, or a quotient that big)
+DIV_PERIOD = DIV_BITS + 1        # the serial divider: load, then one bit per cycle
 
-PARAMS = ("gamma", "tau", "kappa_term", "q_limit", "sigma_sel", "min_spread", "allow_cross",
-          "max_dist", "level_gap", "base_size", "depth_frac", "vol_ref", "regime_size",
-          "size_cap", "size_min", *EMITTER_PARAMS)
+PARAMS = ("gamma", "tau", "tau_mode", "kappa_term", "q_limit", "sigma_sel", "min_spread",
+          "allow_cross", "max_dist", "level_gap", "base_size", "depth_frac", "vol_ref",
+          "regime_size", "size_cap", "size_min", "lev_lots", *EMITTER_PARAMS)
 VENUE_INPUTS = {"best_bid": unsigned(PRICE_BITS), "best_ask": unsigned(PRICE_BITS),
                 "book_valid": unsigned(1), "bid_depth": unsigned(DEPTH_BITS),
                 "ask_depth": unsigned(DEPTH_BITS),
                 "sigma2_fast": unsigned(REGISTERS["sigma2_fast"].fmt.width),
                 "sigma2_slow": unsigned(REGISTERS["sigma2_slow"].fmt.width),
-                "regime": REGIME, "size_scale": unsigned(16), "gamma_boost": unsigned(BOOST_BITS)}
-VENUE_INIT = {"size_scale": SCALE_ONE}          # neutral guard inputs: scale 1.0, boost 0
+                "regime": REGIME, "size_scale": unsigned(16), "gamma_boost": unsigned(BOOST_BITS),
+                "sigma": unsigned(REGISTERS["sigma"].fmt.width),
+                # the signal block's L_safe registers, per venue
+                **{n: unsigned(REGISTERS[n].fmt.width)
+                   for n in ("leverage_max", "lsafe_k", "liquidity_risk")}}
+# Neutral guard inputs (scale 1.0, boost 0); the L_safe registers at their resets.
+VENUE_INIT = {"size_scale": SCALE_ONE, **{n: to_fixed(REGISTERS[n], REGISTERS[n].reset)
+                                          for n in ("leverage_max", "lsafe_k", "liquidity_risk")}}
 FILL = wiring.Signature({"valid": Out(1), "venue": Out(8), "side": Out(1),
                          "size": Out(SIZE_BITS)})
 FLAGS = data.StructLayout(dict.fromkeys(("sigma", "gain", "risk", "skew", "position"), 1))
@@ -67,13 +84,33 @@ assert FLAGS.size == REGISTERS["quote_flags"].fmt.width
 
 # Pipeline depth per input: the targets of cycle c use each input as it was in cycle
 # c - DELAY[name] (q: the net position register). Orders follow the targets by LATENCY.
+# tau is the tau the quotes use (tau_left when tau_mode is 1); lev_quot the divider's
+# registered K lev_lots / (sigma risk) per venue (sigma, lsafe_k, liquidity_risk and lev_lots
+# reach it through the serial divider: docs/quoter.md).
 DELAY = {"best_bid": 4, "best_ask": 4, "book_valid": 4, "bid_depth": 10, "ask_depth": 10,
          "sigma2_fast": 9, "sigma2_slow": 9, "sigma_sel": 9, "regime": 9, "regime_size": 9,
-         "depth_frac": 9, "gamma": 10, "tau": 10, "base_size": 8, "vol_ref": 8,
-         "size_scale": 8, "gamma_boost": 7, "q": 6, "kappa_term": 6, "min_spread": 5,
-         "size_cap": 5, "q_limit": 4, "max_dist": 3, "level_gap": 3, "allow_cross": 2,
-         "size_min": 2, "enable": 1, "pull": 1}
+         "depth_frac": 9, "gamma": 10, "tau": 10, "tau_mode": 10, "base_size": 8, "vol_ref": 8,
+         "size_scale": 8, "gamma_boost": 7, "q": 6, "kappa_term": 6, "leverage_max": 6,
+         "lev_lots": 6, "min_spread": 5, "size_cap": 5, "lev_quot": 5, "q_limit": 4,
+         "max_dist": 3, "level_gap": 3, "allow_cross": 2, "size_min": 2, "enable": 1, "pull": 1}
 LATENCY = 2        # targets -> first cycle the order is valid on `orders` (stage A, load)
+
+
+def check_build(venues, levels):
+    """``(venues, levels)`` if both are integers in range (1..VENUES_MAX, 1..LEVELS_MAX),
+    else ``ValueError`` saying which is wrong: the gateware's and the model's one check."""
+    for name, value, top in (("venues", venues, VENUES_MAX), ("levels", levels, LEVELS_MAX)):
+        if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= top):
+            raise ValueError(f"{name} must be an integer 1..{top}, not {value!r}")
+    return venues, levels
+
+
+def lev_quotient(num, den):
+    """The divider's result: ``floor(num 2^LEV_SHIFT / den)`` lots, ``CAP_MAX`` when that
+    does not fit ``DIV_BITS`` bits (``den`` = 0 included). ``num`` = K lev_lots (raw
+    UQ56.8), ``den`` = sigma liquidity_risk (raw UQ25.16)."""
+    wide = num << LEV_SHIFT
+    return CAP_MAX if wide >= den << DIV_BITS else wide // den
 
 
 def _min(a, b):
@@ -103,13 +140,7 @@ class Quoter(wiring.Component):
     """
 
     def __init__(self, venues=1, levels=1):
-        if not (isinstance(venues, int) and not isinstance(venues, bool)
-                and 1 <= venues <= VENUES_MAX):
-            raise ValueError(f"venues must be an integer 1..{VENUES_MAX}, not {venues!r}")
-        if not (isinstance(levels, int) and not isinstance(levels, bool)
-                and 1 <= levels <= LEVELS_MAX):
-            raise ValueError(f"levels must be an integer 1..{LEVELS_MAX}, not {levels!r}")
-        self._venues, self._levels = venues, levels
+        self._venues, self._levels = check_build(venues, levels)
 
         def each(shape):
             return shape if venues == 1 else data.ArrayLayout(shape, venues)
@@ -120,11 +151,13 @@ class Quoter(wiring.Component):
             if init is not None and venues > 1:
                 init = [init] * venues
             members[name] = In(each(shape), init=init)
-        members.update({"fill": In(FILL), "tick": In(1), "pull": In(1), "enable": In(1)})
+        members.update({"fill": In(FILL), "tick": In(1), "pull": In(1), "enable": In(1),
+                        "horizon": In(1)})
         members.update({n: In(param_shape(n), init=param_init(n)) for n in PARAMS})
         members.update({"orders": Out(stream.Signature(order_layout)), "rate_exceeded": Out(1),
                         "position": Out(each(signed(Q_BITS))),
-                        "position_net": Out(signed(Q_BITS)), "quote_flags_set": Out(FLAGS)})
+                        "position_net": Out(signed(Q_BITS)), "quote_flags_set": Out(FLAGS),
+                        "tau_left": Out(param_shape("tau"), init=param_init("tau"))})
         super().__init__(members)
 
     @property
@@ -245,6 +278,50 @@ class Quoter(wiring.Component):
         return delay(m, _min(prod >> FACTOR_FRAC, p.size_cap), f"s4_{v}",           # d5
                      unsigned(SIZE_BITS))
 
+    def _tau(self, m):
+        """The tau of the quotes: ``tau``, or (``tau_mode``) ``tau_left``, which a horizon
+        write loads with ``tau`` and each TICK lowers by one time unit, down to 0."""
+        left = self.tau_left
+        with m.If(self.horizon):
+            m.d.sync += left.eq(self.tau)
+        with m.Elif(self.tick):
+            m.d.sync += left.eq(Mux(left > TAU_ONE, left - TAU_ONE, 0))
+        return Mux(self.tau_mode[0], left, self.tau)
+
+    def _lev_cap(self, m):
+        """The position cap from L_safe (d6 .. d5): min over venues of floor(L_max lev_lots)
+        and the serial divider's floor(K lev_lots / (sigma risk)), in lots, <= CAP_MAX."""
+        p, caps = self, []
+        phase = Signal(range(DIV_PERIOD), name="div_phase")
+        m.d.sync += phase.eq(Mux(phase == DIV_PERIOD - 1, 0, phase + 1))
+        for v in range(self._venues):
+            def at(name, v=v):
+                return self._at(name, v)
+            num = delay(m, at("lsafe_k") * p.lev_lots, f"div_num_{v}")
+            den = delay(m, at("sigma") * at("liquidity_risk"), f"div_den_{v}")
+            wide = num << LEV_SHIFT
+            d = Signal.like(den, name=f"div_d_{v}")
+            rem = Signal(len(den) + 1, name=f"div_rem_{v}")
+            low, quo = Signal(DIV_BITS, name=f"div_low_{v}"), Signal(DIV_BITS, name=f"div_q_{v}")
+            sat = Signal(init=1, name=f"div_sat_{v}")
+            quot = Signal(DIV_BITS, init=CAP_MAX, name=f"lev_quot_{v}")
+            step = Cat(low[-1], rem)                      # (rem << 1) | the next dividend bit
+            with m.If(phase == 0):                        # publish the last run, load the next
+                m.d.sync += [quot.eq(Mux(sat, CAP_MAX, quo)), d.eq(den), quo.eq(0),
+                             sat.eq(wide >= (den << DIV_BITS)), rem.eq(wide >> DIV_BITS),
+                             low.eq(wide[:DIV_BITS])]
+            with m.Else():                                # restoring division, one bit
+                ge = step >= d
+                m.d.sync += [rem.eq(Mux(ge, step - d, step)), low.eq(low << 1),
+                             quo.eq(Cat(ge, quo))]
+            lmax_p = delay(m, at("leverage_max") * p.lev_lots, f"lmax_p_{v}")       # d6
+            lmax = lmax_p >> LEV_FRAC
+            caps.append(_min(Mux(lmax > CAP_MAX, CAP_MAX, lmax), quot))
+        cap = caps[0]
+        for c in caps[1:]:
+            cap = _min(cap, c)
+        return delay(m, cap, "lev_cap", unsigned(DIV_BITS))                           # d5
+
     def elaborate(self, platform):
         m = Module()
         V, M, p, slots = self._venues, self._levels, self, self.slots
@@ -253,7 +330,7 @@ class Quoter(wiring.Component):
         q = self.position_net
 
         # Parameter-only stages: G = gamma tau and the level offsets.
-        gain_p = delay(m, p.gamma * p.tau, "gain_p")                               # d10
+        gain_p = delay(m, p.gamma * self._tau(m), "gain_p")                        # d10
         gain_w = gain_p >> GAIN_SHIFT
         sat_gain = (gain_w >> OP_BITS) != 0
         gain = delay(m, Mux(sat_gain, OP_MAX, gain_w), "gain", unsigned(OP_BITS))  # d9
@@ -261,8 +338,10 @@ class Quoter(wiring.Component):
         off2 = [delay(m, sum(gaps[:j], 0), f"off{j}", unsigned(18)) for j in range(M)]  # d3
         off1 = [delay(m, o, f"off{j}_p4") for j, o in enumerate(off2)]
         q4 = delay(m, q, "q4", n=2)                    # the q of the skew (d6), for the room
-        room = [delay(m, p.q_limit - q4, "room_bid", signed(Q_BITS + 2)),          # d4
-                delay(m, p.q_limit + q4, "room_ask", signed(Q_BITS + 2))]
+        cap = self._lev_cap(m)
+        limit = Mux(p.q_limit < cap, p.q_limit, cap)   # |q| <= min(q_limit, L_safe lev_lots)
+        room = [delay(m, limit - q4, "room_bid", signed(Q_BITS + 2)),              # d4
+                delay(m, limit + q4, "room_ask", signed(Q_BITS + 2))]
 
         books, s4s, sats = [], [], []
         for v in range(V):

@@ -12,8 +12,8 @@ from .layouts import ORDER, OrderKind, order_layout
 from .registers import REGISTERS, to_fixed
 
 __all__ = ["Slot", "slot_list", "TARGET", "Act", "EMITTER_PARAMS", "TOKEN_FRAC", "TOKEN_ONE",
-           "TOKEN_RESET", "PRICE_BITS", "SIZE_BITS", "SEQ_BITS", "param_init", "param_shape",
-           "delay", "OrderEmitter"]
+           "TOKEN_RESET", "PULL_LATENCY", "PRICE_BITS", "SIZE_BITS", "SEQ_BITS", "param_init",
+           "param_shape", "delay", "OrderEmitter"]
 
 PRICE_BITS = ORDER.offsets()["price"][1]
 SIZE_BITS = ORDER.offsets()["size"][1]
@@ -25,6 +25,8 @@ TIMER_BITS = REGISTERS["requote_cycles"].fmt.width
 EMITTER_PARAMS = ("requote_cycles", "rate_tokens", "rate_depth")
 # The bucket starts full at the reset depth, so quoting can begin before the first TICK.
 TOKEN_RESET = to_fixed(REGISTERS["rate_depth"], REGISTERS["rate_depth"].reset) << TOKEN_FRAC
+
+PULL_LATENCY = 1      # `pull` first high in cycle p (port free): CANCEL_ALL valid in p + 1
 
 TARGET = data.StructLayout({"placed": 1, "price": PRICE_BITS, "size": SIZE_BITS})
 """What one quote slot should rest: ``price`` (ticks) and ``size`` (lots) when ``placed``."""

@@ -6,7 +6,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 __all__ = ["Q", "Register", "RegisterMap", "to_fixed", "from_fixed", "build_map", "REGISTERS",
-           "MAGIC", "VERSION", "kappa_term"]
+           "MAGIC", "VERSION", "kappa_term", "lev_lots", "LEV_LOTS_MAX"]
 
 MAGIC = 0x0BC0_4E00   # value of the `id` register: a host checks it before anything else
 VERSION = 1           # register-map version; bumped when an address or format changes
@@ -197,6 +197,25 @@ def kappa_term(gamma, k):
     if gamma <= 0 or k <= 0:
         raise ValueError(f"gamma and k must be positive, not gamma={gamma!r}, k={k!r}")
     return (2.0 / gamma) * math.log1p(gamma / k)
+
+
+LEV_LOTS_MAX = (1 << 32) - 1
+
+
+def lev_lots(equity, lot_value):
+    """Lots of position per 1x of leverage, ``floor(equity / lot_value)`` (capped at
+    2^32 - 1), for the `lev_lots` register: the quoter caps |q| at L_safe x lev_lots.
+
+    ``equity`` and ``lot_value`` (one lot's notional) are in account units; the controller
+    writes the result with them whenever either changes, so the gateware never divides.
+    ``equity`` 0 is the register's reset, "not written": no leverage cap (2^32 - 1, the
+    reset of `lev_lots`), as `maint_margin` 0 reads as a safe margin.
+    """
+    equity, lot_value = _exact(equity), _exact(lot_value)
+    if lot_value <= 0 or equity < 0:
+        raise ValueError(f"lot_value must be positive and equity not negative, not "
+                         f"equity={float(equity)!r}, lot_value={float(lot_value)!r}")
+    return LEV_LOTS_MAX if equity == 0 else min(math.floor(equity / lot_value), LEV_LOTS_MAX)
 
 
 def build_map(venues=2, levels=16):
@@ -421,7 +440,8 @@ def build_map(venues=2, levels=16):
                  "in eighths (0: not quoted)", block="quoter", unit="1/8",
                  reset=sum(f << (4 * i) for i, f in enumerate(
                      (8, 8, 4, 1, 8, 8, 4, 1, 4, 4, 2, 0, 0, 0, 0, 0)))),
-        Register("size_cap", U32, "rw", "size cap per quote, e.g. from L_safe (controller)",
+        Register("size_cap", U32, "rw", "size cap per quote (the position cap from L_safe "
+                 "is lev_lots)",
                  reset=(1 << 31) - 1, hi=(1 << 31) - 1, block="quoter", unit="lots"),
         Register("size_min", U32, "rw", "a quote smaller than this is not placed", reset=1,
                  lo=1, hi=(1 << 31) - 1, block="quoter", unit="lots"),
@@ -437,6 +457,23 @@ def build_map(venues=2, levels=16):
                  block="quoter", unit="lots"),
         Register("quote_flags", Q(5), "w1c", "sticky saturation flags, write 1 to clear: "
                  "bit0 sigma2, bit1 gain, bit2 risk, bit3 skew, bit4 position", block="quoter"),
+        # horizon count-down and the L_safe position cap (docs/quoter.md); appended, so no
+        # earlier address moves
+        Register("tau_mode", U1, "rw", "0: the quotes use tau (infinite horizon); 1: tau_left, "
+                 "counting down to 0 at the horizon end", block="quoter"),
+        Register("horizon", U1, "wo", "any write starts a horizon: tau_left = tau",
+                 block="quoter"),
+        Register("tau_left", Q(16, 16), "ro", "time left in the horizon: tau at reset and "
+                 "at each horizon write, minus 1 per TICK, down to 0", block="quoter",
+                 unit="time units"),
+        Register("lot_value", Q(24, 8), "rw", "notional of one lot (price x contract size), "
+                 "controller side: with equity it gives lev_lots", reset=1,
+                 lo=Fraction(1, 1 << 8), block="quoter", unit="account units"),
+        Register("lev_lots", U32, "rw", "floor(equity / lot_value): position per 1x of "
+                 "leverage; |q| is capped at floor(L_safe x lev_lots), L_safe = min(L_max, "
+                 "K / (sigma liquidity_risk)), the smallest over the venues; written by the "
+                 "controller with equity and lot_value (equity 0: no cap)", reset=LEV_LOTS_MAX,
+                 block="quoter", unit="lots"),
     ]
     return RegisterMap(regs)
 

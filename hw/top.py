@@ -199,7 +199,7 @@ class Engine(wiring.Component):
                 m.d.comb += at(getattr(quoter, dst)).eq(src)
         for name in ("sig_status", "regime", "sigma2_fast", "sigma2_slow"):
             m.d.comb += Value.cast(getattr(guard, name)).eq(Value.cast(getattr(signals, name)))
-        for name in ("regime", "sigma2_fast", "sigma2_slow"):
+        for name in ("regime", "sigma2_fast", "sigma2_slow", "sigma"):
             m.d.comb += Value.cast(getattr(quoter, name)).eq(Value.cast(getattr(signals, name)))
         if self.venues >= 2:
             m.d.comb += Value.cast(guard.xv_status).eq(Value.cast(signals.xv_status))
@@ -210,6 +210,8 @@ class Engine(wiring.Component):
                      quoter.pull.eq(guard.pull), quoter.enable.eq(1)]
         wire_registers(m, csr, guard, regmap, [r.name for r in regmap.by_block("guard")])
         wire_registers(m, csr, quoter, regmap, [r.name for r in regmap.by_block("quoter")])
+        # The L_safe position cap reads the signal block's L_safe registers too.
+        wire_registers(m, csr, quoter, regmap, ("leverage_max", "lsafe_k", "liquidity_risk"))
 
     def _observe(self, m, books, msg, accepted, cycle):
         """One OBS record per accepted message, STATUS_LATENCY + 1 cycles after it."""

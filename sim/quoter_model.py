@@ -14,13 +14,15 @@ from amaranth.hdl import Shape
 
 from ..hw.layouts import OrderKind, encode_order
 from ..hw.quoter import (
+    CAP_MAX,
     DELAY,
     DEPTH_FRAC,
+    DIV_PERIOD,
     FACTOR_FRAC,
     FACTOR_SHIFT,
     FLAGS,
     GAIN_SHIFT,
-    LEVELS_MAX,
+    LEV_FRAC,
     OP_MAX,
     PARAMS,
     Q_BITS,
@@ -31,9 +33,12 @@ from ..hw.quoter import (
     SIG_SHIFT,
     SIGMA2_FRAC,
     SKEW_MAX,
+    TAU_ONE,
+    VENUE_INIT,
     VENUE_INPUTS,
-    VENUES_MAX,
     VOL_STEPS,
+    check_build,
+    lev_quotient,
 )
 from ..hw.ratelimit import (
     PRICE_BITS,
@@ -47,8 +52,9 @@ from ..hw.ratelimit import (
     slot_list,
 )
 
-__all__ = ["quote_targets", "EmitterModel", "QuoterModel", "default_params", "idle_inputs",
-           "WARMUP", "MARKET_FIELDS", "flags_word", "port_values", "market", "Stimulus"]
+__all__ = ["quote_targets", "EmitterModel", "CapDivider", "QuoterModel", "default_params",
+           "idle_inputs", "WARMUP", "MARKET_FIELDS", "flags_word", "port_values", "market",
+           "Stimulus"]
 
 WARMUP = max(DELAY.values()) + 1
 MARKET_FIELDS = tuple(VENUE_INPUTS)
@@ -66,9 +72,8 @@ def default_params():
 
 def idle_inputs(venues):
     """Inputs of a quiet cycle: empty books, neutral guard inputs, disarmed, no strobes."""
-    inputs = {n: [0] * venues for n in MARKET_FIELDS}
-    inputs["size_scale"] = [SCALE_ONE] * venues
-    return {**inputs, "fill": None, "tick": 0, "pull": 0, "enable": 0}
+    inputs = {n: [VENUE_INIT.get(n, 0)] * venues for n in MARKET_FIELDS}
+    return {**inputs, "fill": None, "tick": 0, "pull": 0, "enable": 0, "horizon": 0}
 
 
 def market(venues, bid, ask, depth=1000, sigma2=0, regime=0):
@@ -97,7 +102,7 @@ def port_values(inputs, params, venues):
         ports[name] = sum(e << (v * width) for v, e in enumerate(inputs[name][:venues]))
     fill = inputs.get("fill") or {"valid": 0, "venue": 0, "side": 0, "size": 0}
     ports.update({f"fill.{f}": int(fill[f]) for f in ("valid", "venue", "side", "size")})
-    ports.update({n: int(inputs[n]) for n in ("tick", "pull", "enable")})
+    ports.update({n: int(inputs[n]) for n in ("tick", "pull", "enable", "horizon")})
     for name in PARAMS:
         width, value = Shape.cast(param_shape(name)).width, params[name]
         if isinstance(value, list):
@@ -125,6 +130,10 @@ def quote_targets(x, venues, levels):
     flags["gain"] = gain_w > OP_MAX
     offs = [sum(x["level_gap"][:j]) for j in range(levels)]
     limit = (x["q_limit"] + (1 << (Q_BITS - 1))) % (1 << Q_BITS) - (1 << (Q_BITS - 1))
+    # |q| <= L_safe lev_lots too: min over venues of L_max lev_lots and the divider's quotient.
+    limit = min(limit, *(min((lmax * x["lev_lots"]) >> LEV_FRAC, CAP_MAX, quot)
+                         for lmax, quot in zip(x["leverage_max"][:venues], x["lev_quot"],
+                                               strict=False)))
     room = (limit - q, limit + q)
     books, s4s = [], []
     for v in range(venues):
@@ -254,17 +263,31 @@ class EmitterModel:
         return taken
 
 
+class CapDivider:
+    """The L_safe divider per venue (hw/quoter.py ``_lev_cap``), one :meth:`step` a cycle:
+    registered products K lev_lots and sigma risk; every ``DIV_PERIOD`` cycles (phase 0) the
+    result of the last run is published in ``quot`` and a run starts on the products."""
+
+    def __init__(self, venues):
+        self.quot = [CAP_MAX] * venues
+        self.pending = [CAP_MAX] * venues
+        self.num, self.den = [0] * venues, [0] * venues
+        self.phase = 0
+
+    def step(self, inputs, lev_lots):
+        if self.phase == 0:
+            self.quot = self.pending
+            self.pending = [lev_quotient(n, d) for n, d in zip(self.num, self.den, strict=True)]
+        k, s, r = (inputs[n][:len(self.quot)] for n in ("lsafe_k", "sigma", "liquidity_risk"))
+        self.num, self.den = [x * lev_lots for x in k], [a * b for a, b in zip(s, r, strict=True)]
+        self.phase = (self.phase + 1) % DIV_PERIOD
+
+
 class QuoterModel:
     """The whole quoter, cycle by cycle: ``params`` holds the live parameters (raw bits)."""
 
     def __init__(self, venues=1, levels=1):
-        if not (isinstance(venues, int) and not isinstance(venues, bool)
-                and 1 <= venues <= VENUES_MAX):
-            raise ValueError(f"venues must be an integer 1..{VENUES_MAX}, not {venues!r}")
-        if not (isinstance(levels, int) and not isinstance(levels, bool)
-                and 1 <= levels <= LEVELS_MAX):
-            raise ValueError(f"levels must be an integer 1..{LEVELS_MAX}, not {levels!r}")
-        self.venues, self.levels = venues, levels
+        self.venues, self.levels = check_build(venues, levels)
         self.slots = slot_list(venues, levels)
         self.params = default_params()
         self.emitter = EmitterModel(self.slots)
@@ -273,13 +296,16 @@ class QuoterModel:
         self.targets = [(False, 0, 0)] * len(self.slots)
         self.flags = dict.fromkeys((name for name, _ in FLAGS), False)
         self.position_sat = False
+        self.divider = CapDivider(venues)
+        self.tau_left = self.params["tau"]
 
     def outputs(self):
         """The output ports in the current cycle (all registered: no input affects them)."""
         e = self.emitter
         return {"valid": e.valid, "payload": e.word, "rate_exceeded": e.rate_exceeded,
                 "quote_flags_set": flags_word({**self.flags, "position": self.position_sat}),
-                "position": list(self.position), "position_net": self.position_net}
+                "position": list(self.position), "position_net": self.position_net,
+                "tau_left": self.tau_left}
 
     def _fill(self, fill):
         self.position_sat = False
@@ -300,9 +326,17 @@ class QuoterModel:
         record = {k: list(v) if isinstance(v, list) else v
                   for k, v in {**self.params, **inputs}.items()}
         record["q"] = self.position_net
+        record["lev_quot"] = self.divider.quot
+        if self.params["tau_mode"] & 1:
+            record["tau"] = self.tau_left      # the tau the quotes use
         taken = self.emitter.step(self.targets, inputs["pull"], inputs["tick"], ready,
                                   self.params)
         self._fill(inputs.get("fill"))
+        self.divider.step(inputs, self.params["lev_lots"])
+        if inputs.get("horizon"):
+            self.tau_left = self.params["tau"]
+        elif inputs["tick"]:
+            self.tau_left = max(self.tau_left - TAU_ONE, 0)
         self.history.appendleft(record)
         last = len(self.history) - 1
         view = {name: self.history[min(d - 1, last)][name] for name, d in DELAY.items()}
@@ -332,6 +366,7 @@ class Stimulus:
         """A raw value for parameter ``name``: plausible, or (1 in 20) any raw value."""
         rng, log = self.rng, self._log
         width = Shape.cast(param_shape(name)).width
+        width_max = (1 << width) - 1
         if rng.random() < 0.05:
             value = rng.choice((0, (1 << width) - 1, rng.randrange(1 << width)))
             return [value & 0xFFFF] * 3 if name == "level_gap" else value
@@ -348,6 +383,8 @@ class Stimulus:
             "vol_ref": lambda: rng.randrange(1 << 16, 5000 << 16),
             "regime_size": lambda: rng.randrange(1 << 64),
             "size_cap": lambda: rng.choice((log(31), (1 << 31) - 1)),
+            "tau_mode": lambda: int(rng.random() < 0.3),
+            "lev_lots": lambda: rng.choice((log(32), rng.randrange(20, 5000), width_max)),
             "size_min": lambda: log(4),
             "requote_cycles": lambda: rng.randrange(64),
             "rate_tokens": lambda: rng.choice((log(10), rng.randrange(256, 4096))),
@@ -377,6 +414,11 @@ class Stimulus:
             inp["regime"][v] = rng.randrange(16) if rng.random() < 0.5 else 0
             inp["size_scale"][v] = rng.choice((SCALE_ONE, SCALE_ONE, rng.randrange(1 << 16)))
             inp["gamma_boost"][v] = rng.choice((0, 0, 0, rng.randrange(8)))
+        if rng.random() < 0.01:              # L_safe: sigma and the signal block's registers
+            for name, bits in (("sigma", 25), ("leverage_max", 16), ("lsafe_k", 32),
+                               ("liquidity_risk", 16)):
+                inp[name][v] = rng.choice((VENUE_INIT.get(name, 0), self._log(bits),
+                                           self._log(bits // 2 + 4)))
 
     def next(self, params):
         """The inputs of one cycle (``params`` may be changed in place) and ``ready``."""
@@ -407,6 +449,7 @@ class Stimulus:
         if self.off_left == 0 and rng.random() < 0.001:
             self.off_left = rng.randrange(1, 200)
         inp.update(fill=fill, tick=int(rng.random() < self.tick_rate),
+                   horizon=int(rng.random() < 0.002),
                    pull=int(self.pull_left > 0),
                    enable=int(self.off_left == 0 and self.cycle >= WARMUP))
         self.cycle += 1

@@ -16,7 +16,7 @@ from cocotb.triggers import FallingEdge
 from tb import TB
 
 from obcore.hw.layouts import OrderKind, decode_order
-from obcore.hw.quoter import FLAGS
+from obcore.hw.quoter import CAP_MAX, FLAGS
 from obcore.hw.ratelimit import Act
 from obcore.sim.quoter_model import QuoterModel, Stimulus, port_values
 
@@ -61,11 +61,12 @@ class QuoterBench(TB):
         got = {"valid": valid, "rate_exceeded": self._read("rate_exceeded"),
                "quote_flags_set": self._read("quote_flags_set"),
                "position_net": self._read("position_net"),
+               "tau_left": self._read("tau_left"),
                "position": self._read("position")}
         mask = (1 << WIDTH) - 1
         expect = {"valid": int(want["valid"]), "rate_exceeded": int(want["rate_exceeded"]),
                   "quote_flags_set": want["quote_flags_set"],
-                  "position_net": want["position_net"] & mask,
+                  "position_net": want["position_net"] & mask, "tau_left": want["tau_left"],
                   "position": sum((q & mask) << (v * WIDTH)
                                   for v, q in enumerate(want["position"]))}
         if n < 16:                       # flags describe the pipeline: defined after warm-up
@@ -146,6 +147,10 @@ class QuoterBench(TB):
             self.want.append((n, word))
             self.seen[OrderKind(decode_order(word)["kind"]).name] += 1
         self.seen["pull"] += inputs["pull"]
+        # the L_safe divider capping, and the horizon count-down under way in tau_mode 1
+        self.seen["lsafe_cap"] += min(self.model.divider.quot) < CAP_MAX
+        self.seen["tau_countdown"] += bool(self.model.params["tau_mode"] & 1
+                                           and self.model.tau_left < self.model.params["tau"])
         e = self.model.emitter            # the self-cross guard holding an order back
         self.seen["cross_held"] += any(
             a in (Act.NEW, Act.REPLACE) and not j and t == 0 and e.crosses(k)
@@ -161,6 +166,9 @@ async def random_quoting(dut):
         bench._set(name, value)
     bench._set("orders__ready", 0)
     await bench.reset()
+    # TB.reset ends on the first edge out of reset: the gateware has clocked one cycle of
+    # these inputs already (the L_safe divider's phase counts it), so the model does too.
+    bench.model.step(bench.stim.inputs, False)
     await FallingEdge(bench.clk)
     for n in range(CYCLES):
         await bench.cycle(n)
@@ -169,7 +177,8 @@ async def random_quoting(dut):
     bench.compare_orders()
     dut._log.info(f"{CYCLES} cycles, {len(bench.got)} orders checked in order; "
                   f"seen: {dict(bench.seen)}")
-    needed = [k.name for k in OrderKind] + ["rate_exceeded", "stalled", "pull", "cross_held"] + [
+    needed = [k.name for k in OrderKind] + ["rate_exceeded", "stalled", "pull", "cross_held",
+                                            "lsafe_cap", "tau_countdown"] + [
         f"flag_{name}" for name, _ in FLAGS]
     missing = [k for k in needed if bench.seen[k] == 0]
     assert not missing, f"never exercised: {missing}"

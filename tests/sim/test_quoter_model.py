@@ -8,7 +8,8 @@ gamma sigma^2 tau = 1 tick; kappa_term = 2 ticks, total spread 3 ticks. Book 999
 import pytest
 
 from obcore.hw.layouts import OrderKind, decode_order
-from obcore.hw.registers import REGISTERS, to_fixed
+from obcore.hw.quoter import CAP_MAX, DIV_PERIOD, lev_quotient
+from obcore.hw.registers import REGISTERS, lev_lots, to_fixed
 from obcore.hw.signals import LiqRegime, VolRegime
 from obcore.sim.quoter_model import (
     WARMUP,
@@ -39,7 +40,8 @@ def params(**real):
 def quotes(q=0, venues=1, levels=1, bid=999_990, ask=1_000_010, sigma2=256, depth=1000,
            regime=0, scale=None, boost=0, **real):
     """``{(venue, side, level): (price, size)}`` of the placed quotes, and the flags."""
-    x = {**params(**real), **market(venues, bid, ask, depth, sigma2, regime), "q": q}
+    x = {**params(**real), **market(venues, bid, ask, depth, sigma2, regime), "q": q,
+         "lev_quot": [CAP_MAX] * venues}
     if scale is not None:
         x["size_scale"] = [scale] * venues
     x["gamma_boost"] = [boost] * venues
@@ -110,7 +112,8 @@ def test_gamma_boost_is_a_power_of_two():
 
 def test_sigma_selection():
     # fast 256, slow 1024 (of a + b): slow or max gives risk 4, spread 6.
-    x = {**params(), **market(1, 999_990, 1_000_010, sigma2=256), "q": 0}
+    x = {**params(), **market(1, 999_990, 1_000_010, sigma2=256), "q": 0,
+         "lev_quot": [CAP_MAX]}
     x["sigma2_slow"] = [1024 << 16]
     prices = []
     for sel in range(4):
@@ -364,3 +367,87 @@ def test_fills_move_the_position_and_saturate_with_a_flag():
 def test_model_arguments_validated(bad):
     with pytest.raises(ValueError, match="must be an integer"):
         QuoterModel(levels=bad)
+
+
+def test_lev_quotient_by_hand():
+    # K = 2 x ticks (UQ24.8 raw 512) x lev_lots 1000 = 512 000 (UQ56.8); sigma 4 ticks
+    # (UQ17.8 raw 1024) x liquidity risk 1 (raw 256) = 262 144 (UQ25.16):
+    # L_safe = K / (sigma risk) = 0.5x, so 500 lots.
+    assert lev_quotient(512 * 1000, 1024 * 256) == 500
+    assert lev_quotient(512 * 1000, 768 * 256) == 666       # 2/3 x 1000 = 666.7: floor
+    assert lev_quotient(0, 5) == 0                          # K = 0: no position at all
+    assert lev_quotient(512 * 1000, 0) == CAP_MAX           # no volatility yet: no cap
+    assert lev_quotient(1 << 40, 1) == CAP_MAX              # beyond q's range: no cap
+
+
+def lsafe_sizes(q, lev_lots, lmax="10", quot=(CAP_MAX,), **real):
+    """Sizes ``{(venue, side): lots}`` of level 0 with the L_safe inputs given."""
+    venues = len(quot)
+    x = {**params(lev_lots=lev_lots, **real), **market(venues, 999_990, 1_000_010, 1000, 256),
+         "q": q, "lev_quot": list(quot)}
+    x["leverage_max"] = [raw("leverage_max", lmax)] * venues
+    targets, _ = quote_targets(x, venues, 1)
+    return {(v, side): size for (v, side, _), (ok, _, size)
+            in zip(slot_list(venues, 1), targets, strict=True) if ok}
+
+
+def test_position_cap_from_l_max_and_equity():
+    # L_max 1 x lev_lots 150 = 150 lots: flat, both sides quote the base 100; long 100,
+    # the bid may add 50 and the ask 100 (room 250); long 150, no bid at all.
+    assert lsafe_sizes(0, 150, lmax=1) == {(0, BID): 100, (0, ASK): 100}
+    assert lsafe_sizes(100, 150, lmax=1) == {(0, BID): 50, (0, ASK): 100}
+    assert lsafe_sizes(150, 150, lmax=1) == {(0, ASK): 100}
+    assert lsafe_sizes(100, 60, lmax=2) == {(0, BID): 20, (0, ASK): 100}    # 120 lots
+    assert lsafe_sizes(-30, 120, lmax="0.25") == {(0, BID): 60}            # cap 30: short 30
+    # q_limit below the cap still rules.
+    assert lsafe_sizes(0, 150, lmax=1, q_limit=40) == {(0, BID): 40, (0, ASK): 40}
+
+
+def test_position_cap_from_k_over_sigma_is_the_smallest_venue():
+    # The divider's quotients: venue 0 allows 500 lots, venue 1 40: |q| <= 40, shared in
+    # slot order, so venue 0 takes the 40 lots of each side and venue 1 has no room.
+    assert lsafe_sizes(0, 10 ** 6, quot=(500, 40)) == {(0, BID): 40, (0, ASK): 40}
+    assert lsafe_sizes(0, 10 ** 6, quot=(30,)) == {(0, BID): 30, (0, ASK): 30}
+
+
+def test_divider_publishes_every_period():
+    """Phase 0 publishes the last run and loads the products registered the cycle before:
+    a change of sigma shows in ``quot`` at most 2 DIV_PERIOD + 1 cycles later."""
+    model = QuoterModel(1, 1)
+    model.params["lev_lots"] = 1000
+    inputs = {**idle_inputs(1), "sigma": [1024], "lsafe_k": [512], "liquidity_risk": [256]}
+    seen = []
+    for _ in range(2 * DIV_PERIOD + 2):
+        seen.append(model.divider.quot[0])
+        model.step(inputs)
+    # cycle 0 runs on the reset products (0 / 0), cycle DIV_PERIOD on 512 000 / 262 144
+    assert seen[:2 * DIV_PERIOD + 1] == [CAP_MAX] * (2 * DIV_PERIOD + 1)
+    assert seen[2 * DIV_PERIOD + 1] == 500
+
+
+def test_tau_left_counts_ticks_from_the_horizon_write():
+    model = QuoterModel(1, 1)
+    model.params["tau"] = raw("tau", "2.5")
+    left = []
+    for c in range(8):
+        left.append(model.outputs()["tau_left"])
+        model.step({**idle_inputs(1), "horizon": int(c == 1), "tick": int(c >= 2)})
+    one = 1 << 16
+    assert left == [one, one, 5 * one // 2, 3 * one // 2, one // 2, 0, 0, 0]
+
+
+def test_lev_lots_is_derived_from_equity_and_lot_value():
+    """The controller writes floor(equity / lot_value) with them, in one commit."""
+    from obcore.control.params import ParamError, plan
+    from obcore.control.registers import CSRModel, Registers
+
+    regs = Registers(CSRModel())
+    assert plan(regs, {"equity": 1_000_000, "lot_value": "3.5"})[("lev_lots", 0)] == 285_714
+    assert plan(regs, {"equity": 7})[("lev_lots", 0)] == 7           # lot_value reset 1
+    assert lev_lots(10, "0.00390625") == 2560
+    # equity 0 (its reset: not written) gives the reset of lev_lots: no cap
+    assert lev_lots(0, 1) == to_fixed(REGISTERS["lev_lots"], REGISTERS["lev_lots"].reset)
+    with pytest.raises(ParamError, match="lev_lots is derived from equity and lot_value"):
+        plan(regs, {"lev_lots": 5})
+    with pytest.raises(ValueError, match="lot_value must be positive"):
+        lev_lots(1, 0)
