@@ -122,8 +122,10 @@ class Engine(wiring.Component):
         is_tick = accepted & (msg.kind == FeedKind.TICK) & (msg.venue == 0) & (msg.side == 0) \
             & (msg.flags == 0) & (msg.price == 0) & (msg.size == 0)
         m.d.comb += signals.tick.eq(_delay(m, is_tick, STATUS_LATENCY, "tick"))
+        # One venue has no cross-venue pair: its misalign registers stay 0 (never valid).
+        cross = ("misalign", "xv_status") if self.venues == 1 else ()
         wire_registers(m, csr, signals, regmap,
-                       [r.name for r in regmap.by_block("signals")])
+                       [r.name for r in regmap.by_block("signals") if r.name not in cross])
 
         m.submodules.guard = guard = Guard(self.venues)
         m.submodules.quoter = quoter = Quoter(self.venues, self.slots)
