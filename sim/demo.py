@@ -128,14 +128,16 @@ def add_parser(sub):
 
 
 def drive(engine, msgs, phases, values, log=print):
-    """Run the scenario armed: load ``values``, arm after the snapshot (retrying while a
+    """Run the scenario armed: load ``values``, arm after the snapshots (retrying while a
     trigger holds), then feed the rest. Returns ``(obs, orders, order cycles, pulled, pulls)``
     where ``pulled`` marks messages seen while quotes were pulled and ``pulls`` lists
     ``(phase, pull cycle, first reasons, CANCEL_ALL cycle, last message cycle before)``."""
     regs = Registers(engine)
     params.apply(regs, values)
     arm = regs.regmap["arm"].addr
-    end = int(np.nonzero(msgs["kind"] == FeedKind.SNAPSHOT_END)[0][0]) + 1
+    # Arm once every venue's opening snapshot is in: after the last one before the first TICK.
+    first_tick = np.nonzero(msgs["kind"] == FeedKind.TICK)[0][0]
+    end = int(np.nonzero(msgs["kind"][:first_tick] == FeedKind.SNAPSHOT_END)[0][-1]) + 1
     chunks = [engine.run(msgs[:end])]
     cycles = [engine.last_order_cycles]
     pulled = [np.ones(end, bool)]
