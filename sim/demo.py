@@ -1,6 +1,7 @@
 """The main job: run a scenario through the engine, summarise it and plot it."""
 
 import argparse
+import functools
 import sys
 import time
 from dataclasses import dataclass, field
@@ -154,7 +155,8 @@ def simulate(engine, msgs, phases, values, fills=None, rng=None, log=print):
         count, was_pulled = now, bool(state & 1)
         for o in obs[(obs["status"] & ObsStatus.VALID) != 0]:
             mid2[int(o["venue"])] = int(o["best_bid"]) + int(o["best_ask"])
-        if hi == len(msgs) or phases[hi] != phases[lo]:
+        phase_end = hi == len(msgs) or phases[hi] != phases[lo]
+        if phase_end:
             run.checks.append((phases[lo], [_signed(regs.get_raw("position", v))
                                             for v in range(venues)], list(account.q)))
         if fills is not None and armed:
@@ -166,6 +168,10 @@ def simulate(engine, msgs, phases, values, fills=None, rng=None, log=print):
                     run.fills.append((phases[lo], hi, d.venue, d.side, d.price, d.size))
         inventory[lo:hi] = sum(account.q)
         pnl[lo:hi] = account.pnl(mid2)
+        if phase_end:
+            log(f"  ... {phases[lo]} done at message {hi}: "
+                f"{'pulled' if was_pulled else 'quoting'}, {len(run.pulls)} pull(s), "
+                f"{len(run.fills)} fill(s), q {account.q}")
     # Collect what the hold kept back, and leave the order stream ready as a run does.
     parts.append((*engine.run(np.zeros(0, FEED_DTYPE)), engine.last_order_cycles))
     run.obs = np.concatenate([p[0] for p in parts])
@@ -282,10 +288,12 @@ def run(args):
         values.update(auto_arm=1, cooldown=args.cooldown)
     k = float(values.get("k", REGISTERS["k"].reset))
     model = FillModel(args.fill_rate, k, args.fill_clip)
+    print(f"opening the {args.engine} engine...", flush=True)
     engine = open_engine(args.engine)
     try:
         t0 = time.perf_counter()
-        result = simulate(engine, msgs, phases, values, model, fill_rng(args.seed))
+        result = simulate(engine, msgs, phases, values, model, fill_rng(args.seed),
+                          log=functools.partial(print, flush=True))
         dt = time.perf_counter() - t0
     finally:
         engine.close()
