@@ -66,9 +66,8 @@ class Run:
     CANCEL_ALL cycle, cycle of the last message before the pull)``; ``rearms``: ``(phase,
     cycle)`` of each re-arm after a pull (the first quote's cycle, else the tick's end);
     ``fills``: ``(phase, index of the message it precedes, venue, side, price, lots)``;
-    ``draws``: every
-    :class:`~obcore.sim.fills.Draw`; ``checks``: ``(phase, engine position per venue, host
-    inventory per venue)`` at each phase end."""
+    ``draws``: every :class:`~obcore.sim.fills.Draw`; ``checks``: ``(phase, engine position
+    per venue, host inventory per venue)`` at each phase end."""
     obs: np.ndarray
     orders: np.ndarray
     cycles: np.ndarray
@@ -157,8 +156,8 @@ def simulate(engine, msgs, phases, values, fills=None, rng=None, log=print):
             mid2[int(o["venue"])] = int(o["best_bid"]) + int(o["best_ask"])
         phase_end = hi == len(msgs) or phases[hi] != phases[lo]
         if phase_end:
-            run.checks.append((phases[lo], [_signed(regs.get_raw("position", v))
-                                            for v in range(venues)], list(account.q)))
+            run.checks.append((phases[lo], [regs.get("position", v) for v in range(venues)],
+                               list(account.q)))
         if fills is not None and armed:
             for d in quotes.draw(fills, rng, mid2):
                 run.draws.append(d)
@@ -187,10 +186,6 @@ def _hold_orders(engine):
     for orders leaves the stream's ready low (RUN_DRAIN more idle cycles)."""
     if not isinstance(engine, ModelEngine):      # the reference engine emits no orders
         engine.run(np.zeros(0, FEED_DTYPE), max_orders=0)
-
-
-def _signed(raw, bits=32):
-    return raw - (1 << bits) if raw >> (bits - 1) else raw
 
 
 def drive(engine, msgs, phases, values, log=print):
