@@ -143,7 +143,8 @@ def test_random_against_model():
     seed = random.randrange(1 << 31)
     print(f"seed={seed}")
     checked = _run_against_model(_random_steps(random.Random(seed), 600, 2))
-    assert checked["compares"] == 600 + 1 and checked["fresh"] > 150
+    # fresh roots: ~270-350 of 1202 venue-cycles typically, 131 the fewest seen (seed 358998101)
+    assert checked["compares"] == 600 + 1 and checked["fresh"] > 60
 
 
 def test_one_venue():
