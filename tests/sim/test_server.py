@@ -24,26 +24,8 @@ from obcore.sim.engine import ModelEngine, open_engine
 from obcore.sim.scenarios import generate
 from obcore.sim.server import ScenarioFeed, Server
 
-ENGINES = ["model"]   # add "verilator" when the native engine lands
 LOCAL = "tcp://127.0.0.1:*"
 SCENARIO = feed_array([m for _, m in generate("calm", 3)][:600])
-
-
-@pytest.fixture(scope="module", params=ENGINES)
-def server(request):
-    engine = open_engine(request.param)
-    try:
-        with Server(engine, LOCAL, LOCAL, backend=request.param, telemetry_hz=200).running() as srv:
-            yield srv
-    finally:
-        engine.close()
-
-
-@pytest.fixture
-def client(server):
-    with EngineClient(server.endpoint, timeout=2000) as c:
-        c.reset()
-        yield c
 
 
 def test_hello_identifies_the_engine(server, client):
@@ -95,13 +77,12 @@ def test_guard_commands_need_their_register(server, client, command):
             client.request(command)
 
 
-def test_guard_commands_say_not_available_on_a_map_without_the_guard():
+def test_guard_commands_say_not_available_on_a_map_without_the_guard(serve):
     engine = ModelEngine()
     engine.regmap = RegisterMap([r for r in engine.regmap if r.name not in
                                  proto.GUARD.values()])
     engine.reset()
-    with Server(engine, LOCAL, None).running() as srv, \
-            EngineClient(srv.endpoint, timeout=2000) as c:
+    with serve(engine, pub=False) as (_, c):
         for command, register in proto.GUARD.items():
             with pytest.raises(EngineError) as info:
                 c.request(command)
