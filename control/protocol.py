@@ -159,7 +159,7 @@ class Reply:
 
 
 def _dumps(obj):
-    text = json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+    text = _ENCODER.encode(obj).encode()
     if len(text) > MAX_JSON:
         raise ProtocolError(f"message is {len(text)} bytes of JSON; the limit is {MAX_JSON}")
     return text
@@ -169,11 +169,16 @@ def _no_constant(name):
     raise ValueError(f"{name} is not a JSON number here")
 
 
+# One coder each, made once: json.dumps/loads with options build a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+
+
 def _loads(frame, what):
     if len(frame) > MAX_JSON:
         raise ProtocolError(f"{what} frame is {len(frame)} bytes; the limit is {MAX_JSON}")
     try:
-        obj = json.loads(bytes(frame).decode("utf-8"), parse_constant=_no_constant)
+        obj = _DECODER.decode(bytes(frame).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProtocolError(f"{what} is not UTF-8 JSON: {one_line(exc)}") from None
     if not isinstance(obj, dict):

@@ -1,6 +1,7 @@
 """The ``obcore sim`` server: an engine behind the control protocol, with telemetry and a feed."""
 
 import logging
+import logging.handlers
 import secrets
 import signal
 import sys
@@ -31,6 +32,8 @@ CATCH_UP_S = 0.05   # telemetry that falls further behind than this skips period
 # Telemetry re-reads a changed engine at most after REFRESH_SHARE times the last read took,
 # so snapshots take at most 1/(1+REFRESH_SHARE) of the loop and requests stay prompt.
 REFRESH_SHARE = 4
+WHO_CACHE = 4096    # connections whose `who` text is kept
+LOG_BUFFER = 256    # log lines `obcore sim` buffers at most before writing them
 _LAST = ("best_bid", "best_ask", "bid_depth", "ask_depth", "status")
 
 
@@ -39,6 +42,11 @@ def _prop(frame, name):
         return frame.get(name)
     except zmq.ZMQError:   # no such property: not TCP, or no security mechanism
         return None
+
+
+def _flush_log():
+    for handler in log.handlers:
+        handler.flush()
 
 
 def _elements(value):
@@ -122,6 +130,8 @@ class Server:
         self._stop = threading.Event()
         self._ctx = zmq.Context()
         self._auth, self._names = None, {}
+        self._whos = {}     # routing id -> who (see _who)
+        self._later = []    # (function, args): work a request leaves for after its reply
         self.router = self.pub = None
         try:
             if curve is not None:
@@ -200,6 +210,7 @@ class Server:
                  self.endpoint, self.pub_endpoint or "(none)", self.telemetry_hz if period
                  else 0, "on" if self.curve else "off", "; feeding scenario {scenario} (seed "
                  "{seed}, pace {pace})".format(**self.feed.state()) if self.feed else "")
+        _flush_log()
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         next_tick = time.monotonic()
@@ -211,15 +222,19 @@ class Server:
                 wait = max(0.0, min(w for w in waits if w is not None))
                 if poller.poll(wait * 1000):
                     self._answer_burst()
+                else:
+                    _flush_log()   # idle: write the audit lines buffered meanwhile
                 now = time.monotonic()
                 if self.feed and not self.feed.done:
                     self._feed_step(now)
                 if period and now >= next_tick:
                     self._tick()
+                    _flush_log()
                     # Keep the rate through short stalls; after a long one, skip ahead.
                     next_tick = max(next_tick + period, now - CATCH_UP_S)
         finally:
             log.info("stopped after %d requests", self.requests)
+            _flush_log()
             self.close()
 
     # Requests.
@@ -232,17 +247,28 @@ class Server:
                 return
             self._answer(frames)
 
-    def _who(self, frames):
-        """``name@address#routing-id``: the key's name under CURVE, else anonymous."""
-        user = self._names.get(_prop(frames[-1], "User-Id"), "?") if self.curve else "anonymous"
-        return f"{user}@{_prop(frames[-1], 'Peer-Address') or '?'}#{frames[0].bytes.hex()}"
+    def _who(self, ident, frames):
+        """``name@address#routing-id``: the key's name under CURVE, else anonymous.
+
+        A routing id names one connection, whose peer and key never change, so the text is
+        made once per connection (the table is emptied when it grows past WHO_CACHE).
+        """
+        who = self._whos.get(ident)
+        if who is None:
+            if len(self._whos) >= WHO_CACHE:
+                self._whos.clear()
+            user = (self._names.get(_prop(frames[-1], "User-Id"), "?") if self.curve
+                    else "anonymous")
+            who = self._whos[ident] = (f"{user}@{_prop(frames[-1], 'Peer-Address') or '?'}"
+                                       f"#{ident.hex()}")
+        return who
 
     def _answer(self, frames):
         self.requests += 1
         ident, body = frames[0].bytes, [f.bytes for f in frames[1:]]
         envelope = [b""] if body and body[0] == b"" else []   # a REQ client's delimiter
         body = body[len(envelope):]
-        who, req_id = self._who(frames), None
+        who, req_id = self._who(ident, frames), None
         try:
             req = proto.decode_request(body)
             req_id = req.id
@@ -263,6 +289,11 @@ class Server:
             self.router.send_multipart([ident, *envelope, *reply], zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # the client vanished or stopped reading
             log.warning("could not answer %s: %s", who, exc)
+        # Logging and publishing what a request did come after its reply: the audit trail
+        # is the same, and the round trip does not wait for it.
+        for fn, *args in self._later:
+            fn(*args)
+        self._later.clear()
 
     def _check_addrs(self, addrs):
         for addr in addrs:
@@ -286,13 +317,17 @@ class Server:
     def _write(self, req, who):
         pairs = req.args["writes"]
         self._check_addrs(a for a, _ in pairs)
+        write = self.engine.write
         for addr, word in pairs:
-            self.engine.write(addr, word)
+            write(addr, word)
         self._changed()
+        self._later.append((self._audit, who, pairs))
+        return {"count": len(pairs)}, None
+
+    def _audit(self, who, pairs):
         what = describe_writes(self.engine.regmap, pairs)
         log.info("write from %s: %s", who, what)
         self._publish("event", {"event": "write", "who": who, "what": what})
-        return {"count": len(pairs)}, None
 
     def _feed(self, req, who):
         obs, orders = self._run(np.frombuffer(req.data, FEED_DTYPE))
@@ -328,10 +363,15 @@ class Server:
         else:
             self.regs.set(name, value)
         self._changed()
-        (log.debug if req.cmd == "heartbeat" else log.info)("%s from %s", req.cmd, who)
-        if req.cmd != "heartbeat":
-            self._publish("event", {"event": "write", "who": who, "what": f"{name}={value:#x}"})
+        if req.cmd == "heartbeat":
+            log.debug("heartbeat from %s", who)
+        else:
+            self._later.append((self._audit_guard, req.cmd, who, f"{name}={value:#x}"))
         return {"register": name}, None
+
+    def _audit_guard(self, cmd, who, what):
+        log.info("%s from %s", cmd, who)
+        self._publish("event", {"event": "write", "who": who, "what": what})
 
     # Engine activity and telemetry.
 
@@ -426,8 +466,11 @@ def add_parser(sub):
 
 
 def run(args):
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s obcore sim: %(message)s"))
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(logging.Formatter("%(asctime)s obcore sim: %(message)s"))
+    # Lines are formatted and written when the server is idle, at a telemetry tick, or every
+    # LOG_BUFFER lines (a warning at once), not while a request waits for its reply.
+    handler = logging.handlers.MemoryHandler(LOG_BUFFER, logging.WARNING, stream)
     log.addHandler(handler)
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     feed = (ScenarioFeed(args.scenario, args.seed, args.pace, args.tick_ms)
@@ -447,4 +490,5 @@ def run(args):
     finally:
         engine.close()
         log.removeHandler(handler)
+        handler.close()
     return 0

@@ -101,6 +101,7 @@ def test_writes_are_validated_whole_and_logged(server, client, caplog):
     with caplog.at_level(logging.INFO, logger="obcore.sim"):
         client.write([(gamma, 1 << 23), (commit, 1)])
         client.write([(regmap["cycle"].addr + 1, 3)])
+        client.hello()   # one request at a time: its reply comes after the writes' audit
     lines = [r.getMessage() for r in caplog.records if r.name == "obcore.sim"]
     assert any(re.fullmatch(r"write from anonymous@127\.0\.0\.1#[0-9a-f]+: gamma=0\.5 commit=1",
                             line) for line in lines), lines
