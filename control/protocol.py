@@ -33,9 +33,10 @@ TOPICS = {"status": "a status snapshot at the telemetry rate (`status` field as 
                     "`status` reply); after a change the engine is re-read at most as often "
                     "as keeps those reads under a fifth of the server's time",
           "event": "something happened; `event` says what (below)"}
-EVENTS = {"obs": "observations since the last period: `messages`, `applied`, `orders`, and "
-                 "`last` per venue (best bid/ask, depths, status bits of its last applied "
-                 "message)",
+EVENTS = {"obs": "observations since the last period: `messages`, `applied`, `orders`, "
+                 "`order_kinds` ({NEW, REPLACE, CANCEL, CANCEL_ALL: count} of those that "
+                 "occurred), and `last` per venue (best bid/ask, depths, status bits of its "
+                 "last applied message)",
           "flags": "a w1c flag register element changed: `register`, `index`, `old`, `new`",
           "counters": "counters (`*_count`, `*_errors`) changed: `changed` {name: values}",
           "write": "registers were written: `who`, `what` (names and real values)",

@@ -17,26 +17,43 @@ from .demo import PARAMS, drive
 from .engine import ModelEngine, open_engine
 from .scenarios import SCENARIOS, generate
 
-__all__ = ["add_parser", "run", "measure"]
+__all__ = ["add_parser", "run", "measure", "arm_calm", "filler"]
+
+
+def arm_calm(regs, run, seed, before_arm=None):
+    """Load the demo parameters, replay a calm book with ``run(msgs)`` and arm (after
+    ``before_arm()``, if given); returns the next feed sequence number.
+
+    ``regs`` and ``run`` reach a freshly reset engine, directly or through a server.
+    """
+    params.apply(regs, params.load(PARAMS))
+    msgs = feed_array([m for _, m in generate("calm", seed)][:400])
+    run(msgs)
+    seq = int(msgs["seq"].max()) + 1
+    for _ in range(50):
+        regs.clear_flags("pull_reasons", (1 << 23) - 1)
+        if before_arm is not None:
+            before_arm()
+        regs.set("arm", 1)
+        if not regs.get_raw("pull_state") & 1:
+            return seq
+        run(filler(seq, 1))
+        seq += 1
+    raise RuntimeError("the engine would not arm on a calm book: "
+                       f"{regs.get_raw('pull_reasons'):#x}")
+
+
+def filler(seq, count):
+    """``count`` trades far from the book, from ``seq`` on: they take cycles, move nothing."""
+    return feed_array([_msg(FeedKind.TRADE, Side.BID, 1_000_000, 1, seq + i)
+                       for i in range(count)])
 
 
 def _armed(engine, seed):
     """Reset, load the demo parameters, replay a calm book and arm; returns (regs, next seq)."""
     engine.reset()
     regs = Registers(engine)
-    params.apply(regs, params.load(PARAMS))
-    msgs = feed_array([m for _, m in generate("calm", seed)][:400])
-    engine.run(msgs)
-    seq = int(msgs["seq"].max()) + 1
-    for _ in range(50):
-        regs.clear_flags("pull_reasons", (1 << 23) - 1)
-        engine.write(regs.regmap["arm"].addr, 1)
-        if not regs.get_raw("pull_state") & 1:
-            return regs, seq
-        engine.run(feed_array([_msg(FeedKind.TRADE, Side.BID, 1_000_000, 1, seq)]))
-        seq += 1
-    raise RuntimeError("the engine would not arm on a calm book: "
-                       f"{regs.get_raw('pull_reasons'):#x}")
+    return regs, arm_calm(regs, engine.run, seed)
 
 
 def _msg(kind, side, price, size, seq):
@@ -81,8 +98,7 @@ def _quote_latency(engine, rng, trials):
     for _ in range(trials):
         regs, seq = _armed(engine, rng.randrange(1 << 30))
         idle = regs.get_raw("requote_cycles") + 16   # let every re-quote timer expire
-        engine.run(feed_array([_msg(FeedKind.TRADE, Side.BID, 1_000_000, 1, seq + i)
-                               for i in range(idle)]))
+        engine.run(filler(seq, idle))
         seq += idle
         bid = regs.get_raw("best_bid", 0)
         obs, orders = engine.run(feed_array([_msg(FeedKind.LEVEL_SET, Side.BID, bid + 1, 50,

@@ -18,7 +18,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from ..control import protocol as proto
 from ..control.params import describe_writes
 from ..control.registers import Registers
-from ..hw.layouts import FEED_DTYPE, FeedKind, ObsStatus, feed_array
+from ..hw.layouts import FEED_DTYPE, FeedKind, ObsStatus, OrderKind, feed_array
 from .engine import ENGINES, open_engine
 from .scenarios import SCENARIOS, generate
 
@@ -380,7 +380,7 @@ class Server:
 
     @staticmethod
     def _fresh_obs():
-        return {"messages": 0, "applied": 0, "orders": 0, "last": {}}
+        return {"messages": 0, "applied": 0, "orders": 0, "order_kinds": {}, "last": {}}
 
     def _run(self, msgs):
         obs, orders = self.engine.run(msgs)
@@ -390,6 +390,10 @@ class Server:
         acc["messages"] += len(obs)
         acc["applied"] += len(applied)
         acc["orders"] += len(orders)
+        kinds = acc["order_kinds"]
+        for kind, count in zip(*np.unique(orders["kind"], return_counts=True), strict=True):
+            name = OrderKind(int(kind)).name
+            kinds[name] = kinds.get(name, 0) + int(count)
         for venue in np.unique(applied["venue"]):
             last = applied[applied["venue"] == venue][-1]
             acc["last"][str(int(venue))] = {f: int(last[f]) for f in _LAST}
