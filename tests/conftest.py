@@ -64,13 +64,16 @@ def serve():
 
 
 @pytest.fixture(scope="module")
-def server(serve):
-    """The reference engine behind a real server on loopback, shared by a test module."""
+def server(serve, request):
+    """An engine behind a real server on loopback, shared by a test module: the reference
+    model, or the engine kind a module asks for with ``pytest.mark.parametrize("server",
+    ["verilator"], indirect=True)``."""
     from obcore.sim.engine import open_engine
 
-    engine = open_engine("model")
+    kind = getattr(request, "param", "model")
+    engine = open_engine(kind)
     try:
-        with serve(engine, backend="model") as (srv, _):
+        with serve(engine, backend=kind) as (srv, _):
             yield srv
     finally:
         engine.close()

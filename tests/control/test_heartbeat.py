@@ -10,7 +10,7 @@ from obcore.control.client import EngineClient
 from obcore.hw.guard import REASON
 from obcore.hw.layouts import FeedKind, OrderKind, Side, feed_array
 from obcore.sim.bench import arm_calm, filler
-from obcore.sim.engine import RUN_DRAIN, open_engine
+from obcore.sim.engine import RUN_DRAIN
 
 HEARTBEAT = 1 << REASON["heartbeat"]
 BATCH = 1000        # filler messages per feed request: BATCH + RUN_DRAIN cycles
@@ -18,21 +18,14 @@ DEADLINE = 20_000   # heartbeat_timeout, cycles: far more than the cycles betwee
 SEED = 8            # the calm book the engine is armed on
 
 
-@pytest.fixture(scope="module")
-def native(serve):
-    engine = open_engine("verilator")
-    try:
-        with serve(engine, backend="verilator") as (srv, _):
-            yield srv
-    finally:
-        engine.close()
+pytestmark = pytest.mark.parametrize("server", ["verilator"], indirect=True)
 
 
 @pytest.fixture
-def armed(native):
+def armed(server):
     """A client of the native engine armed on a calm book with the client's heartbeat
     running every 5 ms: ``(client, regs, orders fed so far, next seq, subscriber)``."""
-    with EngineClient(native.endpoint, timeout=5000) as c:
+    with EngineClient(server.endpoint, timeout=5000) as c:
         c.reset()
         regs = c.registers()
         sub = c.subscribe(("event",), hwm=100_000)
