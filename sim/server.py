@@ -25,13 +25,17 @@ from .scenarios import SCENARIOS, generate
 __all__ = ["Server", "ScenarioFeed", "FAST_BATCH", "add_parser", "run"]
 
 log = logging.getLogger("obcore.sim")
-FAST_BATCH = 512    # messages per engine call at pace "fast"; requests are answered in between
+FAST_BATCH = 512    # messages of the first engine call at pace "fast"
+# Later calls are sized to take about FAST_BATCH_S: requests are answered and telemetry
+# published between calls, so this bounds their wait while the feed runs flat out.
+FAST_BATCH_S = 0.001
 POLL_S = 0.05       # longest wait in the loop: how soon stop() and signals take effect
 BURST = 64          # requests answered in a row before the feed and telemetry get a turn
 CATCH_UP_S = 0.05   # telemetry that falls further behind than this skips periods
 # Telemetry re-reads a changed engine at most after REFRESH_SHARE times the last read took,
-# so snapshots take at most 1/(1+REFRESH_SHARE) of the loop and requests stay prompt.
-REFRESH_SHARE = 4
+# so snapshots (a bus read per word, a clock cycle each) take at most 1/(1+REFRESH_SHARE) of
+# the loop: the simulation and requests keep their pace.
+REFRESH_SHARE = 19
 WHO_CACHE = 4096    # connections whose `who` text is kept
 LOG_BUFFER = 256    # log lines `obcore sim` buffers at most before writing them
 _LAST = ("best_bid", "best_ask", "bid_depth", "ask_depth", "status")
@@ -55,28 +59,20 @@ def _elements(value):
 
 class ScenarioFeed:
     """A synthetic scenario the server feeds itself: one batch per TICK at ``tick_ms`` of
-    wall-clock time (pace "realtime"), or ``FAST_BATCH`` messages per loop turn ("fast")."""
+    wall-clock time (pace "realtime"), or as many messages per loop turn as the server asks
+    for ("fast"). ``repeat``: when the scenario ends, replay it with the next seed (each run
+    opens with a snapshot, so the book resyncs), until the server stops."""
 
-    def __init__(self, name, seed, pace="realtime", tick_ms=100.0):
+    def __init__(self, name, seed, pace="realtime", tick_ms=100.0, repeat=False):
         if name not in SCENARIOS:
             raise ValueError(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}")
         if pace not in ("realtime", "fast") or not tick_ms > 0:
             raise ValueError(f"pace must be realtime or fast and tick_ms > 0, not {pace!r}, "
                              f"{tick_ms!r}")
         self.name, self.seed, self.pace, self.tick_s = name, seed, pace, tick_ms / 1000
+        self.repeat, self.runs = repeat, 0
         self.sent, self.done, self.due = 0, False, None
-        self._batches = self._make()
-
-    def _make(self):
-        batch = []
-        for _, msg in generate(self.name, self.seed):
-            batch.append(msg)
-            if (msg["kind"] == FeedKind.TICK if self.pace == "realtime"
-                    else len(batch) >= FAST_BATCH):
-                yield feed_array(batch)
-                batch = []
-        if batch:
-            yield feed_array(batch)
+        self._msgs, self._at = feed_array([]), 0
 
     def wait_s(self, now):
         """Seconds until the next batch is due; None when the scenario is over."""
@@ -84,14 +80,23 @@ class ScenarioFeed:
             return None
         return 0.0 if self.due is None else max(0.0, self.due - now)
 
-    def next_batch(self, now):
-        """The batch due at ``now`` (monotonic seconds), else None."""
+    def next_batch(self, now, size=FAST_BATCH):
+        """The batch due at ``now`` (monotonic seconds), else None; at pace "fast", ``size``
+        messages (fewer at the end of a run)."""
         if self.wait_s(now) != 0.0:
             return None
-        batch = next(self._batches, None)
-        self.done = batch is None
-        if self.done:
-            return None
+        if self._at == len(self._msgs):
+            if self.runs and not self.repeat:
+                self.done = True
+                return None
+            self._msgs = feed_array([m for _, m in generate(self.name, self.seed + self.runs)])
+            self._at, self.runs = 0, self.runs + 1
+        if self.pace == "fast":
+            end = min(len(self._msgs), self._at + size)
+        else:   # through the next TICK
+            ticks = np.flatnonzero(self._msgs["kind"][self._at:] == FeedKind.TICK)
+            end = self._at + int(ticks[0]) + 1 if len(ticks) else len(self._msgs)
+        batch, self._at = self._msgs[self._at:end], end
         self.sent += len(batch)
         if self.pace == "realtime":   # after a stall, resume the pace instead of bursting
             late = self.due is None or now - self.due > self.tick_s
@@ -100,7 +105,7 @@ class ScenarioFeed:
 
     def state(self):
         return {"scenario": self.name, "seed": self.seed, "pace": self.pace,
-                "messages": self.sent, "done": self.done}
+                "messages": self.sent, "runs": self.runs, "done": self.done}
 
 
 class Server:
@@ -126,6 +131,8 @@ class Server:
                              if r.access in ("ro", "w1c") and not r.const]
         self._snapshot, self._published, self._refresh_at = None, None, 0.0
         self._seq = dict.fromkeys(proto.TOPICS, 0)
+        self._fast = FAST_BATCH
+        self._reads = self._status_reads(engine.regmap)
         self._obs = self._fresh_obs()
         self._stop = threading.Event()
         self._ctx = zmq.Context()
@@ -336,13 +343,33 @@ class Server:
         return ({"count": len(obs), "applied": applied, "orders": len(orders),
                  "cycle": int(self.engine.cycle)}, None if dump is None else dump.tobytes())
 
+    def _status_reads(self, regmap):
+        """Per status register: name, element count, and per element its word addresses
+        (low word first: it latches the rest) with the width, sign and scale of the value."""
+        plan = []
+        for reg in self._status_regs:
+            fmt = reg.fmt
+            plan.append((reg.name, reg.count, [
+                (range(reg.element(i), reg.element(i) + reg.words), fmt.width, fmt.signed,
+                 1 << fmt.frac_bits) for i in range(reg.count)]))
+        return plan
+
     def _status(self, req=None, who=None):
         if self._snapshot is None:
-            regs = {}
-            for reg in self._status_regs:
-                values = [v if isinstance(v := self.regs.get(reg.name, i), int) else float(v)
-                          for i in range(reg.count)]
-                regs[reg.name] = values if reg.count > 1 else values[0]
+            regs, read = {}, self.engine.read
+            for name, count, elements in self._reads:
+                values = []
+                for addrs, width, signed, scale in elements:
+                    raw = 0
+                    for w, addr in enumerate(addrs):
+                        raw |= read(addr) << (32 * w)
+                    raw &= (1 << width) - 1
+                    if signed and raw >> (width - 1):
+                        raw -= 1 << width
+                    # As Registers.get, as a JSON number: exact int, or the nearest float
+                    # (int / power of two rounds once, like float(Fraction)).
+                    values.append(raw if scale == 1 else raw / scale)
+                regs[name] = values if count > 1 else values[0]
             self._snapshot = {"regs": regs, "feed": self.feed.state() if self.feed else None}
         return self._snapshot, None
 
@@ -400,9 +427,13 @@ class Server:
         return obs, orders
 
     def _feed_step(self, now):
-        batch = self.feed.next_batch(now)
+        batch = self.feed.next_batch(now, self._fast)
         if batch is not None:
             self._run(batch)
+            took = time.monotonic() - now
+            if len(batch) == self._fast and took > 0:   # a full fast batch: resize
+                self._fast = max(16, min(1 << 14, round(self._fast * (
+                    FAST_BATCH_S / took) ** 0.5)))
         elif self.feed.done:
             log.info("scenario %s done: %d messages", self.feed.name, self.feed.sent)
             self._publish("event", {"event": "feed", "state": "done", **self.feed.state()})
@@ -460,6 +491,8 @@ def add_parser(sub):
                         "as fast as the engine runs")
     p.add_argument("--tick-ms", type=float, default=100.0, metavar="MS",
                    help="wall-clock milliseconds per TICK at realtime pace (default 100)")
+    p.add_argument("--repeat", action="store_true",
+                   help="replay the scenario with the next seed whenever it ends")
     p.add_argument("--telemetry-hz", type=float, default=10.0, metavar="F",
                    help="status snapshots per second on the telemetry channel (default 10)")
     p.add_argument("--curve", metavar="KEYDIR", type=Path,
@@ -477,7 +510,7 @@ def run(args):
     handler = logging.handlers.MemoryHandler(LOG_BUFFER, logging.WARNING, stream)
     log.addHandler(handler)
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    feed = (ScenarioFeed(args.scenario, args.seed, args.pace, args.tick_ms)
+    feed = (ScenarioFeed(args.scenario, args.seed, args.pace, args.tick_ms, args.repeat)
             if args.scenario else None)
     engine = open_engine(args.engine, args.venues, args.levels)
     try:
