@@ -16,7 +16,7 @@ from . import protocol as proto
 from .registers import IdentityError, Registers
 
 __all__ = ["EngineClient", "EngineError", "EngineTimeoutError", "EngineRejectedError", "WordBus",
-           "RemoteRegisters", "Telemetry", "bench_roundtrip"]
+           "RemoteRegisters", "Telemetry", "bench_roundtrip", "percentiles"]
 
 _MISMATCH = ("failed the security handshake (CURVE on one side only, or the wrong server "
              "key)")
@@ -429,6 +429,11 @@ def bench_roundtrip(endpoint=proto.DEFAULT_ENDPOINT, n=1000, curve=None, registe
             t0 = time.perf_counter_ns()
             regs.set(register, value)
             times.append(time.perf_counter_ns() - t0)
-    times.sort()
+    return percentiles(times)
+
+
+def percentiles(times_ns):
+    """``{"n", "p50_us", "p99_us"}`` of round-trip times given in nanoseconds."""
+    times, n = sorted(times_ns), len(times_ns)
     return {"n": n, "p50_us": times[n // 2] / 1000,
             "p99_us": times[min(n - 1, n * 99 // 100)] / 1000}

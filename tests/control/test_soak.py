@@ -4,9 +4,9 @@ The long one, with its figures, is a section of `obcore bench`; this checks the 
 only: every request answered and right, telemetry without gaps, memory flat, data flowing.
 """
 
+from obcore.sim.control_bench import soak
 from obcore.sim.engine import ModelEngine
 from obcore.sim.server import ScenarioFeed
-from obcore.sim.soak import soak
 
 MIB = 1 << 20
 

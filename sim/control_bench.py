@@ -1,12 +1,85 @@
-"""Control-plane soak: several clients writing and subscribing while the server replays data."""
+"""Control-plane measurements: `obcore sim` as its own process, the bare transport's round
+trip, telemetry rate, and the soak (several clients writing and subscribing during a replay)."""
 
 import os
+import re
+import subprocess
+import sys
+import tempfile
+import textwrap
 import threading
 import time
+from contextlib import contextmanager
 
-from ..control.client import EngineClient, EngineError, EngineTimeoutError
+import zmq
 
-__all__ = ["SOAK_REGISTERS", "rss_bytes", "soak", "telemetry_rate"]
+from ..control.client import EngineClient, EngineError, EngineTimeoutError, percentiles
+
+__all__ = ["SOAK_REGISTERS", "served", "transport_floor", "rss_bytes", "cpu_seconds", "soak",
+           "telemetry_rate"]
+
+LOCAL = "tcp://127.0.0.1:*"
+# A bare ROUTER echo: the round trip of the sockets alone, no protocol, no engine.
+_ECHO = textwrap.dedent("""
+    import sys, zmq
+    router = zmq.Context().socket(zmq.ROUTER)
+    router.bind("tcp://127.0.0.1:*")
+    print(router.last_endpoint.decode(), flush=True)
+    while (frames := router.recv_multipart())[-1] != b"stop":
+        router.send_multipart(frames)
+""")
+
+
+@contextmanager
+def served(*args, startup_s=300):
+    """``obcore sim ARGS`` on loopback in its own process: yields ``(endpoint, pid)``.
+
+    Its log goes to a temporary file (read for the endpoint), so a full pipe never stalls it.
+    """
+    cmd = [sys.executable, "-m", "obcore.control.cli", "sim", "--bind", LOCAL, *args]
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(cmd, stderr=log, stdout=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + startup_s
+            while not (found := re.search(r" on (tcp://\S+), telemetry", _text(log))):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"obcore sim did not start: {_text(log)[-2000:]}")
+                time.sleep(0.05)
+            yield found[1], proc.pid
+        finally:
+            proc.terminate()
+            proc.wait()
+
+
+def _text(log):
+    log.seek(0)
+    return log.read()
+
+
+def transport_floor(n):
+    """Round trip of a bare DEALER to a ROUTER echo in another process, ``n`` times."""
+    proc = subprocess.Popen([sys.executable, "-c", _ECHO], stdout=subprocess.PIPE, text=True)
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.linger = 0
+    try:
+        sock.connect(proc.stdout.readline().strip())
+        frame = b'{"v":1,"id":1,"cmd":"write","writes":[[1,65536],[0,1]]}'
+        times = []
+        for i in range(n + 50):   # the first 50: warm-up
+            t0 = time.perf_counter_ns()
+            sock.send(frame)
+            sock.recv()
+            if i >= 50:
+                times.append(time.perf_counter_ns() - t0)
+        sock.send(b"stop")
+        proc.wait(timeout=10)
+    finally:
+        sock.close()
+        ctx.term()
+        proc.kill()
+        proc.stdout.close()
+    return percentiles(times)
 
 # rw registers the soak's writers own, one each (venue 1's thresholds: the scenarios only feed
 # venue 0), so every read-back has one right answer.
@@ -90,18 +163,31 @@ def soak(endpoint, seconds, writers=4, subscribers=2, pid=None, samples=20):
             "rss": rss}
 
 
-def telemetry_rate(endpoint, seconds):
-    """Status messages per second one subscriber receives, and the replay's messages per
-    second meanwhile (from the server's feed counter)."""
+def cpu_seconds(pid):
+    """User plus system CPU seconds process ``pid`` has used, from /proc."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def telemetry_rate(endpoint, pid, seconds, subscribe=True):
+    """Status messages per second one subscriber receives (if ``subscribe``), the replay's
+    messages per second meanwhile (from the server's feed counter), and the server process
+    ``pid``'s CPU: its share of one CPU, and microseconds per replayed message (which a
+    loaded machine does not inflate the way it does wall-clock rates)."""
     with EngineClient(endpoint, timeout=5000) as client:
-        sub = client.subscribe(("status",), hwm=1 << 20)
-        while sub.recv(1000) is None:   # the subscription has taken
+        sub = client.subscribe(("status",), hwm=1 << 20) if subscribe else None
+        while sub is not None and sub.recv(1000) is None:   # the subscription has taken
             pass
-        start = client.status()["feed"]["messages"]
+        start, cpu0 = client.status()["feed"]["messages"], cpu_seconds(pid)
         t0, n = time.monotonic(), 0
         while (left := t0 + seconds - time.monotonic()) > 0:
-            n += sub.recv(max(1, int(left * 1000))) is not None
-        elapsed = time.monotonic() - t0
+            if sub is None:
+                time.sleep(left)
+            else:
+                n += sub.recv(max(1, int(left * 1000))) is not None
+        elapsed, cpu = time.monotonic() - t0, cpu_seconds(pid) - cpu0
         replayed = client.status()["feed"]["messages"] - start
     return {"status_hz": n / elapsed, "replay_msgs_per_s": replayed / elapsed,
-            "missed": sub.missed}
+            "missed": sub.missed if sub else 0, "cpu_share": cpu / elapsed,
+            "cpu_us_per_msg": 1e6 * cpu / max(1, replayed)}
