@@ -121,8 +121,7 @@ def _writer(endpoint, key, stop, out):
     out.append(counts)
 
 
-def _subscriber(client, stop, out):
-    sub = client.subscribe(hwm=1 << 20)
+def _subscriber(sub, stop, out):
     status = 0
     while not stop.is_set():
         msg = sub.recv(50)
@@ -139,7 +138,9 @@ def soak(endpoint, seconds, writers=4, subscribers=2, pid=None, samples=20):
     stop, results, seen = threading.Event(), [], []
     with EngineClient(endpoint, timeout=5000) as probe:
         before = probe.status()["feed"]
-        threads = [threading.Thread(target=_subscriber, args=(probe, stop, seen))
+        # Subscribed here (a client's request socket serves one thread), read in threads.
+        threads = [threading.Thread(target=_subscriber, args=(probe.subscribe(hwm=1 << 20),
+                                                              stop, seen))
                    for _ in range(subscribers)]
         threads += [threading.Thread(target=_writer, args=(endpoint, key, stop, results))
                     for key in SOAK_REGISTERS[:writers]]

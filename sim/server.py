@@ -26,8 +26,9 @@ __all__ = ["Server", "ScenarioFeed", "FAST_BATCH", "add_parser", "run"]
 
 log = logging.getLogger("obcore.sim")
 FAST_BATCH = 512    # messages of the first engine call at pace "fast"
-# Later calls are sized to take about FAST_BATCH_S: requests are answered and telemetry
-# published between calls, so this bounds their wait while the feed runs flat out.
+# Later calls are sized to take about FAST_BATCH_S of CPU time (wall time would shrink them
+# on a busy machine): requests are answered and telemetry published between calls, so this
+# bounds their wait while the feed runs flat out.
 FAST_BATCH_S = 0.001
 POLL_S = 0.05       # longest wait in the loop: how soon stop() and signals take effect
 BURST = 64          # requests answered in a row before the feed and telemetry get a turn
@@ -54,8 +55,8 @@ def _elements(value):
 class ScenarioFeed:
     """A synthetic scenario the server feeds itself: one batch per TICK at ``tick_ms`` of
     wall-clock time (pace "realtime"), or as many messages per loop turn as the server asks
-    for ("fast"). ``repeat``: when the scenario ends, replay it with the next seed (each run
-    opens with a snapshot, so the book resyncs), until the server stops."""
+    for ("fast"). ``repeat``: when the scenario ends, replay it again (it opens with a
+    snapshot, so the book resyncs), until the server stops."""
 
     def __init__(self, name, seed, pace="realtime", tick_ms=100.0, repeat=False):
         if name not in SCENARIOS:
@@ -83,7 +84,8 @@ class ScenarioFeed:
             if self.runs and not self.repeat:
                 self.done = True
                 return None
-            self._msgs = feed_array([m for _, m in generate(self.name, self.seed + self.runs)])
+            if not self.runs:
+                self._msgs = feed_array([m for _, m in generate(self.name, self.seed)])
             self._at, self.runs = 0, self.runs + 1
         if self.pace == "fast":
             end = min(len(self._msgs), self._at + size)
@@ -126,7 +128,7 @@ class Server:
         self._snapshot, self._published, self._refresh_at = None, None, 0.0
         self._seq = dict.fromkeys(proto.TOPICS, 0)
         self._fast = FAST_BATCH
-        self._reads = self._status_reads(engine.regmap)
+        self._reads = self._status_reads()
         self._obs = self._fresh_obs()
         self._stop = threading.Event()
         self._ctx = zmq.Context()
@@ -332,7 +334,7 @@ class Server:
         return ({"count": len(obs), "applied": applied, "orders": len(orders),
                  "cycle": int(self.engine.cycle)}, None if dump is None else dump.tobytes())
 
-    def _status_reads(self, regmap):
+    def _status_reads(self):
         """Per status register: name, element count, and per element its word addresses
         (low word first: it latches the rest) with the width, sign and scale of the value."""
         plan = []
@@ -416,10 +418,10 @@ class Server:
         return obs, orders
 
     def _feed_step(self, now):
-        batch = self.feed.next_batch(now, self._fast)
+        batch, cpu = self.feed.next_batch(now, self._fast), time.thread_time()
         if batch is not None:
             self._run(batch)
-            took = time.monotonic() - now
+            took = time.thread_time() - cpu
             if len(batch) == self._fast and took > 0:   # a full fast batch: resize
                 self._fast = max(16, min(1 << 14, round(self._fast * (
                     FAST_BATCH_S / took) ** 0.5)))
