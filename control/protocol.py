@@ -13,7 +13,7 @@ from ..hw.layouts import FEED
 __all__ = ["VERSION", "DEFAULT_ENDPOINT", "DEFAULT_PUB", "MAX_JSON", "MAX_WORDS", "MAX_FEED",
            "MAX_MESSAGE", "DUMPS", "GUARD", "TOPICS", "EVENTS", "Arg", "Command", "COMMANDS",
            "ProtocolError", "Request", "Reply", "encode_request", "decode_request",
-           "encode_reply", "decode_reply", "encode_telemetry", "decode_telemetry",
+           "encode_reply", "decode_reply", "encode_json", "encode_telemetry", "decode_telemetry",
            "create_keys", "server_keys", "client_keys", "is_loopback", "one_line",
            "protocol_doc"]
 
@@ -269,10 +269,23 @@ def decode_reply(frames):
                  bytes(frames[1]) if len(frames) == 2 else None)
 
 
-def encode_telemetry(topic, seq, run, body):
-    """A PUB message: ``[topic, JSON]`` with version, per-topic sequence number and run id."""
-    return [topic.encode(), _dumps({"v": VERSION, "topic": topic, "seq": seq, "run": run,
-                                    "time": time.time(), **body})]
+def encode_json(obj):
+    """``obj`` as compact JSON bytes, within the frame limit (for :func:`encode_telemetry`)."""
+    return _dumps(obj)
+
+
+def encode_telemetry(topic, seq, run, body, **encoded):
+    """A PUB message: ``[topic, JSON]`` with version, per-topic sequence number and run id.
+
+    ``encoded`` holds fields whose JSON the caller already has (from :func:`encode_json`),
+    spliced in as they are: a snapshot published unchanged many times is encoded once.
+    """
+    text = _dumps({"v": VERSION, "topic": topic, "seq": seq, "run": run, "time": time.time(),
+                   **body})
+    if encoded:
+        text = text[:-1] + b"".join(b',"%s":%s' % (name.encode(), value)
+                                    for name, value in encoded.items()) + b"}"
+    return [topic.encode(), text]
 
 
 def decode_telemetry(frames):

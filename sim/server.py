@@ -126,6 +126,7 @@ class Server:
         self._status_regs = [r for r in engine.regmap
                              if r.access in ("ro", "w1c") and not r.const]
         self._snapshot, self._published, self._refresh_at = None, None, 0.0
+        self._status_json = None   # the JSON of the snapshot last published
         self._seq = dict.fromkeys(proto.TOPICS, 0)
         self._fast = FAST_BATCH
         self._reads = self._status_reads()
@@ -430,10 +431,11 @@ class Server:
             self._publish("event", {"event": "feed", "state": "done", **self.feed.state()})
             self._changed()
 
-    def _publish(self, topic, body):
+    def _publish(self, topic, body, **encoded):
         if self.pub is not None:
             self.pub.send_multipart(proto.encode_telemetry(topic, self._seq[topic],
-                                                           self.run_id, body), zmq.NOBLOCK)
+                                                           self.run_id, body, **encoded),
+                                    zmq.NOBLOCK)
             self._seq[topic] += 1
 
     def _tick(self):
@@ -443,7 +445,9 @@ class Server:
             self._status()
             self._refresh_at = time.monotonic() + REFRESH_SHARE * (time.monotonic() - now)
         new = self._snapshot or old
-        self._publish("status", {"status": new})
+        if old is not new or self._status_json is None:
+            self._status_json = proto.encode_json(new)
+        self._publish("status", {}, status=self._status_json)
         if old is not None and old is not new:
             for reg in self._status_regs:
                 before, after = _elements(old["regs"][reg.name]), _elements(
