@@ -1,6 +1,7 @@
 """Parameter sets: checked as a whole, derived registers added, written in one commit; TOML."""
 
 import difflib
+import functools
 import re
 import tomllib
 from decimal import Decimal, localcontext
@@ -64,9 +65,14 @@ def format_value(reg, value):
     return str(value) if reg.fmt.frac_bits == 0 else format(float(value), ".10g")
 
 
+@functools.lru_cache(maxsize=8)
+def _words(regmap):
+    return word_table(regmap)   # a map never changes once built
+
+
 def describe_writes(regmap, pairs):
     """``name[index]=value`` (real units) for what a list of ``(addr, word)`` writes sets."""
-    words, parts, pending = word_table(regmap), [], {}
+    words, parts, pending = _words(regmap), [], {}
     for addr, word in pairs:
         w = words.get(addr)
         if w is None:

@@ -13,7 +13,7 @@ from ..hw.layouts import FEED
 __all__ = ["VERSION", "DEFAULT_ENDPOINT", "DEFAULT_PUB", "MAX_JSON", "MAX_WORDS", "MAX_FEED",
            "MAX_MESSAGE", "DUMPS", "GUARD", "TOPICS", "EVENTS", "Arg", "Command", "COMMANDS",
            "ProtocolError", "Request", "Reply", "encode_request", "decode_request",
-           "encode_reply", "decode_reply", "encode_telemetry", "decode_telemetry",
+           "encode_reply", "decode_reply", "encode_json", "encode_telemetry", "decode_telemetry",
            "create_keys", "server_keys", "client_keys", "is_loopback", "one_line",
            "protocol_doc"]
 
@@ -31,11 +31,12 @@ DUMPS = ("none", "obs", "orders")
 GUARD = {"heartbeat": "heartbeat", "arm": "arm", "kill": "kill", "clear": "pull_reasons"}
 TOPICS = {"status": "a status snapshot at the telemetry rate (`status` field as in the "
                     "`status` reply); after a change the engine is re-read at most as often "
-                    "as keeps those reads under a fifth of the server's time",
+                    "as keeps those reads under a twentieth of the server's time",
           "event": "something happened; `event` says what (below)"}
-EVENTS = {"obs": "observations since the last period: `messages`, `applied`, `orders`, and "
-                 "`last` per venue (best bid/ask, depths, status bits of its last applied "
-                 "message)",
+EVENTS = {"obs": "observations since the last period: `messages`, `applied`, `orders`, "
+                 "`order_kinds` ({NEW, REPLACE, CANCEL, CANCEL_ALL: count} of those that "
+                 "occurred), and `last` per venue (best bid/ask, depths, status bits of its "
+                 "last applied message)",
           "flags": "a w1c flag register element changed: `register`, `index`, `old`, `new`",
           "counters": "counters (`*_count`, `*_errors`) changed: `changed` {name: values}",
           "write": "registers were written: `who`, `what` (names and real values)",
@@ -159,7 +160,7 @@ class Reply:
 
 
 def _dumps(obj):
-    text = json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+    text = _ENCODER.encode(obj).encode()
     if len(text) > MAX_JSON:
         raise ProtocolError(f"message is {len(text)} bytes of JSON; the limit is {MAX_JSON}")
     return text
@@ -169,11 +170,16 @@ def _no_constant(name):
     raise ValueError(f"{name} is not a JSON number here")
 
 
+# One coder each, made once: json.dumps/loads with options build a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+
+
 def _loads(frame, what):
     if len(frame) > MAX_JSON:
         raise ProtocolError(f"{what} frame is {len(frame)} bytes; the limit is {MAX_JSON}")
     try:
-        obj = json.loads(bytes(frame).decode("utf-8"), parse_constant=_no_constant)
+        obj = _DECODER.decode(bytes(frame).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProtocolError(f"{what} is not UTF-8 JSON: {one_line(exc)}") from None
     if not isinstance(obj, dict):
@@ -263,10 +269,23 @@ def decode_reply(frames):
                  bytes(frames[1]) if len(frames) == 2 else None)
 
 
-def encode_telemetry(topic, seq, run, body):
-    """A PUB message: ``[topic, JSON]`` with version, per-topic sequence number and run id."""
-    return [topic.encode(), _dumps({"v": VERSION, "topic": topic, "seq": seq, "run": run,
-                                    "time": time.time(), **body})]
+def encode_json(obj):
+    """``obj`` as compact JSON bytes, within the frame limit (for :func:`encode_telemetry`)."""
+    return _dumps(obj)
+
+
+def encode_telemetry(topic, seq, run, body, **encoded):
+    """A PUB message: ``[topic, JSON]`` with version, per-topic sequence number and run id.
+
+    ``encoded`` holds fields whose JSON the caller already has (from :func:`encode_json`),
+    spliced in as they are: a snapshot published unchanged many times is encoded once.
+    """
+    text = _dumps({"v": VERSION, "topic": topic, "seq": seq, "run": run, "time": time.time(),
+                   **body})
+    if encoded:
+        text = text[:-1] + b"".join(b',"%s":%s' % (name.encode(), value)
+                                    for name, value in encoded.items()) + b"}"
+    return [topic.encode(), text]
 
 
 def decode_telemetry(frames):

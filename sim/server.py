@@ -1,5 +1,6 @@
 """The ``obcore sim`` server: an engine behind the control protocol, with telemetry and a feed."""
 
+import gc
 import logging
 import secrets
 import signal
@@ -17,20 +18,26 @@ from zmq.auth.thread import ThreadAuthenticator
 from ..control import protocol as proto
 from ..control.params import describe_writes
 from ..control.registers import Registers
-from ..hw.layouts import FEED_DTYPE, FeedKind, ObsStatus, feed_array
+from ..hw.layouts import FEED_DTYPE, FeedKind, ObsStatus, OrderKind, feed_array
 from .engine import ENGINES, open_engine
 from .scenarios import SCENARIOS, generate
 
 __all__ = ["Server", "ScenarioFeed", "FAST_BATCH", "add_parser", "run"]
 
 log = logging.getLogger("obcore.sim")
-FAST_BATCH = 512    # messages per engine call at pace "fast"; requests are answered in between
+FAST_BATCH = 512    # messages of the first engine call at pace "fast"
+# Later calls are sized to take about FAST_BATCH_S of CPU time (wall time would shrink them
+# on a busy machine): requests are answered and telemetry published between calls, so this
+# bounds their wait while the feed runs flat out.
+FAST_BATCH_S = 0.001
 POLL_S = 0.05       # longest wait in the loop: how soon stop() and signals take effect
 BURST = 64          # requests answered in a row before the feed and telemetry get a turn
 CATCH_UP_S = 0.05   # telemetry that falls further behind than this skips periods
 # Telemetry re-reads a changed engine at most after REFRESH_SHARE times the last read took,
-# so snapshots take at most 1/(1+REFRESH_SHARE) of the loop and requests stay prompt.
-REFRESH_SHARE = 4
+# so snapshots (a bus read per word, a clock cycle each) take at most 1/(1+REFRESH_SHARE) of
+# the loop: the simulation and requests keep their pace.
+REFRESH_SHARE = 19
+WHO_CACHE = 4096    # connections whose `who` text is kept
 _LAST = ("best_bid", "best_ask", "bid_depth", "ask_depth", "status")
 
 
@@ -47,28 +54,20 @@ def _elements(value):
 
 class ScenarioFeed:
     """A synthetic scenario the server feeds itself: one batch per TICK at ``tick_ms`` of
-    wall-clock time (pace "realtime"), or ``FAST_BATCH`` messages per loop turn ("fast")."""
+    wall-clock time (pace "realtime"), or as many messages per loop turn as the server asks
+    for ("fast"). ``repeat``: when the scenario ends, replay it again (it opens with a
+    snapshot, so the book resyncs), until the server stops."""
 
-    def __init__(self, name, seed, pace="realtime", tick_ms=100.0):
+    def __init__(self, name, seed, pace="realtime", tick_ms=100.0, repeat=False):
         if name not in SCENARIOS:
             raise ValueError(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}")
         if pace not in ("realtime", "fast") or not tick_ms > 0:
             raise ValueError(f"pace must be realtime or fast and tick_ms > 0, not {pace!r}, "
                              f"{tick_ms!r}")
         self.name, self.seed, self.pace, self.tick_s = name, seed, pace, tick_ms / 1000
+        self.repeat, self.runs = repeat, 0
         self.sent, self.done, self.due = 0, False, None
-        self._batches = self._make()
-
-    def _make(self):
-        batch = []
-        for _, msg in generate(self.name, self.seed):
-            batch.append(msg)
-            if (msg["kind"] == FeedKind.TICK if self.pace == "realtime"
-                    else len(batch) >= FAST_BATCH):
-                yield feed_array(batch)
-                batch = []
-        if batch:
-            yield feed_array(batch)
+        self._msgs, self._at = feed_array([]), 0
 
     def wait_s(self, now):
         """Seconds until the next batch is due; None when the scenario is over."""
@@ -76,14 +75,24 @@ class ScenarioFeed:
             return None
         return 0.0 if self.due is None else max(0.0, self.due - now)
 
-    def next_batch(self, now):
-        """The batch due at ``now`` (monotonic seconds), else None."""
+    def next_batch(self, now, size=FAST_BATCH):
+        """The batch due at ``now`` (monotonic seconds), else None; at pace "fast", ``size``
+        messages (fewer at the end of a run)."""
         if self.wait_s(now) != 0.0:
             return None
-        batch = next(self._batches, None)
-        self.done = batch is None
-        if self.done:
-            return None
+        if self._at == len(self._msgs):
+            if self.runs and not self.repeat:
+                self.done = True
+                return None
+            if not self.runs:
+                self._msgs = feed_array([m for _, m in generate(self.name, self.seed)])
+            self._at, self.runs = 0, self.runs + 1
+        if self.pace == "fast":
+            end = min(len(self._msgs), self._at + size)
+        else:   # through the next TICK
+            ticks = np.flatnonzero(self._msgs["kind"][self._at:] == FeedKind.TICK)
+            end = self._at + int(ticks[0]) + 1 if len(ticks) else len(self._msgs)
+        batch, self._at = self._msgs[self._at:end], end
         self.sent += len(batch)
         if self.pace == "realtime":   # after a stall, resume the pace instead of bursting
             late = self.due is None or now - self.due > self.tick_s
@@ -92,7 +101,7 @@ class ScenarioFeed:
 
     def state(self):
         return {"scenario": self.name, "seed": self.seed, "pace": self.pace,
-                "messages": self.sent, "done": self.done}
+                "messages": self.sent, "runs": self.runs, "done": self.done}
 
 
 class Server:
@@ -117,11 +126,16 @@ class Server:
         self._status_regs = [r for r in engine.regmap
                              if r.access in ("ro", "w1c") and not r.const]
         self._snapshot, self._published, self._refresh_at = None, None, 0.0
+        self._status_json = None   # the JSON of the snapshot last published
         self._seq = dict.fromkeys(proto.TOPICS, 0)
+        self._fast = FAST_BATCH
+        self._reads = self._status_reads()
         self._obs = self._fresh_obs()
         self._stop = threading.Event()
         self._ctx = zmq.Context()
         self._auth, self._names = None, {}
+        self._whos = {}     # routing id -> who (see _who)
+        self._later = []    # (function, args): work a request leaves for after its reply
         self.router = self.pub = None
         try:
             if curve is not None:
@@ -225,24 +239,35 @@ class Server:
     # Requests.
 
     def _answer_burst(self):
+        # Ask the socket whether a message waits: cheaper than the zmq.Again of an empty recv.
+        router = self.router
         for _ in range(BURST):
-            try:
-                frames = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
+            if not router.get(zmq.EVENTS) & zmq.POLLIN:
                 return
-            self._answer(frames)
+            self._answer(router.recv_multipart(zmq.NOBLOCK, copy=False))
 
-    def _who(self, frames):
-        """``name@address#routing-id``: the key's name under CURVE, else anonymous."""
-        user = self._names.get(_prop(frames[-1], "User-Id"), "?") if self.curve else "anonymous"
-        return f"{user}@{_prop(frames[-1], 'Peer-Address') or '?'}#{frames[0].bytes.hex()}"
+    def _who(self, ident, frames):
+        """``name@address#routing-id``: the key's name under CURVE, else anonymous.
+
+        A routing id names one connection, whose peer and key never change, so the text is
+        made once per connection (the table is emptied when it grows past WHO_CACHE).
+        """
+        who = self._whos.get(ident)
+        if who is None:
+            if len(self._whos) >= WHO_CACHE:
+                self._whos.clear()
+            user = (self._names.get(_prop(frames[-1], "User-Id"), "?") if self.curve
+                    else "anonymous")
+            who = self._whos[ident] = (f"{user}@{_prop(frames[-1], 'Peer-Address') or '?'}"
+                                       f"#{ident.hex()}")
+        return who
 
     def _answer(self, frames):
         self.requests += 1
         ident, body = frames[0].bytes, [f.bytes for f in frames[1:]]
         envelope = [b""] if body and body[0] == b"" else []   # a REQ client's delimiter
         body = body[len(envelope):]
-        who, req_id = self._who(frames), None
+        who, req_id = self._who(ident, frames), None
         try:
             req = proto.decode_request(body)
             req_id = req.id
@@ -263,6 +288,11 @@ class Server:
             self.router.send_multipart([ident, *envelope, *reply], zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # the client vanished or stopped reading
             log.warning("could not answer %s: %s", who, exc)
+        # Logging and publishing what a request did come after its reply: the audit trail
+        # is the same, and the round trip does not wait for it.
+        for fn, *args in self._later:
+            fn(*args)
+        self._later.clear()
 
     def _check_addrs(self, addrs):
         for addr in addrs:
@@ -286,13 +316,17 @@ class Server:
     def _write(self, req, who):
         pairs = req.args["writes"]
         self._check_addrs(a for a, _ in pairs)
+        write = self.engine.write
         for addr, word in pairs:
-            self.engine.write(addr, word)
+            write(addr, word)
         self._changed()
+        self._later.append((self._audit, who, pairs))
+        return {"count": len(pairs)}, None
+
+    def _audit(self, who, pairs):
         what = describe_writes(self.engine.regmap, pairs)
         log.info("write from %s: %s", who, what)
         self._publish("event", {"event": "write", "who": who, "what": what})
-        return {"count": len(pairs)}, None
 
     def _feed(self, req, who):
         obs, orders = self._run(np.frombuffer(req.data, FEED_DTYPE))
@@ -301,13 +335,33 @@ class Server:
         return ({"count": len(obs), "applied": applied, "orders": len(orders),
                  "cycle": int(self.engine.cycle)}, None if dump is None else dump.tobytes())
 
+    def _status_reads(self):
+        """Per status register: name, element count, and per element its word addresses
+        (low word first: it latches the rest) with the width, sign and scale of the value."""
+        plan = []
+        for reg in self._status_regs:
+            fmt = reg.fmt
+            plan.append((reg.name, reg.count, [
+                (range(reg.element(i), reg.element(i) + reg.words), fmt.width, fmt.signed,
+                 1 << fmt.frac_bits) for i in range(reg.count)]))
+        return plan
+
     def _status(self, req=None, who=None):
         if self._snapshot is None:
-            regs = {}
-            for reg in self._status_regs:
-                values = [v if isinstance(v := self.regs.get(reg.name, i), int) else float(v)
-                          for i in range(reg.count)]
-                regs[reg.name] = values if reg.count > 1 else values[0]
+            regs, read = {}, self.engine.read
+            for name, count, elements in self._reads:
+                values = []
+                for addrs, width, signed, scale in elements:
+                    raw = 0
+                    for w, addr in enumerate(addrs):
+                        raw |= read(addr) << (32 * w)
+                    raw &= (1 << width) - 1
+                    if signed and raw >> (width - 1):
+                        raw -= 1 << width
+                    # As Registers.get, as a JSON number: exact int, or the nearest float
+                    # (int / power of two rounds once, like float(Fraction)).
+                    values.append(raw if scale == 1 else raw / scale)
+                regs[name] = values if count > 1 else values[0]
             self._snapshot = {"regs": regs, "feed": self.feed.state() if self.feed else None}
         return self._snapshot, None
 
@@ -328,10 +382,15 @@ class Server:
         else:
             self.regs.set(name, value)
         self._changed()
-        (log.debug if req.cmd == "heartbeat" else log.info)("%s from %s", req.cmd, who)
-        if req.cmd != "heartbeat":
-            self._publish("event", {"event": "write", "who": who, "what": f"{name}={value:#x}"})
+        if req.cmd == "heartbeat":
+            log.debug("heartbeat from %s", who)
+        else:
+            self._later.append((self._audit_guard, req.cmd, who, f"{name}={value:#x}"))
         return {"register": name}, None
+
+    def _audit_guard(self, cmd, who, what):
+        log.info("%s from %s", cmd, who)
+        self._publish("event", {"event": "write", "who": who, "what": what})
 
     # Engine activity and telemetry.
 
@@ -340,7 +399,7 @@ class Server:
 
     @staticmethod
     def _fresh_obs():
-        return {"messages": 0, "applied": 0, "orders": 0, "last": {}}
+        return {"messages": 0, "applied": 0, "orders": 0, "order_kinds": {}, "last": {}}
 
     def _run(self, msgs):
         obs, orders = self.engine.run(msgs)
@@ -350,24 +409,33 @@ class Server:
         acc["messages"] += len(obs)
         acc["applied"] += len(applied)
         acc["orders"] += len(orders)
+        kinds = acc["order_kinds"]
+        for kind, count in zip(*np.unique(orders["kind"], return_counts=True), strict=True):
+            name = OrderKind(int(kind)).name
+            kinds[name] = kinds.get(name, 0) + int(count)
         for venue in np.unique(applied["venue"]):
             last = applied[applied["venue"] == venue][-1]
             acc["last"][str(int(venue))] = {f: int(last[f]) for f in _LAST}
         return obs, orders
 
     def _feed_step(self, now):
-        batch = self.feed.next_batch(now)
+        batch, cpu = self.feed.next_batch(now, self._fast), time.thread_time()
         if batch is not None:
             self._run(batch)
+            took = time.thread_time() - cpu
+            if len(batch) == self._fast and took > 0:   # a full fast batch: resize
+                self._fast = max(16, min(1 << 14, round(self._fast * (
+                    FAST_BATCH_S / took) ** 0.5)))
         elif self.feed.done:
             log.info("scenario %s done: %d messages", self.feed.name, self.feed.sent)
             self._publish("event", {"event": "feed", "state": "done", **self.feed.state()})
             self._changed()
 
-    def _publish(self, topic, body):
+    def _publish(self, topic, body, **encoded):
         if self.pub is not None:
             self.pub.send_multipart(proto.encode_telemetry(topic, self._seq[topic],
-                                                           self.run_id, body), zmq.NOBLOCK)
+                                                           self.run_id, body, **encoded),
+                                    zmq.NOBLOCK)
             self._seq[topic] += 1
 
     def _tick(self):
@@ -377,7 +445,9 @@ class Server:
             self._status()
             self._refresh_at = time.monotonic() + REFRESH_SHARE * (time.monotonic() - now)
         new = self._snapshot or old
-        self._publish("status", {"status": new})
+        if old is not new or self._status_json is None:
+            self._status_json = proto.encode_json(new)
+        self._publish("status", {}, status=self._status_json)
         if old is not None and old is not new:
             for reg in self._status_regs:
                 before, after = _elements(old["regs"][reg.name]), _elements(
@@ -416,6 +486,8 @@ def add_parser(sub):
                         "as fast as the engine runs")
     p.add_argument("--tick-ms", type=float, default=100.0, metavar="MS",
                    help="wall-clock milliseconds per TICK at realtime pace (default 100)")
+    p.add_argument("--repeat", action="store_true",
+                   help="replay the scenario with the next seed whenever it ends")
     p.add_argument("--telemetry-hz", type=float, default=10.0, metavar="F",
                    help="status snapshots per second on the telemetry channel (default 10)")
     p.add_argument("--curve", metavar="KEYDIR", type=Path,
@@ -426,11 +498,15 @@ def add_parser(sub):
 
 
 def run(args):
+    # Every write is logged, so a record must be cheap: no caller, thread or process lookup
+    # (the "Optimization" switches of the logging HOWTO; this process only serves).
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s obcore sim: %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    feed = (ScenarioFeed(args.scenario, args.seed, args.pace, args.tick_ms)
+    feed = (ScenarioFeed(args.scenario, args.seed, args.pace, args.tick_ms, args.repeat)
             if args.scenario else None)
     engine = open_engine(args.engine, args.venues, args.levels)
     try:
@@ -439,6 +515,9 @@ def run(args):
                         feed=feed)
         previous = {s: signal.signal(s, lambda *_: server.stop())
                     for s in (signal.SIGINT, signal.SIGTERM)}
+        # What exists now (the elaborated design, the engine) lives as long as the process:
+        # out of the collector's way, a full collection no longer stalls a reply for ms.
+        gc.freeze()
         try:
             server.serve()
         finally:

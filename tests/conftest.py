@@ -1,8 +1,10 @@
-"""Shared fixtures: the recorded market data in ``../shared/data`` and its own truth."""
+"""Shared fixtures: the recorded market data in ``../shared/data`` and its own truth, and
+engines served on loopback over real ZeroMQ sockets."""
 
 import csv
 import io
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -39,3 +41,49 @@ def lobster_rows(path, levels):
 def lobster_truth():
     """``lobster_truth(zip path, levels)`` iterates the orderbook rows, parsed independently."""
     return lobster_rows
+
+
+LOCAL = "tcp://127.0.0.1:*"   # loopback, a free port
+
+
+@contextmanager
+def _serve(engine, pub=True, telemetry_hz=200.0, timeout=2000, **options):
+    from obcore.control.client import EngineClient
+    from obcore.sim.server import Server
+
+    with Server(engine, LOCAL, LOCAL if pub else None, telemetry_hz=telemetry_hz,
+                **options).running() as srv, EngineClient(srv.endpoint, timeout=timeout) as c:
+        yield srv, c
+
+
+@pytest.fixture(scope="session")
+def serve():
+    """``with serve(engine, pub=True, telemetry_hz=200, timeout=2000, **Server options) as
+    (server, client)``: ``engine`` served on loopback from a thread, and a client of it."""
+    return _serve
+
+
+@pytest.fixture(scope="module")
+def server(serve, request):
+    """An engine behind a real server on loopback, shared by a test module: the reference
+    model, or the engine kind a module asks for with ``pytest.mark.parametrize("server",
+    ["verilator"], indirect=True)``."""
+    from obcore.sim.engine import open_engine
+
+    kind = getattr(request, "param", "model")
+    engine = open_engine(kind)
+    try:
+        with serve(engine, backend=kind) as (srv, _):
+            yield srv
+    finally:
+        engine.close()
+
+
+@pytest.fixture
+def client(server):
+    """A client of :func:`server` that reset the engine first."""
+    from obcore.control.client import EngineClient
+
+    with EngineClient(server.endpoint, timeout=2000) as c:
+        c.reset()
+        yield c

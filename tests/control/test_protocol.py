@@ -96,6 +96,17 @@ def test_telemetry_round_trip():
         proto.decode_telemetry(frames[:1])
 
 
+
+def test_telemetry_with_a_field_encoded_beforehand_reads_the_same():
+    snapshot = {"regs": {"best_bid": [1000, 0], "gamma": 0.25}, "feed": None}
+    plain = proto.decode_telemetry(proto.encode_telemetry("status", 3, "ab", {
+        "status": snapshot, "n": 1}))
+    spliced = proto.decode_telemetry(proto.encode_telemetry(
+        "status", 3, "ab", {"n": 1}, status=proto.encode_json(snapshot)))
+    assert spliced.pop("time") > 0 and plain.pop("time") > 0
+    assert spliced == plain and spliced["status"] == snapshot
+
+
 @pytest.mark.parametrize("endpoint, local", [
     ("tcp://127.0.0.1:5555", True), ("tcp://127.0.0.2:*", True), ("tcp://localhost:1", True),
     ("tcp://[::1]:5555", True), ("ipc:///tmp/obcore", True), ("inproc://x", True),

@@ -24,26 +24,8 @@ from obcore.sim.engine import ModelEngine, open_engine
 from obcore.sim.scenarios import generate
 from obcore.sim.server import ScenarioFeed, Server
 
-ENGINES = ["model"]   # add "verilator" when the native engine lands
 LOCAL = "tcp://127.0.0.1:*"
 SCENARIO = feed_array([m for _, m in generate("calm", 3)][:600])
-
-
-@pytest.fixture(scope="module", params=ENGINES)
-def server(request):
-    engine = open_engine(request.param)
-    try:
-        with Server(engine, LOCAL, LOCAL, backend=request.param, telemetry_hz=200).running() as srv:
-            yield srv
-    finally:
-        engine.close()
-
-
-@pytest.fixture
-def client(server):
-    with EngineClient(server.endpoint, timeout=2000) as c:
-        c.reset()
-        yield c
 
 
 def test_hello_identifies_the_engine(server, client):
@@ -95,13 +77,12 @@ def test_guard_commands_need_their_register(server, client, command):
             client.request(command)
 
 
-def test_guard_commands_say_not_available_on_a_map_without_the_guard():
+def test_guard_commands_say_not_available_on_a_map_without_the_guard(serve):
     engine = ModelEngine()
     engine.regmap = RegisterMap([r for r in engine.regmap if r.name not in
                                  proto.GUARD.values()])
     engine.reset()
-    with Server(engine, LOCAL, None).running() as srv, \
-            EngineClient(srv.endpoint, timeout=2000) as c:
+    with serve(engine, pub=False) as (_, c):
         for command, register in proto.GUARD.items():
             with pytest.raises(EngineError) as info:
                 c.request(command)
@@ -120,6 +101,7 @@ def test_writes_are_validated_whole_and_logged(server, client, caplog):
     with caplog.at_level(logging.INFO, logger="obcore.sim"):
         client.write([(gamma, 1 << 23), (commit, 1)])
         client.write([(regmap["cycle"].addr + 1, 3)])
+        client.hello()   # one request at a time: its reply comes after the writes' audit
     lines = [r.getMessage() for r in caplog.records if r.name == "obcore.sim"]
     assert any(re.fullmatch(r"write from anonymous@127\.0\.0\.1#[0-9a-f]+: gamma=0\.5 commit=1",
                             line) for line in lines), lines
@@ -285,6 +267,12 @@ def test_scenario_feed_paces_one_batch_per_tick():
     while (batch := fast.next_batch(0.0)) is not None:
         total += len(batch)
     assert fast.done and total == fast.sent == len(list(generate("calm", 1)))
+    again = ScenarioFeed("calm", 1, "fast", repeat=True)
+    first = [again.next_batch(0.0, 4096) for _ in range(2)]
+    second = again.next_batch(0.0, 10)   # the run again, from its snapshot
+    calm = feed_array([m for _, m in generate("calm", 1)])
+    assert np.array_equal(np.concatenate(first), calm) and np.array_equal(second, calm[:10])
+    assert (again.runs, again.done) == (2, False)
     with pytest.raises(ValueError, match="unknown scenario"):
         ScenarioFeed("tsunami", 1)
 
