@@ -15,7 +15,7 @@ from ..hw.guard import REASONS, STATE
 from ..hw.layouts import FEED_DTYPE, FeedKind, ObsStatus, OrderKind, Side, feed_array
 from ..hw.registers import REGISTERS
 from .demoplot import plot
-from .engine import ENGINES, ModelEngine, open_engine
+from .engine import ENGINES, open_engine
 from .fills import Account, FillModel, OwnQuotes, fill_message, fill_rng
 from .scenarios import SCENARIOS, generate
 
@@ -112,7 +112,6 @@ def simulate(engine, msgs, phases, values, fills=None, rng=None, log=print):
     (lo, hi), chunks = chunks[0], chunks[1:]
     obs, orders = engine.run(msgs[lo:hi])
     parts = [(obs, orders, engine.last_order_cycles)]
-    _hold_orders(engine)
     inventory, pnl = np.zeros(len(msgs), np.int64), np.zeros(len(msgs))
     pulled = np.ones(len(msgs), bool)
     run = Run(None, None, None, pulled, inventory, pnl, account)
@@ -130,7 +129,6 @@ def simulate(engine, msgs, phases, values, fills=None, rng=None, log=print):
         batch = np.concatenate([feed_array(pending), msgs[lo:hi]]) if pending else msgs[lo:hi]
         obs, orders = engine.run(batch)
         cycles = engine.last_order_cycles
-        _hold_orders(engine)
         obs = obs[len(pending):]
         pending = []
         parts.append((obs, orders, cycles))
@@ -177,15 +175,6 @@ def simulate(engine, msgs, phases, values, fills=None, rng=None, log=print):
     run.orders = np.concatenate([p[1] for p in parts])
     run.cycles = np.concatenate([p[2] for p in parts])
     return run
-
-
-def _hold_orders(engine):
-    """Back-pressure the order stream until the next run. The native model clocks the
-    engine for each bus access without collecting orders, so an order leaving during the
-    register reads and writes between two batches would be lost; an empty run with no room
-    for orders leaves the stream's ready low (RUN_DRAIN more idle cycles)."""
-    if not isinstance(engine, ModelEngine):      # the reference engine emits no orders
-        engine.run(np.zeros(0, FEED_DTYPE), max_orders=0)
 
 
 def drive(engine, msgs, phases, values, log=print):

@@ -164,6 +164,9 @@ class ModelEngine:
         fill = late.fill
         qin = {name: inp[name] for name in ("best_bid", "best_ask", "book_valid", *_DEPTH,
                                             "sigma2_fast", "sigma2_slow", "regime")}
+        qin["sigma"] = [s["sigma"] for s in sig] if sig else [0] * venues
+        qin.update({n: self.signals.params[n] for n in ("leverage_max", "lsafe_k",
+                                                        "liquidity_risk")})   # CSR, live
         qin.update(size_scale=g["size_scale"], gamma_boost=g["gamma_boost"], tick=late.tick,
                    pull=g["pull"], enable=1,
                    fill=fill and {"valid": 1, "venue": fill["venue"], "side": fill["side"] & 1,

@@ -138,7 +138,8 @@ def test_cascade_trips_the_engines_misalignment_trigger(native, seed):
     obs, orders, cycles, _, pulls = drive(
         native, feed_array([m for _, m in tagged]), phases,
         params.load(PARAMS / SCENARIOS["cascade"].params), log=lambda *_: None)
-    assert len(orders) and orders["kind"][0] == OrderKind.NEW          # it quoted in calm
+    quoted = cycles[orders["kind"] == OrderKind.NEW]
+    assert len(quoted) and quoted[0] < obs["cycle"][phases == "burst"][0]   # quoted in calm
     phase, at, first, cancel, _ = pulls[0]
     assert phase == "burst" and "misalign" in first, pulls[0]
     burst = obs["cycle"][phases == "burst"]
