@@ -330,11 +330,14 @@ def run(args):
     from ..sim.server import Server
     from ..sim.server import log as server_log
 
+    engine = BoardEngine(SerialTransport(args.port, args.baud), timeout=args.timeout)
+    # Installed once the board answered, and undone in ``finally``: a handler left behind
+    # would keep writing to this command's stderr after it returned.
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s obcore board: %(message)s"))
+    level = server_log.level
     server_log.addHandler(handler)
     server_log.setLevel(logging.INFO)
-    engine = BoardEngine(SerialTransport(args.port, args.baud), timeout=args.timeout)
     try:
         if args.check:
             print(f"{engine.core} core: {engine.venues} venue(s), {engine.levels} levels, "
@@ -355,5 +358,6 @@ def run(args):
     finally:
         engine.close()
         server_log.removeHandler(handler)
+        server_log.setLevel(level)
     return 0
 

@@ -65,10 +65,11 @@ def test_heartbeats_keep_the_quotes_heartbeat_loss_pulls_them(armed):
         orders.append(c.feed(msgs, dump="orders")[1])
 
     # Beating: three deadlines' worth of cycles pass, and the quotes stay: a move of the
-    # best bid then re-quotes (REPLACE) instead of finding them pulled.
+    # best ask then re-quotes (REPLACE) instead of finding them pulled.
     seq = _beat_then_feed(c, run, seq, 3 * DEADLINE // BATCH)
-    run(feed_array([{"kind": FeedKind.LEVEL_SET, "venue": 0, "side": Side.BID, "flags": 0,
-                     "seq": seq, "price": regs.get_raw("best_bid", 0) + 1, "size": 50}]))
+    # The best ask goes (a spread of 1 leaves no room for a better bid): the mid moves up.
+    run(feed_array([{"kind": FeedKind.LEVEL_DELETE, "venue": 0, "side": Side.ASK, "flags": 0,
+                     "seq": seq, "price": regs.get_raw("best_ask", 0), "size": 0}]))
     seq += 1
     assert regs.get_raw("pull_state") & 1 == 0
     assert regs.get_raw("pull_reasons") & HEARTBEAT == 0
