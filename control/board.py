@@ -1,8 +1,6 @@
 """A board over its UART as an engine (the engine contract), and ``obcore board`` to serve it."""
 
 import logging
-import signal
-import sys
 import time
 from pathlib import Path
 
@@ -327,37 +325,18 @@ def add_parser(sub):
 
 
 def run(args):
-    from ..sim.server import Server
-    from ..sim.server import log as server_log
+    from ..sim.server import serve_until_stopped
 
     engine = BoardEngine(SerialTransport(args.port, args.baud), timeout=args.timeout)
-    # Installed once the board answered, and undone in ``finally``: a handler left behind
-    # would keep writing to this command's stderr after it returned.
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s obcore board: %(message)s"))
-    level = server_log.level
-    server_log.addHandler(handler)
-    server_log.setLevel(logging.INFO)
+    if not args.check:
+        return serve_until_stopped(engine, args, "board", backend=f"{engine.core}@{args.port}",
+                                   kind="board")
     try:
-        if args.check:
-            print(f"{engine.core} core: {engine.venues} venue(s), {engine.levels} levels, "
-                  f"{len(engine.regmap)} registers; window {engine.window} messages")
-            for side, counts in engine.bridge_status().items():
-                print(f"{side}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
-            return 0
-        server = Server(engine, args.bind, None if args.pub == "none" else args.pub,
-                        backend=f"{engine.core}@{args.port}", kind="board",
-                        telemetry_hz=args.telemetry_hz, curve=args.curve)
-        previous = {s: signal.signal(s, lambda *_: server.stop())
-                    for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            server.serve()
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
+        print(f"{engine.core} core: {engine.venues} venue(s), {engine.levels} levels, "
+              f"{len(engine.regmap)} registers; window {engine.window} messages")
+        for side, counts in engine.bridge_status().items():
+            print(f"{side}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
     finally:
         engine.close()
-        server_log.removeHandler(handler)
-        server_log.setLevel(level)
     return 0
 

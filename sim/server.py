@@ -22,7 +22,7 @@ from ..hw.layouts import FEED_DTYPE, FeedKind, ObsStatus, OrderKind, feed_array
 from .engine import ENGINES, open_engine
 from .scenarios import SCENARIOS, generate
 
-__all__ = ["Server", "ScenarioFeed", "FAST_BATCH", "add_parser", "run"]
+__all__ = ["Server", "ScenarioFeed", "FAST_BATCH", "serve_until_stopped", "add_parser", "run"]
 
 log = logging.getLogger("obcore.sim")
 FAST_BATCH = 512    # messages of the first engine call at pace "fast"
@@ -497,22 +497,18 @@ def add_parser(sub):
     p.set_defaults(run=run)
 
 
-def run(args):
-    # Every write is logged, so a record must be cheap: no caller, thread or process lookup
-    # (the "Optimization" switches of the logging HOWTO; this process only serves).
-    logging._srcfile = None
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+def serve_until_stopped(engine, args, label, verbose=False, **server_args):
+    """Serve ``engine`` (already open; closed on return) on ``args.bind``/``args.pub`` until
+    SIGINT/SIGTERM, logging to stderr as ``obcore <label>``; shared by ``obcore sim`` and
+    ``obcore board``. Returns the exit status."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s obcore sim: %(message)s"))
+    handler.setFormatter(logging.Formatter(f"%(asctime)s obcore {label}: %(message)s"))
+    level = log.level
     log.addHandler(handler)
-    log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    feed = (ScenarioFeed(args.scenario, args.seed, args.pace, args.tick_ms, args.repeat)
-            if args.scenario else None)
-    engine = open_engine(args.engine, args.venues, args.levels)
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
     try:
         server = Server(engine, args.bind, None if args.pub == "none" else args.pub,
-                        backend=args.engine, telemetry_hz=args.telemetry_hz, curve=args.curve,
-                        feed=feed)
+                        telemetry_hz=args.telemetry_hz, curve=args.curve, **server_args)
         previous = {s: signal.signal(s, lambda *_: server.stop())
                     for s in (signal.SIGINT, signal.SIGTERM)}
         # What exists now (the elaborated design, the engine) lives as long as the process:
@@ -526,4 +522,17 @@ def run(args):
     finally:
         engine.close()
         log.removeHandler(handler)
+        log.setLevel(level)
     return 0
+
+
+def run(args):
+    # Every write is logged, so a record must be cheap: no caller, thread or process lookup
+    # (the "Optimization" switches of the logging HOWTO; this process only serves).
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    feed = (ScenarioFeed(args.scenario, args.seed, args.pace, args.tick_ms, args.repeat)
+            if args.scenario else None)
+    engine = open_engine(args.engine, args.venues, args.levels)
+    return serve_until_stopped(engine, args, "sim", args.verbose, backend=args.engine,
+                               feed=feed)
