@@ -152,38 +152,6 @@ uint64_t ob_run(void* h, const uint8_t* msgs, uint64_t n, uint32_t drain, uint8_
 #else
     const bool fast = arm_edge(t->rootp, 0);
 #endif
-    if (fast) {
-        // Every output is registered: after the last eval it already holds this cycle's value.
-        while (sent < n || idle < drain) {
-            if (sent < n) {
-                t->feed___05Fvalid = 1;
-                put_words(t->feed___05Fpayload, msgs + sent * fb);
-            } else {
-                t->feed___05Fvalid = 0;
-                idle++;
-            }
-            t->orders___05Fready = ords < orders_cap;
-            const bool accept = t->feed___05Fvalid && t->feed___05Fready;
-            if (t->obs___05Fvalid) {
-                if (got < cap) get_words(obs + got * ob, t->obs___05Fpayload);
-                got++;
-            }
-            if (t->telem___05Fvalid) {
-                if (telem && tels < cap) get_words(telem + tels * tb, t->telem___05Fpayload);
-                tels++;
-            }
-            if (t->orders___05Fvalid && t->orders___05Fready) {
-                order_cycles[ords] = e->cycle;
-                get_words(orders + ords++ * rb, t->orders___05Fpayload);
-            }
-            t->clk = 1;
-            arm_edge(t->rootp, 0);
-            t->eval();
-            t->clk = 0;
-            e->cycle++;
-            if (accept) sent++;
-        }
-    }
     while (sent < n || idle < drain) {
         if (sent < n) {
             t->feed___05Fvalid = 1;
@@ -193,9 +161,12 @@ uint64_t ob_run(void* h, const uint8_t* msgs, uint64_t n, uint32_t drain, uint8_
             idle++;
         }
         t->orders___05Fready = ords < orders_cap;
-        t->clk = 0;
-        t->eval();
-        // Sample the handshakes as the rising edge will see them.
+        // Fast: every output is registered, so after the last edge it already holds this
+        // cycle's value. Otherwise settle the inputs first, as the rising edge will see them.
+        if (!fast) {
+            t->clk = 0;
+            t->eval();
+        }
         const bool accept = t->feed___05Fvalid && t->feed___05Fready;
         if (t->obs___05Fvalid) {
             if (got < cap) get_words(obs + got * ob, t->obs___05Fpayload);
@@ -209,10 +180,17 @@ uint64_t ob_run(void* h, const uint8_t* msgs, uint64_t n, uint32_t drain, uint8_
             order_cycles[ords] = e->cycle;
             get_words(orders + ords++ * rb, t->orders___05Fpayload);
         }
-        e->dump(2 * e->cycle);
-        t->clk = 1;
-        t->eval();
-        e->dump(2 * e->cycle + 1);
+        if (fast) {
+            t->clk = 1;
+            arm_edge(t->rootp, 0);
+            t->eval();
+            t->clk = 0;
+        } else {
+            e->dump(2 * e->cycle);
+            t->clk = 1;
+            t->eval();
+            e->dump(2 * e->cycle + 1);
+        }
         e->cycle++;
         if (accept) sent++;
     }
