@@ -79,7 +79,7 @@ def status_signature(levels):
         "ask_sizes": Out(data.ArrayLayout(SIZE_WIDTH, levels)),
         "valid": Out(1),    # both sides non-empty
         "exact": Out(1),    # neither side short: the top-N levels are the venue's true ones
-        "synced": Out(1),   # no sequence gap since the last SNAPSHOT_END (or reset)
+        "synced": Out(1),   # no sequence gap since reset or the last snapshot no gap hit
         "bid_depth": Out(depth_width(levels)), "ask_depth": Out(depth_width(levels)),
         "bid_count": Out(range(levels + 1)), "ask_count": Out(range(levels + 1)),  # <= levels
         "updated": Out(1),                  # strobe: a message of this venue, fully shown
@@ -243,13 +243,16 @@ class Book(wiring.Component):
                 m.d.comb += unit.cmd.op.eq(SideOp.CLEAR)
 
         in_snapshot = Signal()
+        clean = Signal()   # a snapshot is in progress and no gap has hit it
         synced = Signal(init=1)
-        with m.If(valid & (op.op == Op.SNAPSHOT_START)):
-            m.d.sync += in_snapshot.eq(1)
-        with m.If(valid & (op.op == Op.SNAPSHOT_END)):   # wins over a gap on the same message
-            m.d.sync += [in_snapshot.eq(0), synced.eq(1)]
+        with m.If(valid & (op.op == Op.SNAPSHOT_START)):   # never gapped: it resyncs the seq
+            m.d.sync += [in_snapshot.eq(1), clean.eq(1)]
+        with m.Elif(valid & (op.op == Op.SNAPSHOT_END)):
+            # Only a snapshot that no gap hit (this END included) resyncs the book.
+            m.d.sync += [in_snapshot.eq(0), clean.eq(0),
+                         synced.eq((synced | clean) & ~op.gap)]
         with m.Elif(valid & op.gap):
-            m.d.sync += synced.eq(0)
+            m.d.sync += [synced.eq(0), clean.eq(0)]
 
         best_bid, best_ask = bids.prices[0], asks.prices[0]
         m.d.comb += [

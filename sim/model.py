@@ -7,7 +7,8 @@ The book semantics here are the hardware's, message for message:
   is impossible for its kind (see :func:`malformed`).
 * Per venue, every message except FILL and TICK carries a sequence number. The first one after
   reset, and every SNAPSHOT_START, (re)syncs it; any other mismatch counts a gap, latches
-  ``synced = False`` until the next SNAPSHOT_END, and the message is still applied.
+  ``synced = False`` until the next SNAPSHOT_END that no gap hit since its SNAPSHOT_START,
+  and the message is still applied.
 * Each side keeps at most ``capacity`` levels, best first. Once it has dropped a level it is
   *truncated*: ``bound`` is the best price ever dropped, and messages at or beyond ``bound`` are
   ignored (that part of the book is unknown). Levels better than ``bound`` are exact, so the top
@@ -139,6 +140,7 @@ class VenueBook:
     expected: int = 0
     synced: bool = True
     in_snapshot: bool = False
+    clean_snapshot: bool = False   # a snapshot is in progress and no gap has hit it
     counters: VenueCounters = field(default_factory=VenueCounters)
 
     def __post_init__(self):
@@ -207,6 +209,7 @@ class BookModel:
                 c.gaps += 1
                 events |= FLAG_GAP
                 book.synced = False
+                book.clean_snapshot = False
             book.seq_valid = True
             book.expected = (seq + 1) & 0xFFFF_FFFF
         if kind in (FeedKind.LEVEL_SET, FeedKind.LEVEL_DELETE):
@@ -219,9 +222,13 @@ class BookModel:
         elif kind == FeedKind.SNAPSHOT_START:
             book.clear()
             book.in_snapshot = True
+            book.clean_snapshot = True
         elif kind == FeedKind.SNAPSHOT_END:
+            # Only a snapshot that no gap hit resyncs the book: a gap inside it means levels
+            # were lost between its START and END.
+            book.synced = book.synced or book.clean_snapshot
             book.in_snapshot = False
-            book.synced = True
+            book.clean_snapshot = False
         state = book.crossed_state()
         if state is not None:
             c.crossed += 1

@@ -225,7 +225,7 @@ def test_snapshot_suppresses_the_crossed_check_until_its_end():
     agrees_with_model(msgs, out)
 
 
-def test_gap_unsyncs_until_snapshot_end_and_the_message_still_applies():
+def test_gap_unsyncs_until_a_clean_snapshot_end_and_the_message_still_applies():
     f = Feed()
     msgs = [f(K.LEVEL_SET, venue=1, side=BID, price=10, size=1, seq=77),   # first: syncs
             f(K.LEVEL_SET, venue=1, side=BID, price=11, size=1, seq=80),   # gap
@@ -234,10 +234,15 @@ def test_gap_unsyncs_until_snapshot_end_and_the_message_still_applies():
             f(K.LEVEL_SET, venue=0, side=ASK, price=5, size=1, seq=3),     # venue 0 unaffected
             f(K.SNAPSHOT_START, venue=1, seq=500),                         # resync, no gap
             f(K.LEVEL_SET, venue=1, side=ASK, price=30, size=1),
-            f(K.SNAPSHOT_END, venue=1, seq=600)]                           # gap, but synced
+            f(K.SNAPSHOT_END, venue=1, seq=600),                           # gap: still not
+            f(K.SNAPSHOT_START, venue=1, seq=700),
+            f(K.LEVEL_SET, venue=1, side=ASK, price=31, size=1, seq=702),  # gap in it
+            f(K.SNAPSHOT_END, venue=1),                                    # hit: still not
+            f(K.SNAPSHOT_START, venue=1, seq=800),
+            f(K.SNAPSHOT_END, venue=1)]                                    # clean: synced
     out = run(msgs)
     v = [o["venue"][1] for o in out]
-    assert [x["synced"] for x in v] == [1, 0, 0, 0, 0, 0, 0, 1]
+    assert [x["synced"] for x in v] == [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]
     assert [x["events"] for x in v[:4]] == [set(), {"gap"}, set(), set()]
     assert v[1]["bids"][0] == (11, 1) and v[3]["bids"][0] == (12, 1)
     assert not v[5]["events"] and v[7]["events"] == {"gap"} and v[7]["counters"]["gaps"] == 2

@@ -107,6 +107,32 @@ def test_gap_unsyncs_until_snapshot_end_and_message_still_applies():
     assert b.synced and b.counters.gaps == 1 and m.books[0].counters.msgs == 0
 
 
+def test_snapshot_hit_by_a_gap_does_not_resync():
+    # Worked by hand: seq 1 in order; START 10 resyncs the sequence and opens a clean
+    # snapshot; 12 (11 expected) is a gap inside it, so END 13 must leave synced False.
+    m, f = BookModel(venues=1, levels=2), Feed()
+    m.step(f(K.LEVEL_SET, side=Side.BID, price=10, size=1, seq=1))
+    b = m.books[0]
+    assert b.synced and not b.clean_snapshot
+    m.step(f(K.SNAPSHOT_START, seq=10))
+    assert b.synced and b.in_snapshot and b.clean_snapshot
+    m.step(f(K.LEVEL_SET, side=Side.ASK, price=20, size=2, seq=12))   # gap inside
+    assert not b.synced and not b.clean_snapshot and b.counters.gaps == 1
+    m.step(f(K.SNAPSHOT_END, seq=13))
+    assert not b.synced and not b.in_snapshot and not b.clean_snapshot
+    assert b.asks.level(0) == (20, 2)   # the gapped message was still applied
+    # A gap on the END itself spoils the snapshot too (START 20 clean, END 22 not 21).
+    m.step(f(K.SNAPSHOT_START, seq=20))
+    m.step(f(K.SNAPSHOT_END, seq=22))
+    assert not b.synced and b.counters.gaps == 2
+    # The next clean snapshot resyncs; a later clean END on a synced book keeps it synced.
+    m.step(f(K.SNAPSHOT_START, seq=30))
+    m.step(f(K.SNAPSHOT_END, seq=31))
+    assert b.synced and b.counters.gaps == 2
+    m.step(f(K.SNAPSHOT_END, seq=32))   # END without START: no snapshot, nothing changes
+    assert b.synced and not b.clean_snapshot
+
+
 @pytest.mark.parametrize("msg", [
     {"kind": 0}, {"kind": 9}, {"flags": 1}, {"side": 2}, {"venue": 2}, {"price": 0},
     {"size": 0}, {"size": 1 << 31}, {"kind": K.LEVEL_DELETE, "size": 1},
