@@ -55,7 +55,8 @@ _RESOURCES = {
 _PACK = {"ecp5": "ecppack", "ice40": "icepack"}
 
 _UTIL = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+(\d+)%")
-_FMAX = re.compile(r"^Info: Max frequency for clock\s+'([^']+)': ([\d.]+) MHz "
+# nextpnr says "Warning:" instead of "Info:" for a clock that fails after routing.
+_FMAX = re.compile(r"^(?:Info|Warning): Max frequency for clock\s+'([^']+)': ([\d.]+) MHz "
                    r"\((PASS|FAIL) at ([\d.]+) MHz\)")
 _PATH = re.compile(r"^Info: Critical path report for "
                    r"(?:clock '([^']+)'.*|(cross-domain path .*)):$")
