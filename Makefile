@@ -35,5 +35,20 @@ docs: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/obcore bench
 
+# Bitstreams and reports (docs/boards.md) for the two boards the project measures, and the
+# synthesis tests; both need the synth extra (amaranth-boards and the yowasp tools).
+SYNTH_STAMP := $(VENV)/.synth-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+$(SYNTH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,plot,synth]'
+	rm -f $(VENV)/.synth-*; touch $@
+
+synth: $(SYNTH_STAMP)
+	$(BIN)/obcore synth --board ulx3s-85f
+	$(BIN)/obcore synth --board icebreaker
+
+synth-test: $(SYNTH_STAMP)
+	$(BIN)/python -m pytest -m synth
+
 clean:
 	rm -rf build .pytest_cache .ruff_cache

@@ -95,12 +95,18 @@ def parse_nextpnr_log(text):
     return {"utilisation": util, "fmax": fmax, "critical_paths": paths}
 
 
-def parse_yosys_stat(text):
-    """``{cell type: count}`` of the top module from yosys ``stat`` text output."""
-    cells = {}
+def parse_yosys_stat(text, module="top"):
+    """``{cell type: count}`` of ``module`` (default top) from yosys ``stat`` text output.
+
+    Only that module's own section counts: Yosys 0.70 repeats the totals in a ``design
+    hierarchy`` section, which would count every cell twice."""
+    cells, section = {}, None
     for line in text.splitlines():
+        if match := re.match(r"^=== (.+) ===$", line.strip()):
+            section = match.group(1)
+            continue
         match = re.match(r"^\s+(\d+)\s+(\$?[A-Za-z_][\w$]*)\s*$", line)
-        if match:
+        if match and section == module:
             cells[match.group(2)] = cells.get(match.group(2), 0) + int(match.group(1))
     return cells
 
