@@ -8,6 +8,7 @@ simulation server, replay and the benchmarks take either, so the reference model
 check of the hardware.
 """
 
+import functools
 from collections import deque
 
 import numpy as np
@@ -312,13 +313,22 @@ class ModelEngine:
         return out
 
 
+@functools.cache
+def _engine_design(venues, levels, capacity):
+    """The top and its Verilog, once per build parameters and process: the conversion takes
+    seconds and always gives the same text."""
+    from amaranth.back import verilog
+
+    from ..hw.top import Engine
+    top = Engine(venues=venues, levels=levels, capacity=capacity)
+    return top, verilog.convert(top, name="top", emit_src=False)
+
+
 def open_engine(kind="verilator", venues=2, levels=16, capacity=None, trace=False):
     """An engine of ``kind`` ("verilator" or "model") for the given build parameters."""
     if kind == "model":
         return ModelEngine(venues, levels, capacity)
     if kind == "verilator":
-        from ..hw.top import Engine
         from .native import NativeEngine
-        return NativeEngine(Engine(venues=venues, levels=levels, capacity=capacity),
-                            trace=trace)
+        return NativeEngine(*_engine_design(venues, levels, capacity), trace=trace)
     raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {kind!r}")

@@ -73,13 +73,12 @@ def _bytes(array):
 class NativeEngine:
     """The Verilated engine: ``run`` a batch of feed messages, read and write registers.
 
-    ``top`` is an elaborated ``hw.top.Engine``; its ``obs_format`` and ``telem_format`` give
-    the observation and telemetry records (one each per accepted feed message, in order).
+    ``top`` is an ``hw.top.Engine`` and ``verilog`` its Verilog; its ``obs_format`` and
+    ``telem_format`` give the observation and telemetry records (one each per accepted feed
+    message, in order).
     """
 
-    def __init__(self, top, trace=False, log=sys.stderr):
-        from amaranth.back import verilog
-
+    def __init__(self, top, verilog, trace=False, log=sys.stderr):
         self.regmap = top.regmap
         self.obs_format = top.obs_format
         self.obs_dtype = self.obs_format.dtype()
@@ -90,7 +89,7 @@ class NativeEngine:
             raise ValueError(f"output latencies {top.obs_latency}, {top.telem_latency} "
                              f"exceed RUN_DRAIN {RUN_DRAIN}")
         self.traced = trace
-        lib = build_library(verilog.convert(top, name="top", emit_src=False), trace, log)
+        lib = build_library(verilog, trace, log)
         self._lib = ctypes.CDLL(str(lib))
         self._bind()
         sizes = (self._lib.ob_feed_bytes(), self._lib.ob_obs_bytes(),
