@@ -70,14 +70,26 @@ class OwnQuotes:
         self.resting = {}
 
     def apply(self, orders):
+        """Follow ``orders`` in order; return the first one that left us crossed on its
+        venue (our highest resting bid at or above our lowest resting ask), or None."""
+        first = None
         for o in orders:
             kind, key = int(o["kind"]), (int(o["venue"]), int(o["side"]), int(o["slot"]))
             if kind in (OrderKind.NEW, OrderKind.REPLACE):
                 self.resting[key] = [int(o["price"]), int(o["size"])]
+                if first is None and self.crossed(key[0]):
+                    first = o
             elif kind == OrderKind.CANCEL:
                 self.resting.pop(key, None)
             elif kind == OrderKind.CANCEL_ALL:
                 self.resting.clear()
+        return first
+
+    def crossed(self, venue):
+        """Whether our highest resting bid on ``venue`` is at or above our lowest ask there."""
+        bids = [p for (v, s, _), (p, _) in self.resting.items() if v == venue and s == Side.BID]
+        asks = [p for (v, s, _), (p, _) in self.resting.items() if v == venue and s == Side.ASK]
+        return bool(bids and asks and max(bids) >= min(asks))
 
     def draw(self, model, rng, mid2):
         """One tick of fills: a :class:`Draw` per resting quote on a venue with a mid

@@ -28,9 +28,10 @@ import pytest
 from obcore.control.registers import Registers
 from obcore.hw.book import BBO_LATENCY, STATUS_LATENCY
 from obcore.hw.guard import REASON, REASONS, STATE
-from obcore.hw.layouts import FEED_DTYPE, FeedKind, ObsStatus, OrderKind, Side, feed_array
+from obcore.hw.layouts import FEED_DTYPE, FeedKind, ObsStatus, OrderKind, feed_array
 from obcore.hw.ratelimit import PULL_LATENCY
 from obcore.sim.engine import open_engine
+from obcore.sim.fills import OwnQuotes
 
 VENUES, BATCH, RECOVER_EVERY = 2, 5000, 8
 PULLED = 1 << STATE["pulled"].offset
@@ -154,25 +155,13 @@ class Checker:
     """The invariants, on what the engine emits and reports."""
 
     def __init__(self):
-        self.resting = {}
+        self.own = OwnQuotes()
         self.counts = dict.fromkeys(("batches", "pulls", "must_pull", "quotes", "armed",
                                      "refused", "recovered"), 0)
 
     def crossed_own(self, orders):
-        for o in orders:
-            kind = OrderKind(int(o["kind"]))
-            if kind == OrderKind.CANCEL_ALL:
-                self.resting = {}
-                continue
-            key = (int(o["venue"]), int(o["side"]), int(o["slot"]))
-            if kind == OrderKind.CANCEL:
-                self.resting.pop(key, None)
-            else:
-                self.resting[key] = int(o["price"])
-            v = key[0]
-            bids = [p for (w, s, _), p in self.resting.items() if w == v and s == Side.BID]
-            asks = [p for (w, s, _), p in self.resting.items() if w == v and s == Side.ASK]
-            assert not bids or not asks or max(bids) < min(asks), (o, self.resting)
+        first = self.own.apply(orders)
+        assert first is None, (first, self.own.resting)
 
     @staticmethod
     def first_condition(obs, live):

@@ -77,6 +77,19 @@ def test_quotes_follow_the_order_stream_and_shrink_by_clip():
     assert quotes.resting == {}
 
 
+def test_apply_reports_the_first_order_that_crosses_our_own_quotes():
+    """Per venue: a bid at or above our ask there crosses, one on another venue does not."""
+    quotes = OwnQuotes()
+    ask = _order(OrderKind.NEW, 0, Side.ASK, 0, 100, 5)
+    assert quotes.apply([_order(OrderKind.NEW, 0, Side.BID, 0, 99, 5), ask,
+                         _order(OrderKind.NEW, 1, Side.BID, 0, 120, 5)]) is None
+    locked = _order(OrderKind.REPLACE, 0, Side.BID, 0, 100, 5)
+    later = _order(OrderKind.NEW, 0, Side.BID, 1, 101, 5)
+    assert quotes.apply([locked, later]) is locked
+    assert quotes.apply([_order(OrderKind.CANCEL, 0, Side.ASK, 0),
+                         _order(OrderKind.NEW, 0, Side.ASK, 1, 102, 5)]) is None
+    assert quotes.apply([_order(OrderKind.CANCEL_ALL), ask]) is None
+
 def test_pnl_hand_worked():
     """Buy 10 at 100, sell 4 at 103 on venue 0, sell 3 at 210 on venue 1. Marked at mids
     101 and 209.5: realised 4 x 3 = 12, open 6 x (101 - 100) = 6 and 3 x (210 - 209.5) =

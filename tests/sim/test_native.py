@@ -9,6 +9,7 @@ import pytest
 from obcore.hw.layouts import OBS_DTYPE, TELEM, FeedKind, ObsStatus, OrderKind, Side, feed_array
 from obcore.hw.signals import IMB_MAX, STATUS
 from obcore.sim.engine import RUN_DRAIN, ModelEngine, open_engine
+from obcore.sim.fills import OwnQuotes
 from obcore.sim.replay import read_binance, read_lobster
 from obcore.sim.replay.base import with_ticks
 from obcore.sim.scenarios import SCENARIOS, generate
@@ -178,23 +179,13 @@ def test_no_quote_while_pulled_and_never_crossed(native, name):
     until the engine is re-armed (the demo never re-arms), and on each venue our bid stays
     below our ask (venues' prices differ, so a bid on one may sit above an ask on another)."""
     _, (_, orders, _, _, _) = _drive(native, name, 7)
-    resting = {}
-    pulled = False
+    own, pulled = OwnQuotes(), False
     assert orders["kind"][0] == OrderKind.CANCEL_ALL and orders["seq"][0] == 0   # power-up
     for o in orders[1:]:          # the demo arms once, after the power-up pull
         kind = OrderKind(int(o["kind"]))
-        if kind == OrderKind.CANCEL_ALL:
-            pulled, resting = True, {}
-            continue
+        pulled |= kind == OrderKind.CANCEL_ALL
         assert not (pulled and kind in (OrderKind.NEW, OrderKind.REPLACE)), o
-        key = (int(o["venue"]), int(o["slot"]))
-        if kind == OrderKind.CANCEL:
-            resting.pop((*key, int(o["side"])), None)
-        else:
-            resting[(*key, int(o["side"]))] = int(o["price"])
-        bids = [p for (v, s, side), p in resting.items() if side == Side.BID and v == key[0]]
-        asks = [p for (v, s, side), p in resting.items() if side == Side.ASK and v == key[0]]
-        assert not bids or not asks or max(bids) < min(asks), o
+        assert own.apply([o]) is None, o
 
 
 class _Recording:

@@ -11,6 +11,7 @@ from obcore.hw.layouts import OrderKind, decode_order
 from obcore.hw.quoter import CAP_MAX, DIV_PERIOD, lev_quotient
 from obcore.hw.registers import REGISTERS, lev_lots, to_fixed
 from obcore.hw.signals import LiqRegime, VolRegime
+from obcore.sim.fills import OwnQuotes
 from obcore.sim.quoter_model import (
     WARMUP,
     QuoterModel,
@@ -211,19 +212,8 @@ def test_orders_only_on_change_with_the_documented_latency():
 def assert_never_crossed(orders):
     """Issue 6: after every order, our highest resting bid is below our lowest resting ask,
     per venue, over all levels."""
-    resting = {}
-    for c, o in orders:
-        if o["kind"] == OrderKind.CANCEL_ALL:
-            resting = {}
-            continue
-        key = (o["venue"], o["side"], o["slot"])
-        if o["kind"] == OrderKind.CANCEL:
-            resting.pop(key, None)
-        else:
-            resting[key] = o["price"]
-        bids = [p for (v, side, _), p in resting.items() if v == o["venue"] and side == BID]
-        asks = [p for (v, side, _), p in resting.items() if v == o["venue"] and side == ASK]
-        assert not bids or not asks or max(bids) < min(asks), (c, o, resting)
+    first = OwnQuotes().apply(o for _, o in orders)
+    assert first is None, f"our own quotes crossed after {first}"
 
 
 # Three levels, gaps 2 and 5 (offsets 0, 2, 7). Book 999 990 / 1 000 010: bids 999 998,
