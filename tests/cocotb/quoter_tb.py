@@ -18,7 +18,8 @@ from tb import TB
 from obcore.hw.layouts import OrderKind, decode_order
 from obcore.hw.quoter import CAP_MAX, FLAGS
 from obcore.hw.ratelimit import Act
-from obcore.sim.quoter_model import QuoterModel, Stimulus, port_values
+from obcore.sim.quoter_model import QuoterModel, port_values
+from obcore.sim.quoter_stimulus import Stimulus
 
 VENUES, LEVELS = 2, 3              # must match tests/cocotb/test_quoter.py
 CYCLES = int(os.environ.get("QUOTER_CYCLES", "60000"))

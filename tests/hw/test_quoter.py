@@ -18,7 +18,8 @@ from obcore.hw.layouts import OrderKind, decode_order
 from obcore.hw.quoter import DELAY, DIV_PERIOD, FLAGS, LATENCY, PARAMS, Quoter
 from obcore.hw.registers import REGISTERS, build_map, to_fixed
 from obcore.sim.fills import OwnQuotes
-from obcore.sim.quoter_model import WARMUP, QuoterModel, Stimulus, market, port_values
+from obcore.sim.quoter_model import WARMUP, QuoterModel, market, port_values
+from obcore.sim.quoter_stimulus import Stimulus
 
 BID, ASK = 0, 1
 CALM = {"gamma": "0.015625", "tau": 1, "kappa_term": 2, "vol_ref": 1000, "requote_cycles": 2}
