@@ -31,7 +31,7 @@ DUMPS = ("none", "obs", "orders")
 GUARD = {"heartbeat": "heartbeat", "arm": "arm", "kill": "kill", "clear": "pull_reasons"}
 TOPICS = {"status": "a status snapshot at the telemetry rate (`status` field as in the "
                     "`status` reply); after a change the engine is re-read at most as often "
-                    "as keeps those reads under a twentieth of the server's time",
+                    "as keeps those reads under a fiftieth of the server's time",
           "event": "something happened; `event` says what (below)"}
 EVENTS = {"obs": "observations since the last period: `messages`, `applied`, `orders`, "
                  "`order_kinds` ({NEW, REPLACE, CANCEL, CANCEL_ALL: count} of those that "
