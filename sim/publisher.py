@@ -10,23 +10,23 @@ from ..control import protocol as proto
 from ..hw.layouts import FeedKind, ObsStatus, OrderKind, feed_array
 from .scenarios import SCENARIOS, generate
 
-__all__ = ["ScenarioFeed", "Publisher", "read_many", "FAST_BATCH", "MIN_BATCH"]
+__all__ = ["ScenarioFeed", "Publisher", "read_many", "FAST_BATCH"]
 
 FAST_BATCH = 512    # messages of the first engine call at pace "fast"
 # Later calls are sized to take about FAST_BATCH_S of CPU time (wall time would shrink them
 # on a busy machine): requests are answered and telemetry published between calls, so this
 # bounds their wait while the feed runs flat out.
 FAST_BATCH_S = 0.001
-# With telemetry on, a fast batch also ends before the next snapshot is due (at the wall
-# time per message the last batch took), but holds at least MIN_BATCH messages: the cost of
-# a call stays small beside its messages.
-MIN_BATCH = 64
+# With telemetry on, a fast batch also ends when the next snapshot is due (at the CPU time
+# per message of the last batch), but is at least half the full size: the cost of a call
+# (its drain cycles, the counting) stays small beside its messages when telemetry lags.
 CATCH_UP_S = 0.05   # telemetry that falls further behind than this skips periods
 # Telemetry re-reads a changed engine at most after REFRESH_SHARE times the last read took,
 # so snapshots (a bus read per word, a clock cycle each) take at most 1/(1+REFRESH_SHARE) of
 # the loop: the simulation and requests keep their pace.
 REFRESH_SHARE = 49
 log = logging.getLogger("obcore.sim")
+_KINDS = {int(k): k.name for k in OrderKind}
 _LAST = ("best_bid", "best_ask", "bid_depth", "ask_depth", "status")
 
 
@@ -165,15 +165,17 @@ class Publisher:
         acc["messages"] += len(obs)
         acc["applied"] += len(applied)
         acc["orders"] += len(orders)
-        if len(orders):
-            kinds = acc["order_kinds"]
-            for kind, count in zip(*np.unique(orders["kind"], return_counts=True), strict=True):
-                name = OrderKind(int(kind)).name
-                kinds[name] = kinds.get(name, 0) + int(count)
-        if len(applied):   # per venue, its last applied message: first seen from the end
-            venues, back = np.unique(obs["venue"][applied][::-1], return_index=True)
-            for venue, i in zip(venues.tolist(), applied[len(applied) - 1 - back], strict=True):
-                acc["last"][str(venue)] = {f: int(obs[f][i]) for f in _LAST}
+        kinds = acc["order_kinds"]
+        for kind in orders["kind"].tolist():   # a few per batch: cheaper than np.unique
+            name = _KINDS[kind]
+            kinds[name] = kinds.get(name, 0) + 1
+        if len(applied):   # per venue, its last applied message
+            venues = obs["venue"][applied]
+            for venue in range(int(venues.max()) + 1):
+                at = np.flatnonzero(venues == venue)
+                if len(at):
+                    i = applied[at[-1]]
+                    acc["last"][str(venue)] = {f: int(obs[f][i]) for f in _LAST}
         return obs, orders
 
     def wait_s(self, now):
@@ -194,14 +196,14 @@ class Publisher:
 
     def _feed_step(self, now):
         size = self._fast
-        if self.period and self._msg_s:   # done before the next snapshot is due
-            size = min(size, max(MIN_BATCH, int((self._next_tick - now) / self._msg_s)))
-        batch, cpu, wall = self.feed.next_batch(now, size), time.thread_time(), time.monotonic()
+        if self.period and self._msg_s:   # done when the next snapshot is due
+            size = min(size, max(size // 2, int((self._next_tick - now) / self._msg_s)))
+        batch, cpu = self.feed.next_batch(now, size), time.thread_time()
         if batch is not None:
             self.run(batch)
             took = time.thread_time() - cpu
-            if len(batch) >= MIN_BATCH:
-                self._msg_s = (time.monotonic() - wall) / len(batch)
+            if len(batch) >= self._fast // 2 and took > 0:
+                self._msg_s = took / len(batch)
             if len(batch) == self._fast and took > 0:   # a full fast batch: resize
                 self._fast = max(16, min(1 << 14, round(self._fast * (
                     FAST_BATCH_S / took) ** 0.5)))

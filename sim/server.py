@@ -28,7 +28,7 @@ __all__ = ["Server", "serve_until_stopped", "add_parser", "run"]
 log = logging.getLogger("obcore.sim")
 POLL_S = 0.05       # longest wait in the loop: how soon stop() and signals take effect
 BURST = 64          # requests answered in a row before the feed and telemetry get a turn
-WHO_CACHE = 4096    # connections whose `who` text is kept
+WHO_CACHE = 4096    # connections whose `who` text is kept, and as many write descriptions
 
 
 def _prop(frame, name):
@@ -65,6 +65,7 @@ class Server:
         self._ctx = zmq.Context()
         self._auth, self._names = None, {}
         self._whos = {}     # routing id -> who (see _who)
+        self._whats = {}    # writes -> their description (see _audit)
         self._later = []    # (function, args): work a request leaves for after its reply
         self.router = self.pub = None
         try:
@@ -244,7 +245,12 @@ class Server:
         return {"count": len(pairs)}, None
 
     def _audit(self, who, pairs):
-        what = describe_writes(self.engine.regmap, pairs)
+        key = tuple(map(tuple, pairs))   # the same writes again (a tuned value): known text
+        what = self._whats.get(key)
+        if what is None:
+            if len(self._whats) >= WHO_CACHE:
+                self._whats.clear()
+            what = self._whats[key] = describe_writes(self.engine.regmap, pairs)
         log.info("write from %s: %s", who, what)
         self.out.publish("event", {"event": "write", "who": who, "what": what})
 
