@@ -10,7 +10,7 @@ from ..control import protocol as proto
 from ..hw.layouts import FeedKind, ObsStatus, OrderKind, feed_array
 from .scenarios import SCENARIOS, generate
 
-__all__ = ["ScenarioFeed", "Publisher", "read_many", "FAST_BATCH"]
+__all__ = ["ScenarioFeed", "Publisher", "bulk_access", "FAST_BATCH"]
 
 FAST_BATCH = 512    # messages of the first engine call at pace "fast"
 # Later calls are sized to take about FAST_BATCH_S of CPU time (wall time would shrink them
@@ -30,11 +30,12 @@ _KINDS = {int(k): k.name for k in OrderKind}
 _LAST = ("best_bid", "best_ask", "bid_depth", "ask_depth", "status")
 
 
-def read_many(engine):
-    """``engine``'s ``read_many(addrs) -> words`` (one call for many bus reads), or the
-    same done with one ``read`` per address where the engine has no such call."""
-    bulk = getattr(engine, "read_many", None)
-    return bulk if bulk is not None else lambda addrs: [engine.read(a) for a in addrs]
+def bulk_access(engine):
+    """``(read_many(addrs) -> words, write_many(pairs))`` for ``engine``: its own calls for
+    many bus accesses at once where it has them, else one ``read``/``write`` per word."""
+    read, write = getattr(engine, "read_many", None), getattr(engine, "write_many", None)
+    return (read or (lambda addrs: [engine.read(a) for a in addrs]),
+            write or (lambda pairs: [engine.write(a, w) for a, w in pairs]))
 
 
 def _elements(value):
@@ -107,7 +108,7 @@ class Publisher:
         self.period = 1 / hz if hz and pub is not None else None
         self.status_regs = [r for r in engine.regmap if r.access in ("ro", "w1c") and not r.const]
         self._addrs, self._plan = self._status_plan()
-        self._read_many = read_many(engine)
+        self._read_many = bulk_access(engine)[0]
         self.snapshot, self._published, self._refresh_at = None, None, 0.0
         self._status_json = None   # the JSON of the snapshot last published
         self._seq = dict.fromkeys(proto.TOPICS, 0)

@@ -20,7 +20,7 @@ from ..control.params import describe_writes
 from ..control.registers import Registers
 from ..hw.layouts import FEED_DTYPE, ObsStatus
 from .engine import ENGINES, open_engine
-from .publisher import Publisher, ScenarioFeed, read_many
+from .publisher import Publisher, ScenarioFeed, bulk_access
 from .scenarios import SCENARIOS
 
 __all__ = ["Server", "serve_until_stopped", "add_parser", "run"]
@@ -57,10 +57,7 @@ class Server:
         self.engine, self.backend, self.kind, self.feed = engine, backend, kind, feed
         self.telemetry_hz, self.regs = telemetry_hz, Registers(engine, engine.regmap)
         self.run_id, self.requests = secrets.token_hex(4), 0   # run id: see docs/protocol.md
-        self._read_many = read_many(engine)
-        bulk = getattr(engine, "write_many", None)
-        self._write_many = bulk if bulk is not None else lambda pairs: [
-            engine.write(a, w) for a, w in pairs]
+        self._read_many, self._write_many = bulk_access(engine)
         self._stop = threading.Event()
         self._ctx = zmq.Context()
         self._auth, self._names = None, {}
