@@ -297,6 +297,7 @@ class WordBus:
     def __init__(self, client):
         self.client = client
         self._pending, self._cache = None, None
+        self._batch = _Batch(self)
 
     def read(self, addr):
         if self._cache is not None and addr in self._cache:
@@ -309,19 +310,8 @@ class WordBus:
         else:
             self._pending.append((addr, word))
 
-    @contextmanager
     def batch(self):
-        if self._pending is not None:   # nested: the outermost batch sends
-            yield
-            return
-        self._pending = []
-        try:
-            yield
-            pending = self._pending
-        finally:
-            self._pending = None
-        if pending:
-            self.client.write(pending)
+        return self._batch
 
     @property
     def prefetching(self):
@@ -335,6 +325,26 @@ class WordBus:
             yield
         finally:
             self._cache = None
+
+
+class _Batch:
+    """The context of :meth:`WordBus.batch` (a class: cheaper than a generator per set)."""
+
+    def __init__(self, bus):
+        self.bus, self.depth = bus, 0
+
+    def __enter__(self):
+        if not self.depth:
+            self.bus._pending = []
+        self.depth += 1   # nested: the outermost batch sends
+
+    def __exit__(self, kind, exc, tb):
+        self.depth -= 1
+        if self.depth:
+            return
+        pending, self.bus._pending = self.bus._pending, None
+        if kind is None and pending:
+            self.bus.client.write(pending)
 
 
 class RemoteRegisters(Registers):

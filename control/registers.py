@@ -1,5 +1,8 @@
 """Host register access by name and in real units, plus a checked software model of the CSR."""
 
+import math
+from fractions import Fraction
+
 from ..hw.csr import BUS_ERRORS, COMMIT, is_constant, word_table
 from ..hw.registers import MAGIC, REGISTERS, VERSION, WORD, RegisterMap, from_fixed, to_fixed
 
@@ -10,6 +13,36 @@ _MASK = (1 << WORD) - 1
 
 class IdentityError(RuntimeError):
     """The thing at the other end of the bus is not the engine this register map describes."""
+
+
+def _bounds(reg):
+    """What :func:`_encode_fast` needs of ``reg``, constants of the map: the limits as integer
+    ratios, the fraction bits, the raw clamp and the width mask."""
+    (lo, hi), fmt = reg.limits(), reg.fmt
+    return (lo.numerator, lo.denominator, hi.numerator, hi.denominator, fmt.frac_bits,
+            fmt.raw_min, fmt.raw_max, (1 << fmt.width) - 1)
+
+
+def _encode_fast(reg, bounds, value):
+    """:func:`to_fixed` of an int, Fraction or finite float in range, in integer arithmetic
+    (exactly: the value is a ratio n/d, the rounding is to nearest, ties to even, as
+    ``round(Fraction)``); ``to_fixed`` itself, and its message, for anything else."""
+    kind = type(value)
+    if kind is int:
+        n, d = value, 1
+    elif kind is Fraction:
+        n, d = value.numerator, value.denominator
+    elif kind is float and math.isfinite(value):
+        n, d = value.as_integer_ratio()
+    else:
+        return to_fixed(reg, value)
+    lo_n, lo_d, hi_n, hi_d, frac, raw_min, raw_max, mask = bounds
+    if not (lo_n * d <= n * lo_d and n * hi_d <= hi_n * d):   # d, lo_d, hi_d > 0
+        return to_fixed(reg, value)
+    raw, rest = divmod(n << frac, d)
+    if 2 * rest > d or (2 * rest == d and raw & 1):
+        raw += 1
+    return max(raw_min, min(raw_max, raw)) & mask
 
 
 def _check_index(reg, index):
@@ -42,6 +75,7 @@ class Registers:
             raise TypeError(f"regmap must be a RegisterMap, not {type(regmap).__name__}")
         self.bus = bus
         self.regmap = regmap
+        self._bounds = {}   # register name -> _bounds(register), made on first use
 
     # Raw words.
 
@@ -82,7 +116,10 @@ class Registers:
                    "wo": "it is a command strobe (wo): use set(), not set_many()"}
             raise ValueError(f"cannot set {name}: {why[reg.access]}")
         _check_index(reg, index)
-        return reg, index, to_fixed(reg, value)
+        bounds = self._bounds.get(name)
+        if bounds is None:
+            bounds = self._bounds[name] = _bounds(reg)
+        return reg, index, _encode_fast(reg, bounds, value)
 
     def set(self, name, value, index=0):
         """Set one register element. An ``rw`` parameter is staged and then committed, so it

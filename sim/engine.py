@@ -5,7 +5,8 @@ An engine has ``regmap``, ``read(addr)`` / ``write(addr, word)`` for 32-bit bus 
 message, in order; ``last_telemetry`` then holds one ``TELEM_DTYPE`` record per message and
 ``last_order_cycles`` the cycle each order left), ``cycle``, ``reset()`` and ``close()``. The
 simulation server, replay and the benchmarks take either, so the reference model is a drop-in
-check of the hardware.
+check of the hardware. An engine may add ``read_many(addrs)`` / ``write_many(pairs)``: the same
+bus cycles as a ``read``/``write`` each, in one call (the native engine has them).
 """
 
 import functools

@@ -18,27 +18,17 @@ from zmq.auth.thread import ThreadAuthenticator
 from ..control import protocol as proto
 from ..control.params import describe_writes
 from ..control.registers import Registers
-from ..hw.layouts import FEED_DTYPE, FeedKind, ObsStatus, OrderKind, feed_array
+from ..hw.layouts import FEED_DTYPE, ObsStatus
 from .engine import ENGINES, open_engine
-from .scenarios import SCENARIOS, generate
+from .publisher import Publisher, ScenarioFeed, bulk_access
+from .scenarios import SCENARIOS
 
-__all__ = ["Server", "ScenarioFeed", "FAST_BATCH", "serve_until_stopped", "add_parser", "run"]
+__all__ = ["Server", "serve_until_stopped", "add_parser", "run"]
 
 log = logging.getLogger("obcore.sim")
-FAST_BATCH = 512    # messages of the first engine call at pace "fast"
-# Later calls are sized to take about FAST_BATCH_S of CPU time (wall time would shrink them
-# on a busy machine): requests are answered and telemetry published between calls, so this
-# bounds their wait while the feed runs flat out.
-FAST_BATCH_S = 0.001
 POLL_S = 0.05       # longest wait in the loop: how soon stop() and signals take effect
 BURST = 64          # requests answered in a row before the feed and telemetry get a turn
-CATCH_UP_S = 0.05   # telemetry that falls further behind than this skips periods
-# Telemetry re-reads a changed engine at most after REFRESH_SHARE times the last read took,
-# so snapshots (a bus read per word, a clock cycle each) take at most 1/(1+REFRESH_SHARE) of
-# the loop: the simulation and requests keep their pace.
-REFRESH_SHARE = 19
-WHO_CACHE = 4096    # connections whose `who` text is kept
-_LAST = ("best_bid", "best_ask", "bid_depth", "ask_depth", "status")
+WHO_CACHE = 4096    # connections whose `who` text is kept, and as many write descriptions
 
 
 def _prop(frame, name):
@@ -46,62 +36,6 @@ def _prop(frame, name):
         return frame.get(name)
     except zmq.ZMQError:   # no such property: not TCP, or no security mechanism
         return None
-
-
-def _elements(value):
-    return value if isinstance(value, list) else [value]
-
-
-class ScenarioFeed:
-    """A synthetic scenario the server feeds itself: one batch per TICK at ``tick_ms`` of
-    wall-clock time (pace "realtime"), or as many messages per loop turn as the server asks
-    for ("fast"). ``repeat``: when the scenario ends, replay it again (it opens with a
-    snapshot, so the book resyncs), until the server stops."""
-
-    def __init__(self, name, seed, pace="realtime", tick_ms=100.0, repeat=False):
-        if name not in SCENARIOS:
-            raise ValueError(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}")
-        if pace not in ("realtime", "fast") or not tick_ms > 0:
-            raise ValueError(f"pace must be realtime or fast and tick_ms > 0, not {pace!r}, "
-                             f"{tick_ms!r}")
-        self.name, self.seed, self.pace, self.tick_s = name, seed, pace, tick_ms / 1000
-        self.repeat, self.runs = repeat, 0
-        self.sent, self.done, self.due = 0, False, None
-        self._msgs, self._at = feed_array([]), 0
-
-    def wait_s(self, now):
-        """Seconds until the next batch is due; None when the scenario is over."""
-        if self.done:
-            return None
-        return 0.0 if self.due is None else max(0.0, self.due - now)
-
-    def next_batch(self, now, size=FAST_BATCH):
-        """The batch due at ``now`` (monotonic seconds), else None; at pace "fast", ``size``
-        messages (fewer at the end of a run)."""
-        if self.wait_s(now) != 0.0:
-            return None
-        if self._at == len(self._msgs):
-            if self.runs and not self.repeat:
-                self.done = True
-                return None
-            if not self.runs:
-                self._msgs = feed_array([m for _, m in generate(self.name, self.seed)])
-            self._at, self.runs = 0, self.runs + 1
-        if self.pace == "fast":
-            end = min(len(self._msgs), self._at + size)
-        else:   # through the next TICK
-            ticks = np.flatnonzero(self._msgs["kind"][self._at:] == FeedKind.TICK)
-            end = self._at + int(ticks[0]) + 1 if len(ticks) else len(self._msgs)
-        batch, self._at = self._msgs[self._at:end], end
-        self.sent += len(batch)
-        if self.pace == "realtime":   # after a stall, resume the pace instead of bursting
-            late = self.due is None or now - self.due > self.tick_s
-            self.due = (now if late else self.due) + self.tick_s
-        return batch
-
-    def state(self):
-        return {"scenario": self.name, "seed": self.seed, "pace": self.pace,
-                "messages": self.sent, "runs": self.runs, "done": self.done}
 
 
 class Server:
@@ -123,18 +57,12 @@ class Server:
         self.engine, self.backend, self.kind, self.feed = engine, backend, kind, feed
         self.telemetry_hz, self.regs = telemetry_hz, Registers(engine, engine.regmap)
         self.run_id, self.requests = secrets.token_hex(4), 0   # run id: see docs/protocol.md
-        self._status_regs = [r for r in engine.regmap
-                             if r.access in ("ro", "w1c") and not r.const]
-        self._snapshot, self._published, self._refresh_at = None, None, 0.0
-        self._status_json = None   # the JSON of the snapshot last published
-        self._seq = dict.fromkeys(proto.TOPICS, 0)
-        self._fast = FAST_BATCH
-        self._reads = self._status_reads()
-        self._obs = self._fresh_obs()
+        self._read_many, self._write_many = bulk_access(engine)
         self._stop = threading.Event()
         self._ctx = zmq.Context()
         self._auth, self._names = None, {}
         self._whos = {}     # routing id -> who (see _who)
+        self._whats = {}    # writes -> their description (see _audit)
         self._later = []    # (function, args): work a request leaves for after its reply
         self.router = self.pub = None
         try:
@@ -148,6 +76,7 @@ class Server:
         self.endpoint = self.router.last_endpoint.decode()
         self.pub_endpoint = self.pub.last_endpoint.decode() if self.pub else None
         self.curve = curve is not None
+        self.out = Publisher(engine, self.pub, self.run_id, telemetry_hz, feed)
 
     def _secure(self, keydir):
         *self._keys, self._names = proto.server_keys(keydir)
@@ -208,7 +137,7 @@ class Server:
 
     def serve(self):
         """Answer requests, run the feed and publish telemetry until stopped; then close."""
-        period = 1 / self.telemetry_hz if self.telemetry_hz and self.pub else None
+        period = self.out.period
         log.info("serving %s engine (%d venues, %d levels) on %s, telemetry on %s at %g Hz, "
                  "CURVE %s%s", self.backend, self.regs.get("venues"), self.regs.get("levels"),
                  self.endpoint, self.pub_endpoint or "(none)", self.telemetry_hz if period
@@ -216,22 +145,13 @@ class Server:
                  "{seed}, pace {pace})".format(**self.feed.state()) if self.feed else "")
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
-        next_tick = time.monotonic()
+        out = self.out
         try:
             while not self._stop.is_set():
-                now = time.monotonic()
-                waits = [POLL_S, next_tick - now if period else POLL_S,
-                         self.feed.wait_s(now) if self.feed else None]
-                wait = max(0.0, min(w for w in waits if w is not None))
-                if poller.poll(wait * 1000):
+                wait = out.wait_s(time.monotonic())
+                if poller.poll(1000 * (POLL_S if wait is None else min(POLL_S, wait))):
                     self._answer_burst()
-                now = time.monotonic()
-                if self.feed and not self.feed.done:
-                    self._feed_step(now)
-                if period and now >= next_tick:
-                    self._tick()
-                    # Keep the rate through short stalls; after a long one, skip ahead.
-                    next_tick = max(next_tick + period, now - CATCH_UP_S)
+                out.step(time.monotonic())
         finally:
             log.info("stopped after %d requests", self.requests)
             self.close()
@@ -311,65 +231,41 @@ class Server:
 
     def _read(self, req, who):
         self._check_addrs(req.args["addrs"])
-        return {"words": [self.engine.read(a) for a in req.args["addrs"]]}, None
+        return {"words": self._read_many(req.args["addrs"])}, None
 
     def _write(self, req, who):
         pairs = req.args["writes"]
         self._check_addrs(a for a, _ in pairs)
-        write = self.engine.write
-        for addr, word in pairs:
-            write(addr, word)
-        self._changed()
+        self._write_many(pairs)
+        self.out.changed()
         self._later.append((self._audit, who, pairs))
         return {"count": len(pairs)}, None
 
     def _audit(self, who, pairs):
-        what = describe_writes(self.engine.regmap, pairs)
+        key = tuple(map(tuple, pairs))   # the same writes again (a tuned value): known text
+        what = self._whats.get(key)
+        if what is None:
+            if len(self._whats) >= WHO_CACHE:
+                self._whats.clear()
+            what = self._whats[key] = describe_writes(self.engine.regmap, pairs)
         log.info("write from %s: %s", who, what)
-        self._publish("event", {"event": "write", "who": who, "what": what})
+        self.out.publish("event", {"event": "write", "who": who, "what": what})
 
     def _feed(self, req, who):
-        obs, orders = self._run(np.frombuffer(req.data, FEED_DTYPE))
+        obs, orders = self.out.run(np.frombuffer(req.data, FEED_DTYPE))
         dump = {"obs": obs, "orders": orders}.get(req.args["dump"])
         applied = int(np.count_nonzero(obs["status"] & ObsStatus.APPLIED))
         return ({"count": len(obs), "applied": applied, "orders": len(orders),
                  "cycle": int(self.engine.cycle)}, None if dump is None else dump.tobytes())
 
-    def _status_reads(self):
-        """Per status register: name, element count, and per element its word addresses
-        (low word first: it latches the rest) with the width, sign and scale of the value."""
-        plan = []
-        for reg in self._status_regs:
-            fmt = reg.fmt
-            plan.append((reg.name, reg.count, [
-                (range(reg.element(i), reg.element(i) + reg.words), fmt.width, fmt.signed,
-                 1 << fmt.frac_bits) for i in range(reg.count)]))
-        return plan
-
-    def _status(self, req=None, who=None):
-        if self._snapshot is None:
-            regs, read = {}, self.engine.read
-            for name, count, elements in self._reads:
-                values = []
-                for addrs, width, signed, scale in elements:
-                    raw = 0
-                    for w, addr in enumerate(addrs):
-                        raw |= read(addr) << (32 * w)
-                    raw &= (1 << width) - 1
-                    if signed and raw >> (width - 1):
-                        raw -= 1 << width
-                    # As Registers.get, as a JSON number: exact int, or the nearest float
-                    # (int / power of two rounds once, like float(Fraction)).
-                    values.append(raw if scale == 1 else raw / scale)
-                regs[name] = values if count > 1 else values[0]
-            self._snapshot = {"regs": regs, "feed": self.feed.state() if self.feed else None}
-        return self._snapshot, None
+    def _status(self, req, who):
+        return self.out.status(), None
 
     def _reset(self, req, who):
         self.engine.reset()
-        self._changed()
+        self.out.changed()
         log.info("reset by %s", who)
-        self._publish("event", {"event": "reset", "who": who})
+        self.out.publish("event", {"event": "reset", "who": who})
         return {"cycle": int(self.engine.cycle)}, None
 
     def _guard(self, req, who):
@@ -381,7 +277,7 @@ class Server:
             self.regs.clear_flags(name, value & ((1 << reg.fmt.width) - 1))
         else:
             self.regs.set(name, value)
-        self._changed()
+        self.out.changed()
         if req.cmd == "heartbeat":
             log.debug("heartbeat from %s", who)
         else:
@@ -390,81 +286,7 @@ class Server:
 
     def _audit_guard(self, cmd, who, what):
         log.info("%s from %s", cmd, who)
-        self._publish("event", {"event": "write", "who": who, "what": what})
-
-    # Engine activity and telemetry.
-
-    def _changed(self):
-        self._snapshot = None
-
-    @staticmethod
-    def _fresh_obs():
-        return {"messages": 0, "applied": 0, "orders": 0, "order_kinds": {}, "last": {}}
-
-    def _run(self, msgs):
-        obs, orders = self.engine.run(msgs)
-        self._changed()
-        acc = self._obs
-        applied = obs[(obs["status"] & ObsStatus.APPLIED) != 0]
-        acc["messages"] += len(obs)
-        acc["applied"] += len(applied)
-        acc["orders"] += len(orders)
-        kinds = acc["order_kinds"]
-        for kind, count in zip(*np.unique(orders["kind"], return_counts=True), strict=True):
-            name = OrderKind(int(kind)).name
-            kinds[name] = kinds.get(name, 0) + int(count)
-        for venue in np.unique(applied["venue"]):
-            last = applied[applied["venue"] == venue][-1]
-            acc["last"][str(int(venue))] = {f: int(last[f]) for f in _LAST}
-        return obs, orders
-
-    def _feed_step(self, now):
-        batch, cpu = self.feed.next_batch(now, self._fast), time.thread_time()
-        if batch is not None:
-            self._run(batch)
-            took = time.thread_time() - cpu
-            if len(batch) == self._fast and took > 0:   # a full fast batch: resize
-                self._fast = max(16, min(1 << 14, round(self._fast * (
-                    FAST_BATCH_S / took) ** 0.5)))
-        elif self.feed.done:
-            log.info("scenario %s done: %d messages", self.feed.name, self.feed.sent)
-            self._publish("event", {"event": "feed", "state": "done", **self.feed.state()})
-            self._changed()
-
-    def _publish(self, topic, body, **encoded):
-        if self.pub is not None:
-            self.pub.send_multipart(proto.encode_telemetry(topic, self._seq[topic],
-                                                           self.run_id, body, **encoded),
-                                    zmq.NOBLOCK)
-            self._seq[topic] += 1
-
-    def _tick(self):
-        """One telemetry period: the status snapshot, then what changed since the last."""
-        now, old = time.monotonic(), self._published
-        if self._snapshot is None and (old is None or now >= self._refresh_at):
-            self._status()
-            self._refresh_at = time.monotonic() + REFRESH_SHARE * (time.monotonic() - now)
-        new = self._snapshot or old
-        if old is not new or self._status_json is None:
-            self._status_json = proto.encode_json(new)
-        self._publish("status", {}, status=self._status_json)
-        if old is not None and old is not new:
-            for reg in self._status_regs:
-                before, after = _elements(old["regs"][reg.name]), _elements(
-                    new["regs"][reg.name])
-                for i, (b, a) in enumerate(zip(before, after, strict=True)):
-                    if reg.access == "w1c" and b != a:
-                        self._publish("event", {"event": "flags", "register": reg.name,
-                                                "index": i, "old": b, "new": a})
-            changed = {r.name: new["regs"][r.name] for r in self._status_regs
-                       if r.name.endswith(("_count", "_errors"))
-                       and old["regs"][r.name] != new["regs"][r.name]}
-            if changed:
-                self._publish("event", {"event": "counters", "changed": changed})
-        self._published = new
-        if self._obs["messages"]:
-            self._publish("event", {"event": "obs", **self._obs})
-            self._obs = self._fresh_obs()
+        self.out.publish("event", {"event": "write", "who": who, "what": what})
 
 
 def add_parser(sub):

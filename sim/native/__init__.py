@@ -105,6 +105,7 @@ class NativeEngine:
     def _bind(self):
         lib, vp, u8p = self._lib, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint8)
         u32, u64 = ctypes.c_uint32, ctypes.c_uint64
+        u32p = ctypes.POINTER(u32)
         for name, res, argt in (
             ("ob_feed_bytes", u32, []), ("ob_obs_bytes", u32, []), ("ob_order_bytes", u32, []),
             ("ob_telem_bytes", u32, []), ("ob_held", u64, [vp]),
@@ -112,6 +113,8 @@ class NativeEngine:
             ("ob_reset", None, [vp, u32]), ("ob_write", None, [vp, u32, u32]),
             ("ob_read", u32, [vp, u32]), ("ob_trace", ctypes.c_int, [vp, ctypes.c_char_p,
                                                                      u64, u64]),
+            ("ob_read_many", None, [vp, u32p, u64, u32p]),
+            ("ob_write_many", None, [vp, u32p, u32p, u64]),
             ("ob_run", u64, [vp, u8p, u64, u32, u8p, u8p, u64, u8p, ctypes.POINTER(u64), u64,
                              ctypes.POINTER(u64), ctypes.POINTER(u64)]),
         ):
@@ -146,6 +149,21 @@ class NativeEngine:
 
     def read(self, addr):
         return self._lib.ob_read(self._h, addr)
+
+    def read_many(self, addrs):
+        """The words at ``addrs``, read in order (as ``read`` each, in one native call)."""
+        n = len(addrs)
+        words = (ctypes.c_uint32 * n)()
+        self._lib.ob_read_many(self._h, (ctypes.c_uint32 * n)(*addrs), n, words)
+        return words[:]
+
+    def write_many(self, pairs):
+        """Write ``(addr, word)`` pairs in order (as ``write`` each, in one native call)."""
+        n = len(pairs)
+        addrs, words = (ctypes.c_uint32 * n)(), (ctypes.c_uint32 * n)()
+        for i, (addr, word) in enumerate(pairs):
+            addrs[i], words[i] = addr, word & 0xFFFF_FFFF
+        self._lib.ob_write_many(self._h, addrs, words, n)
 
     def trace(self, path, first_cycle, last_cycle):
         """Dump cycles [first_cycle, last_cycle) (counted as :attr:`cycle` counts them) to an

@@ -221,6 +221,60 @@ uint32_t ob_read(void* h, uint32_t addr) {
     return e->top->bus___05Fr_data;
 }
 
+// Bulk bus access: the same cycles as ob_read / ob_write once per word (one cycle each; a
+// read's r_data is there after the edge of its own cycle, so reads go back to back), in one
+// call instead of one per word, and with one eval per cycle where the edge can be armed
+// (see ob_run; every output is registered, so the order check needs no settling eval).
+static void bus_cycle(Engine* e, bool fast) {
+    if (!fast) return e->tick();
+    Vtop* t = e->top;
+    if (t->orders___05Fvalid && t->orders___05Fready && !t->rst) {
+        const uint8_t* p = reinterpret_cast<const uint8_t*>(t->orders___05Fpayload.data());
+        e->held.insert(e->held.end(), p, p + sizeof(t->orders___05Fpayload));
+        e->held_cycles.push_back(e->cycle);
+    }
+    t->clk = 1;
+    arm_edge(t->rootp, 0);
+    t->eval();
+    t->clk = 0;
+    e->cycle++;
+}
+
+static bool bus_fast(Engine* e) {
+#if VM_TRACE_FST
+    return !e->fst && arm_edge(e->top->rootp, 0);
+#else
+    return arm_edge(e->top->rootp, 0);
+#endif
+}
+
+// Read the words at `addrs[0..n)` into `out`, in order.
+void ob_read_many(void* h, const uint32_t* addrs, uint64_t n, uint32_t* out) {
+    Engine* e = static_cast<Engine*>(h);
+    const bool fast = bus_fast(e);
+    for (uint64_t i = 0; i < n; i++) {
+        e->top->bus___05Faddr = addrs[i];
+        e->top->bus___05Fr_en = 1;
+        bus_cycle(e, fast);
+        e->top->bus___05Fr_en = 0;
+        for (int k = 0; k < 4 && !e->top->bus___05Fr_valid; k++) bus_cycle(e, fast);
+        out[i] = e->top->bus___05Fr_data;
+    }
+}
+
+// Write `words[i]` to `addrs[i]` for i in 0..n, in order.
+void ob_write_many(void* h, const uint32_t* addrs, const uint32_t* words, uint64_t n) {
+    Engine* e = static_cast<Engine*>(h);
+    const bool fast = bus_fast(e);
+    for (uint64_t i = 0; i < n; i++) {
+        e->top->bus___05Faddr = addrs[i];
+        e->top->bus___05Fw_data = words[i];
+        e->top->bus___05Fw_en = 1;
+        bus_cycle(e, fast);
+        e->top->bus___05Fw_en = 0;
+    }
+}
+
 // Record an FST trace of cycles [from, to) into `path`. Returns 0 if this build has no trace.
 int ob_trace(void* h, const char* path, uint64_t from, uint64_t to) {
 #if VM_TRACE_FST

@@ -82,6 +82,34 @@ def test_random_values_round_trip_within_half_a_step():
         assert abs(regs.get(reg.name) - value) <= _step(reg) / 2, (seed, reg.name, value)
 
 
+def test_host_encoding_is_to_fixed():
+    """Registers encodes ints, Fractions and floats in integer arithmetic: the same raw bits
+    as hw.registers.to_fixed (the reference) for values in range, on the ties between two
+    steps, at the ends and just beyond them (where both refuse with the same message)."""
+    seed = random.randrange(1 << 30)
+    print(f"seed={seed}")
+    rng = random.Random(seed)
+    regs, bus = host()
+    for _ in range(3000):
+        reg = rng.choice(WRITABLE)
+        lo, hi = reg.limits()
+        step = _step(reg)
+        value = rng.choice([
+            lo + (hi - lo) * Fraction(rng.randrange(10**9), 10**9),
+            lo + step * rng.randrange(int((hi - lo) / step) + 1) + step / 2,   # a tie
+            rng.choice([lo, hi, lo - step / 4, hi + step / 4, lo - 1, hi + 1])])
+        for v in {value, float(value), int(value)}:
+            try:
+                want = to_fixed(reg, v)
+            except ValueError as exc:
+                with pytest.raises(ValueError, match=re.escape(str(exc))):
+                    regs.set(reg.name, v)
+                continue
+            bus.log.clear()
+            regs.set(reg.name, v)
+            assert bus.writes()[0] == ("w", reg.element(0), want & 0xFFFF_FFFF), (seed, v)
+
+
 @pytest.mark.parametrize("reg", WRITABLE, ids=lambda r: r.name)
 def test_out_of_range_is_refused_before_any_write(reg):
     lo, hi = reg.limits()

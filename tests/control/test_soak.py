@@ -6,7 +6,7 @@ only: every request answered and right, telemetry without gaps, memory flat, dat
 
 from obcore.sim.control_bench import soak
 from obcore.sim.engine import ModelEngine
-from obcore.sim.server import ScenarioFeed
+from obcore.sim.publisher import ScenarioFeed
 
 MIB = 1 << 20
 
