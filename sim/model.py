@@ -206,10 +206,19 @@ class BookModel:
         self.events = 0   # FLAG_* bits the latest message raised (the hardware's set strobes)
         self.moved = set()   # venues whose cells a refill changed in the latest cycle
 
-    def idle(self):
-        """One clock cycle without a message (only a book with a window does anything)."""
-        if self.window is not None:
+    def idle(self, cycles=1):
+        """``cycles`` clock cycles without a message (only a book with a window does anything;
+        ``moved`` then gathers them all). Cycles after every side has settled are skipped:
+        they change nothing."""
+        if self.window is None:
+            return
+        moved = set()
+        for _ in range(cycles):
             self._clock()
+            moved |= self.moved
+            if all(unit.idle for book in self.books for unit in (book.bids, book.asks)):
+                break
+        self.moved = moved
 
     def _clock(self, venue=None, side=None, op=None, price=0, size=0):
         """One cycle of every deep side, ``op`` for ``(venue, side)``; returns its result."""

@@ -1,0 +1,123 @@
+"""Binance captures through the Verilated engine built with price ladders (window 8192).
+
+Each applied update runs on its own, followed by ``RUN_DRAIN + idle_cycles(capacity)`` cycles
+without a message (real diffs are >= 100 ms = 10M cycles apart). Checked on the whole capture:
+
+- every observation of the Verilated engine (BBO, depths, counts, valid/exact/synced, one per
+  message, including the transient shortness inside a diff) equals ``BookModel(window=...)``
+  clocked the same way: the reference that ``tests/hw/test_book_deep.py`` and the cocotb
+  bench hold the gateware to, cycle by cycle;
+- after every update and its idle cycles, that model's top 16 on both sides equal the
+  full-depth reference book's and it reads exact (usdm), or the not-exact updates are
+  counted (spot, whose price leaves any fixed window);
+- at every bookTicker pinned to an applied diff, the engine's best bid/ask equal Binance's.
+"""
+
+import numpy as np
+import pytest
+
+from obcore.hw.layouts import ObsStatus, feed_array
+from obcore.sim.engine import RUN_DRAIN, open_engine
+from obcore.sim.model import BookModel
+from obcore.sim.replay import Stats, read_binance
+from obcore.sim.replay.cli import idle_cycles
+
+CAPTURES = {
+    "usdm_2024": ["binance/usdm_btcusdt_20240808.gz"],
+    "usdm_2023": ["binance/usdm_btcusdt_20230404.dat.gz", "binance/usdm_btcusdt_20230405.dat.gz"],
+    "spot_2024": ["binance/spot_btcusdt_20240808.gz", "binance/spot_btcusdt_20240809.gz"],
+}
+LEVELS, CAPACITY, WINDOW = 16, 32, 8192
+IDLE = idle_cycles(CAPACITY)
+BOOK = ("best_bid", "best_bid_qty", "best_ask", "best_ask_qty", "bid_depth", "ask_depth",
+        "bid_count", "ask_count")
+
+
+@pytest.fixture(scope="module")
+def engine():
+    e = open_engine("verilator", levels=LEVELS, window=WINDOW)
+    yield e
+    e.close()
+
+
+def _observed(model, msg):
+    """The model's observation fields after ``msg`` (as the engine's OBS record has them)."""
+    venue = model.step(msg)
+    o = model.outputs(venue)
+    status = (ObsStatus.APPLIED | ObsStatus.VALID * o["valid"] | ObsStatus.EXACT * o["exact"]
+              | ObsStatus.SYNCED * o["synced"])
+    return (*(o[k] for k in BOOK), int(status))
+
+
+def replay_capture(engine, paths):
+    """Run a capture; returns the measurements (asserting the per-message agreement)."""
+    engine.reset()
+    stats = Stats()
+    model = BookModel(venues=2, levels=LEVELS, capacity=CAPACITY, window=WINDOW)
+    full = BookModel(venues=1, levels=LEVELS, capacity=None)
+    r = {"updates": 0, "messages": 0, "transient": 0, "not_exact": 0, "wrong": 0,
+         "tickers": 0, "ticker_diffs": {}}
+    tickers = []
+    for update in read_binance(paths, stats=stats):
+        if update.reference:
+            tickers.append((update.exch_seq, update.truth))
+            continue
+        if not update.messages:
+            continue
+        obs = engine.run(feed_array(update.messages), idle=IDLE, telemetry=False)[0]
+        got = np.stack([obs[k].astype(np.int64) for k in (*BOOK, "status")], axis=1)
+        want = [_observed(model, msg) for msg in update.messages]
+        for msg in update.messages:
+            full.step({**msg, "venue": 0})
+        bad = np.nonzero((got != np.array(want, dtype=np.int64)).any(axis=1))[0]
+        assert not len(bad), (f"{update.source}: message {bad[0]} {update.messages[bad[0]]}: "
+                              f"verilator {got[bad[0]].tolist()}, model {want[bad[0]]}")
+        r["transient"] += not want[-1][-1] & ObsStatus.EXACT
+        model.idle(RUN_DRAIN + IDLE)
+        book, truth = model.books[0], full.books[0]
+        if not book.outputs()["exact"]:
+            r["not_exact"] += 1
+        elif (book.bids.top(LEVELS), book.asks.top(LEVELS)) != (truth.bids.top(LEVELS),
+                                                                truth.asks.top(LEVELS)):
+            r["wrong"] += 1
+        if update.kind == "diff":
+            r["ticker_diffs"][update.exch_seq] = (int(obs["best_bid"][-1]),
+                                                  int(obs["best_ask"][-1]))
+        r["updates"] += 1
+        r["messages"] += len(update.messages)
+    for u, truth in tickers:
+        if u in r["ticker_diffs"]:
+            best = ((truth.bids or ((0, 0),))[0][0], (truth.asks or ((0, 0),))[0][0])
+            assert r["ticker_diffs"][u] == best, f"bookTicker u={u}"
+            r["tickers"] += 1
+    r["window_count"] = sum(s.ladder.out_of_window for s in (model.books[0].bids,
+                                                            model.books[0].asks))
+    r["stuck"] = model.books[0].bids.stuck or model.books[0].asks.stuck
+    assert stats.gaps == [] and stats.unsynced == 0
+    del r["ticker_diffs"]
+    return r
+
+
+def _report(name, r):
+    print(f"{name}: {r['updates']} updates, {r['messages']} messages, all observations equal "
+          f"the model; after the idle cycles: {r['not_exact']} not exact, {r['wrong']} wrong; "
+          f"{r['transient']} updates short at their last message; {r['tickers']} bookTickers "
+          f"equal; {r['window_count']} level updates outside the window")
+
+
+@pytest.mark.parametrize("name", ["usdm_2024",
+                                  pytest.param("usdm_2023", marks=pytest.mark.slow)])
+def test_usdm_exact_after_every_update(engine, data, name):
+    """Futures (tick 0.1): the top 16 stay exact on the whole capture."""
+    r = replay_capture(engine, [data(p) for p in CAPTURES[name]])
+    _report(name, r)
+    assert r["wrong"] == 0 and r["not_exact"] == 0
+    assert r["tickers"] > 500 and r["updates"] > 5000
+
+
+@pytest.mark.slow
+def test_spot_window_exits_are_counted(engine, data):
+    """Spot (tick 0.01) leaves a window of 8192 ticks: counted, never a wrong exact book."""
+    r = replay_capture(engine, [data(p) for p in CAPTURES["spot_2024"]])
+    _report("spot_2024", r)
+    assert r["wrong"] == 0 and r["window_count"] > 0
