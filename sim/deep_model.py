@@ -34,6 +34,7 @@ class DeepSide(BookSide):
         self.placed = self.stuck = self.stale = False
         self.wait, self.answer = 0, None
         self.moved = False     # the latest cycle's refill changed the cells or the horizon
+        self.fills = 0         # levels refilled from the ladder since construction
         super().__init__(side, capacity)
 
     def _key(self, price):
@@ -94,6 +95,7 @@ class DeepSide(BookSide):
             self._keys.append(key)
             self._sizes.append(fill[1])
             self.bound = key + 1 if key + 1 < self._infinite else None
+            self.fills += 1
         elif opened:
             self.bound = None
         self.moved = fill is not None or opened
