@@ -30,10 +30,13 @@ PROGRESS_S = 2.0     # seconds between progress lines on stderr
 WINDOWS = {"binance": 8192}
 
 
-def idle_cycles(capacity):
-    """Idle cycles after each update for a ladder build: enough to refill a whole array."""
+def idle_cycles(levels):
+    """Idle cycles after each update for a ladder build: enough to refill the top ``levels``
+    from an empty array (a level per ``REFILL_CYCLES``, plus one answer dropped as stale).
+    Real updates are ~10^7 cycles apart; fewer idle cycles keep the model engine's replay
+    (one Python step per cycle) affordable."""
     from ...hw.deep import REFILL_CYCLES
-    return REFILL_CYCLES * (capacity + 1)
+    return REFILL_CYCLES * (levels + 1)
 
 
 def add_parser(sub):
@@ -66,8 +69,8 @@ def add_parser(sub):
                         "the other formats (docs/ladder.md)")
     p.add_argument("--idle", type=int, metavar="CYCLES",
                    help="cycles without a message after each update, on top of the engine's "
-                        "drain (default with a window: 4 x (capacity + 1), a whole refill; "
-                        "0 without)")
+                        "drain (default with a window: 4 x (levels + 1), time to refill the top "
+                        "levels; 0 without)")
     p.add_argument("--engine", choices=list(ENGINES), default="model",
                    help="model: the Python reference model (default); verilator: the "
                         "Verilated gateware (see sim/engine.py)")
@@ -95,8 +98,7 @@ def run(args):
         if not Path(name).is_file():
             raise FileNotFoundError(f"no such file: {name}")
     window = WINDOWS.get(args.format, 0) if args.window is None else args.window
-    capacity = args.capacity or 2 * args.levels
-    idle = (idle_cycles(capacity) if window else 0) if args.idle is None else args.idle
+    idle = (idle_cycles(args.levels) if window else 0) if args.idle is None else args.idle
     if idle < 0:
         raise ValueError(f"--idle must be >= 0, not {idle}")
     engine = open_engine(args.engine, venues, args.levels, args.capacity, window=window or None)
