@@ -119,6 +119,11 @@ class BookSide(wiring.Component):
     Cells, ``nonempty``, ``short``, ``truncated`` follow ``cmd`` by 1 cycle; ``count`` and
     ``depth`` (a balanced adder tree over the top ``levels`` sizes) by 2. ``missing`` is
     combinational: this cycle's DELETE names a price that is absent (and not ignored).
+
+    ``refill`` adds the ports a price ladder behind the side uses (``hw/deep.py``): ``fill``
+    appends a level beyond the bound and moves the bound just past it, ``open`` removes the
+    bound; ``full`` and ``disturb`` (this cycle's command moves the bound or reaches only
+    beyond it) tell the refill when an answer may be used. Without it the design is unchanged.
     """
 
     def __init__(self, levels, capacity, side, price_width=PRICE_WIDTH, refill=False):
@@ -257,7 +262,8 @@ class Book(wiring.Component):
     ``status`` is :func:`status_signature`. Event semantics are the model's: after every
     message of the venue, ``crossed``/``locked`` pulse if both sides are non-empty, no snapshot
     is in progress and best bid > / == best ask; ``capacity`` pulses if a side is short;
-    ``gap`` and ``missing`` pulse for the message that caused them.
+    ``gap`` and ``missing`` pulse for the message that caused them. With ``window`` each side
+    is a :class:`obcore.hw.deep.DeepSide` and ``ladders[side]`` its ladder status.
     """
 
     def __init__(self, levels, capacity=None, window=None):

@@ -44,7 +44,7 @@ class DeepSide(BookSide):
         return key ^ self._mask
 
     @property
-    def idle(self):
+    def settled(self):
         """True when cycles without commands change nothing until the next command."""
         return self.wait == 0 and not self._wants()
 

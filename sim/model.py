@@ -216,7 +216,7 @@ class BookModel:
         for _ in range(cycles):
             self._clock()
             moved |= self.moved
-            if all(unit.idle for book in self.books for unit in (book.bids, book.asks)):
+            if all(unit.settled for book in self.books for unit in (book.bids, book.asks)):
                 break
         self.moved = moved
 
@@ -226,7 +226,7 @@ class BookModel:
         for v, book in enumerate(self.books):
             for s, unit in enumerate((book.bids, book.asks)):
                 mine = v == venue and (s == side or op == CLEAR)
-                if not mine and unit.idle:
+                if not mine and unit.settled:
                     continue
                 out = unit.cycle(op, price, size) if mine else unit.cycle()
                 if mine and op != CLEAR:
