@@ -13,6 +13,9 @@ cycles apart). Checked on the whole capture:
   counted (spot, whose price leaves any fixed window);
 - at every bookTicker pinned to an applied diff, the engine's best bid/ask (at the diff's last
   message) equal Binance's; a side the window lost entirely (spot) reads 0 and not exact.
+
+All under ``slow`` (``make test-slow``): the windowed engine is a Verilator build of its own
+(minutes), which the default suite leaves to the cocotb bench of ``Books(window=...)``.
 """
 
 from itertools import islice
@@ -44,6 +47,7 @@ def engine():
     e.close()
 
 
+@pytest.mark.slow
 def test_engine_matches_the_reference_engine(engine, data):
     """The whole engine (books with ladders, signals, guard, quoter) against ``ModelEngine``
     with the same window: the first 300 updates of usdm 2024 (its 2,000-level snapshot and
@@ -149,8 +153,8 @@ def _report(name, r):
           f"level updates outside the window")
 
 
-@pytest.mark.parametrize("name", ["usdm_2024",
-                                  pytest.param("usdm_2023", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["usdm_2024", "usdm_2023"])
 def test_usdm_exact_after_every_update(engine, data, name):
     """Futures (tick 0.1): the top 16 stay exact on the whole capture."""
     r = replay_capture(engine, [data(p) for p in CAPTURES[name]])
