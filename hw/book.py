@@ -9,16 +9,19 @@ Latency, in cycles after the edge that accepts a message (see ``docs/book.md``):
 Throughput is one message per cycle on any mix of venues; nothing stalls.
 """
 
+import functools
+
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..sim.ladder_model import check_window
 from .ingress import COUNTER_WIDTH, PRICE_WIDTH, SIZE_WIDTH, Op, op_layout
 from .layouts import Side
 
 __all__ = ["BBO_LATENCY", "STATUS_LATENCY", "SideOp", "side_cmd_layout", "event_layout",
-           "counter_layout", "status_signature", "check_levels", "depth_width", "BookSide",
-           "Book"]
+           "counter_layout", "status_signature", "check_levels", "check_book_window",
+           "depth_width", "BookSide", "Book"]
 
 BBO_LATENCY = 1
 STATUS_LATENCY = 2
@@ -57,6 +60,16 @@ def check_levels(levels, capacity):
         raise ValueError(f"capacity must be an integer >= levels ({levels}), or None for "
                          f"2 x levels, not {capacity!r}")
     return capacity
+
+
+def check_book_window(window):
+    """Validate ``window``: ``None`` (no ladder) or a power of two >= 64 (ticks per side)."""
+    return None if window is None else check_window(window)
+
+
+def _deep():
+    from . import deep  # deep.py builds on BookSide: imported when a Book needs it
+    return deep
 
 
 def depth_width(levels):
@@ -106,9 +119,14 @@ class BookSide(wiring.Component):
     Cells, ``nonempty``, ``short``, ``truncated`` follow ``cmd`` by 1 cycle; ``count`` and
     ``depth`` (a balanced adder tree over the top ``levels`` sizes) by 2. ``missing`` is
     combinational: this cycle's DELETE names a price that is absent (and not ignored).
+
+    ``refill`` adds the ports a price ladder behind the side uses (``hw/deep.py``): ``fill``
+    appends a level beyond the bound and moves the bound just past it, ``open`` removes the
+    bound; ``full`` and ``disturb`` (this cycle's command moves the bound or reaches only
+    beyond it) tell the refill when an answer may be used. Without it the design is unchanged.
     """
 
-    def __init__(self, levels, capacity, side, price_width=PRICE_WIDTH):
+    def __init__(self, levels, capacity, side, price_width=PRICE_WIDTH, refill=False):
         capacity = check_levels(levels, capacity)
         if side not in (Side.BID, Side.ASK):
             raise ValueError(f"side must be Side.BID or Side.ASK, not {side!r}")
@@ -122,7 +140,18 @@ class BookSide(wiring.Component):
         # the key of the best level ever dropped; its MSB is set while none was.
         self.cells = Signal(data.ArrayLayout(self._level, capacity))
         self.bound = Signal(price_width + 1, init=(2 << price_width) - 1)
-        super().__init__({
+        self.refill = refill
+        extra = {} if not refill else {
+            # From the ladder (``hw.deep.DeepSide``), only in a cycle without ``cmd`` and
+            # with the last cell empty: append the level at the end and move the bound (the
+            # horizon) just past it. ``open``: the ladder holds nothing beyond, no bound.
+            "fill": In(data.StructLayout({"valid": 1, "price": price_width,
+                                          "size": SIZE_WIDTH})),
+            "open": In(1),
+            "full": Out(1),                  # the last cell holds a level
+            "disturb": Out(1),   # this cycle's cmd moves the bound or reaches only beyond it
+        }
+        super().__init__({**extra,
             "cmd": In(side_cmd_layout(price_width)),
             "prices": Out(data.ArrayLayout(price_width, levels)),
             "sizes": Out(data.ArrayLayout(SIZE_WIDTH, levels)),
@@ -143,19 +172,29 @@ class BookSide(wiring.Component):
         m = Module()
         cells, cmd, n, cap = self.cells, self.cmd, self.levels, self.capacity
 
-        key = self._key(cmd.price, Const(1))
+        if self.refill:   # a fill is a SET that the bound does not stop
+            op, fill = Signal(SideOp), self.fill
+            price, size = Signal(self.price_width), Signal(SIZE_WIDTH)
+            m.d.comb += [op.eq(Mux(fill.valid, SideOp.SET, cmd.op)),
+                         price.eq(Mux(fill.valid, fill.price, cmd.price)),
+                         size.eq(Mux(fill.valid, fill.size, cmd.size))]
+        else:
+            op, price, size = cmd.op, cmd.price, cmd.size
+        key = self._key(price, Const(1))
         lt, eq = Signal(cap), Signal(cap)   # per cell: command key before / equal to the cell's
         for i, cell in enumerate(cells):
             cell_key = self._key(cell.price, cell.valid)
             m.d.comb += [lt[i].eq(key < cell_key), eq[i].eq(key == cell_key)]
         ignored = key >= self.bound   # the bound's MSB is set while the side is not truncated
+        if self.refill:
+            ignored = ignored & ~self.fill.valid
         hit = eq.any()
-        insert = (cmd.op == SideOp.SET) & ~ignored & ~hit
-        update = (cmd.op == SideOp.SET) & ~ignored & hit
-        remove = (cmd.op == SideOp.DELETE) & ~ignored & hit
-        m.d.comb += self.missing.eq((cmd.op == SideOp.DELETE) & ~ignored & ~hit)
+        insert = (op == SideOp.SET) & ~ignored & ~hit
+        update = (op == SideOp.SET) & ~ignored & hit
+        remove = (op == SideOp.DELETE) & ~ignored & hit
+        m.d.comb += self.missing.eq((op == SideOp.DELETE) & ~ignored & ~hit)
         new = Signal(self._level)
-        m.d.comb += [new.price.eq(cmd.price), new.size.eq(cmd.size), new.valid.eq(1)]
+        m.d.comb += [new.price.eq(price), new.size.eq(size), new.valid.eq(1)]
 
         for i, cell in enumerate(cells):
             # One source per cell, chosen from its own and its left neighbour's compare:
@@ -170,7 +209,7 @@ class BookSide(wiring.Component):
                 m.d.comb += source.eq(cells[i + 1] if i + 1 < cap else 0)
             with m.Else():
                 m.d.comb += source.eq(new)
-            with m.If(cmd.op == SideOp.CLEAR):
+            with m.If(op == SideOp.CLEAR):
                 m.d.sync += cell.eq(0)
             with m.Else():
                 with m.If(take):
@@ -179,10 +218,19 @@ class BookSide(wiring.Component):
                     m.d.sync += cell.size.eq(source.size)
 
         last = cells[cap - 1]
-        with m.If(cmd.op == SideOp.CLEAR):
+        with m.If(op == SideOp.CLEAR):
             m.d.sync += self.bound.eq(self.bound.init)
         with m.Elif(insert & last.valid):   # full: the worst of the cells and the new one drops
             m.d.sync += self.bound.eq(Mux(lt[cap - 1], self._key(last.price, last.valid), key))
+        if self.refill:
+            with m.If(self.fill.valid):   # never full then: nothing drops
+                m.d.sync += self.bound.eq(key + 1)
+            with m.Elif(self.open):
+                m.d.sync += self.bound.eq(self.bound.init)
+            level_op = (cmd.op == SideOp.SET) | (cmd.op == SideOp.DELETE)
+            m.d.comb += [self.full.eq(last.valid),
+                         self.disturb.eq((level_op & ignored) | (cmd.op == SideOp.CLEAR)
+                                         | (insert & last.valid))]
 
         m.d.comb += [
             self.nonempty.eq(cells[0].valid),
@@ -214,21 +262,35 @@ class Book(wiring.Component):
     ``status`` is :func:`status_signature`. Event semantics are the model's: after every
     message of the venue, ``crossed``/``locked`` pulse if both sides are non-empty, no snapshot
     is in progress and best bid > / == best ask; ``capacity`` pulses if a side is short;
-    ``gap`` and ``missing`` pulse for the message that caused them.
+    ``gap`` and ``missing`` pulse for the message that caused them. With ``window`` each side
+    is a :class:`obcore.hw.deep.DeepSide` and ``ladders[side]`` its ladder status.
     """
 
-    def __init__(self, levels, capacity=None):
+    def __init__(self, levels, capacity=None, window=None):
         self.capacity = check_levels(levels, capacity)
-        self.levels = levels
+        self.levels, self.window = levels, check_book_window(window)
+        ladders = {} if window is None else {
+            "ladders": Out(data.ArrayLayout(_deep().ladder_status_layout, 2))}   # by Side
         super().__init__({
             "op": In(stream.Signature(op_layout, always_ready=True)),
             "status": Out(status_signature(levels)),
+            **ladders,
         })
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.bids = bids = BookSide(self.levels, self.capacity, Side.BID)
-        m.submodules.asks = asks = BookSide(self.levels, self.capacity, Side.ASK)
+        if self.window is None:
+            side = functools.partial(BookSide, self.levels, self.capacity)
+        else:
+            side = functools.partial(_deep().DeepSide, self.levels, self.capacity,
+                                     window=self.window)
+        m.submodules.bids = bids = side(Side.BID)
+        m.submodules.asks = asks = side(Side.ASK)
+        if self.window is not None:
+            for unit in (bids, asks):
+                status = self.ladders[unit.side]
+                m.d.comb += [status[name].eq(getattr(unit, name)) for name in (
+                    "out_of_window_count", "lost_better", "lost_worse", "stuck")]
         valid, op, s = self.op.valid, self.op.payload, self.status
 
         clear = valid & ((op.op == Op.CLEAR) | (op.op == Op.SNAPSHOT_START))

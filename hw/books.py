@@ -1,10 +1,11 @@
 """Several venues' L2 books behind one feed: the ingress and one :class:`Book` per venue."""
 
 from amaranth.hdl import Module
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .book import Book, check_levels, status_signature
+from .book import Book, check_book_window, check_levels, status_signature
+from .deep import ladder_status_layout
 from .ingress import COUNTER_WIDTH, Ingress, check_venues, feed_layout
 
 __all__ = ["Books"]
@@ -25,17 +26,23 @@ class Books(wiring.Component):
 
     ``capacity`` registers per side (default ``2 * levels``) hold the levels; see
     ``docs/book.md`` for why that keeps the top ``levels`` exact and what happens beyond.
+    ``window`` (ticks, a power of two >= 64) puts a price ladder behind every side that
+    refills the array in idle cycles (``hw/deep.py``); ``ladders[v][side]`` is then its
+    status. ``None`` (the default) builds the plain arrays.
     """
 
-    def __init__(self, venues=2, levels=16, capacity=None):
+    def __init__(self, venues=2, levels=16, capacity=None, window=None):
         self.venues = check_venues(venues)
         self.capacity = check_levels(levels, capacity)
-        self.levels = levels
+        self.levels, self.window = levels, check_book_window(window)
+        ladders = {} if window is None else {
+            "ladders": Out(data.ArrayLayout(ladder_status_layout, 2)).array(venues)}
         super().__init__({
             "feed": In(stream.Signature(feed_layout)),
             "venue": Out(status_signature(levels)).array(venues),
             "malformed": Out(1),
             "malformed_count": Out(COUNTER_WIDTH),
+            **ladders,
         })
 
     def elaborate(self, platform):
@@ -45,7 +52,9 @@ class Books(wiring.Component):
         m.d.comb += [self.malformed.eq(ingress.malformed),
                      self.malformed_count.eq(ingress.malformed_count)]
         for v in range(self.venues):
-            book = m.submodules[f"book{v}"] = Book(self.levels, self.capacity)
+            book = m.submodules[f"book{v}"] = Book(self.levels, self.capacity, self.window)
             wiring.connect(m, ingress.ops[v], book.op)
             wiring.connect(m, wiring.flipped(self.venue[v]), book.status)
+            if self.window is not None:
+                m.d.comb += self.ladders[v].eq(book.ladders)
         return m

@@ -46,7 +46,10 @@ class LadderOp(enum.Enum, shape=2):
 
 
 def update_layout(price_width):
-    return data.StructLayout({"op": LadderOp, "price": price_width, "size": SIZE_WIDTH})
+    """``centre`` with a SET: first empty the ladder and move the window so that ``price``
+    sits at slot ``window / 2`` (slot 0 if that would put the window before key 0)."""
+    return data.StructLayout({"op": LadderOp, "price": price_width, "size": SIZE_WIDTH,
+                              "centre": 1})
 
 
 def query_layout(price_width):
@@ -82,7 +85,8 @@ class PriceLadder(wiring.Component):
     window) or ``lost_worse`` (beyond it) until the next CLEAR or REBASE. ``query`` asks for
     the best level strictly worse than a price (``inclusive``: at or worse), a price better
     than the window meaning "the window's best"; ``answer`` returns them in order. ``base`` is
-    the price of slot 0 (reset: 0 for asks, 2^price_width - 1 for bids).
+    the price of slot 0 (reset: 0 for asks, 2^price_width - 1 for bids). A SET with ``centre``
+    empties the ladder, centres the window on its price and sets the level, in one update.
     """
 
     def __init__(self, side, window=4096, price_width=PRICE_WIDTH):
@@ -129,14 +133,16 @@ class PriceLadder(wiring.Component):
         # Updates, +0: which slot; read its bitmap word.
         up, cmd = self.update.valid, self.update.payload
         m.d.comb += self.update.ready.eq(1)   # a top-level port, so not ``always_ready``
+        is_set = cmd.op == LadderOp.SET
+        key, centre = cmd.price ^ mask, is_set & cmd.centre
+        centred = Mux(key < window // 2, 0, key - window // 2)[:pw]   # the centring's base
         offset = Signal(signed(pw + 1))
-        m.d.comb += offset.eq((cmd.price ^ mask) - base_key)
+        m.d.comb += offset.eq(key - Mux(centre, centred, base_key))
         inside = (offset >= 0) & (offset < window)
         slot = offset[:slot_bits]
-        is_set = cmd.op == LadderOp.SET
         level_op = up & (is_set | (cmd.op == LadderOp.DELETE))
         refused = level_op & ~inside
-        emptied = up & ((cmd.op == LadderOp.CLEAR) | (cmd.op == LadderOp.REBASE))
+        emptied = up & ((cmd.op == LadderOp.CLEAR) | (cmd.op == LadderOp.REBASE) | centre)
         m.d.comb += bits_update.addr.eq(slot[word_bit:])
 
         u_valid, u_set, u_clear = Signal(), Signal(), Signal()
@@ -147,7 +153,9 @@ class PriceLadder(wiring.Component):
         with m.If(refused):
             m.d.sync += self.out_of_window_count.eq(self.out_of_window_count + 1)
         with m.If(up & (cmd.op == LadderOp.REBASE)):
-            m.d.sync += base_key.eq(cmd.price ^ mask)
+            m.d.sync += base_key.eq(key)
+        with m.Elif(up & centre):
+            m.d.sync += base_key.eq(centred)
         with m.If(emptied):
             m.d.sync += [self.lost_better.eq(0), self.lost_worse.eq(0)]
         with m.Elif(refused & is_set):
@@ -165,15 +173,16 @@ class PriceLadder(wiring.Component):
         m.d.comb += [size_write.en.eq(size_2.en), size_write.addr.eq(size_2.slot),
                      size_write.data.eq(size_2.size)]
 
-        # Updates, +1: set or clear the bit; a word whose summary bit is 0 counts as empty.
-        old = Mux(summary.bit_select(u_word, 1), bits_update.data, 0)
+        # Updates, +1: set or clear the bit; a word whose summary bit is 0 counts as empty, and
+        # so does every word when the update also empties the ladder (a centring SET).
+        old = Mux(summary.bit_select(u_word, 1) & ~u_clear, bits_update.data, 0)
         bit = (Const(1, WORD) << u_bit)[:WORD]
         new = Signal(WORD)
         m.d.comb += [new.eq(Mux(u_set, old | bit, old & ~bit)),
                      bits_write.en.eq(u_valid), bits_write.addr.eq(u_word),
                      bits_write.data.eq(new)]
         with m.If(u_clear):
-            m.d.sync += summary.eq(0)
+            m.d.sync += summary.eq(Mux(u_valid, Const(1, words) << u_word, 0))
         with m.Elif(u_valid):
             m.d.sync += summary.bit_select(u_word, 1).eq(new.any())
 

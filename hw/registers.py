@@ -43,8 +43,11 @@ def lev_lots(equity, lot_value):
     return LEV_LOTS_MAX if equity == 0 else min(math.floor(equity / lot_value), LEV_LOTS_MAX)
 
 
-def build_map(venues=2, levels=16):
-    """The engine's register map for ``venues`` venues (1..16) and ``levels`` exact levels."""
+def build_map(venues=2, levels=16, window=None):
+    """The engine's register map for ``venues`` venues (1..16) and ``levels`` exact levels.
+
+    ``window`` (a build with price ladders behind the books, ``docs/ladder.md``) appends the
+    ladder's registers at the end, so every other address stays where it is."""
     if not (isinstance(venues, int) and 1 <= venues <= 16):
         raise ValueError(f"venues must be an integer 1..16, not {venues!r}")
     if not (isinstance(levels, int) and 1 <= levels <= 255):
@@ -300,6 +303,17 @@ def build_map(venues=2, levels=16):
                  "controller with equity and lot_value (equity 0: no cap)", reset=LEV_LOTS_MAX,
                  block="quoter", unit="lots"),
     ]
+    if window is not None:
+        regs += [
+            Register("window", U32, "ro", "price-ladder window per book side (0: no ladder)",
+                     reset=window, const=True, block="book", unit="ticks"),
+            Register("window_count", U32, "ro", "level updates outside the ladder's window, "
+                     "both sides (wraps)", count=v, block="book", unit="msgs"),
+            Register("ladder_flags", Q(6), "ro", "until the next snapshot or clear: bit0 bid "
+                     "level refused before the window, bit1 beyond it, bit2 bid refill stuck "
+                     "(the ladder could not be trusted: resync), bits 3-5 the same for asks",
+                     count=v, block="book"),
+        ]
     return RegisterMap(regs)
 
 

@@ -1,6 +1,6 @@
 """The engine top: feed in, books, signals and registers inside, observations and orders out."""
 
-from amaranth.hdl import Module, Signal, Value
+from amaranth.hdl import Cat, Module, Signal, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -67,9 +67,10 @@ class Engine(wiring.Component):
     accepted feed message, ``telem_latency`` cycles after it, never stalls).
     """
 
-    def __init__(self, venues=2, levels=16, capacity=None, slots=1):
-        self.regmap = build_map(venues, levels)
+    def __init__(self, venues=2, levels=16, capacity=None, slots=1, window=None):
+        self.regmap = build_map(venues, levels, window)
         self.venues, self.levels, self.capacity, self.slots = venues, levels, capacity, slots
+        self.window = window    # ticks of price ladder behind each book side; None: none
         self.obs_format = OBS
         self.obs_latency = STATUS_LATENCY + 1
         self.telem_format, self.telem_latency = TELEM, TELEM_LATENCY
@@ -86,7 +87,8 @@ class Engine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         regmap = self.regmap
-        m.submodules.books = books = Books(self.venues, self.levels, self.capacity)
+        m.submodules.books = books = Books(self.venues, self.levels, self.capacity,
+                                           self.window)
         m.submodules.csr = csr = CSR(regmap)
         m.submodules.signals = signals = Signals(self.venues)
         wiring.connect(m, wiring.flipped(self.feed), books.feed)
@@ -107,6 +109,12 @@ class Engine(wiring.Component):
                 m.d.comb += getattr(csr, reg)[v].eq(getattr(st.counters, counter))
             m.d.comb += [csr.best_bid[v].eq(st.best_bid), csr.best_ask[v].eq(st.best_ask),
                          csr.book_flags_set[v].eq(st.events.as_value())]
+            if self.window is not None:
+                bid, ask = books.ladders[v][0], books.ladders[v][1]   # Side.BID, Side.ASK
+                m.d.comb += [
+                    csr.window_count[v].eq(bid.out_of_window_count + ask.out_of_window_count),
+                    csr.ladder_flags[v].eq(Cat(bid.lost_better, bid.lost_worse, bid.stuck,
+                                               ask.lost_better, ask.lost_worse, ask.stuck))]
             view = signals.book[v]
             lag = STATUS_LATENCY - BBO_LATENCY
             for name in ("best_bid", "best_ask", "best_bid_qty", "best_ask_qty", "valid"):

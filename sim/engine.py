@@ -72,15 +72,15 @@ class ModelEngine:
     result from ``t + 3`` (``LATENCY``); the message's telemetry is its venue's result.
     """
 
-    def __init__(self, venues=2, levels=16, capacity=None, slots=1):
-        self.regmap = build_map(venues, levels)
-        self.venues, self.levels, self.slots = venues, levels, slots
+    def __init__(self, venues=2, levels=16, capacity=None, slots=1, window=None):
+        self.regmap = build_map(venues, levels, window)
+        self.venues, self.levels, self.slots, self.window = venues, levels, slots, window
         self.capacity = 2 * levels if capacity is None else capacity
         self.reset()
 
     def reset(self):
         v = self.venues
-        self.book = BookModel(v, self.levels, self.capacity)
+        self.book = BookModel(v, self.levels, self.capacity, self.window)
         self.csr = CSRModel(self.regmap)
         self.signals, self.guard = SignalsModel(v), GuardModel(v)
         self.quoter = QuoterModel(v, self.slots)
@@ -134,6 +134,12 @@ class ModelEngine:
                                     | ObsStatus.EXACT * book["exact"]
                                     | ObsStatus.SYNCED * book["synced"])
             rec = tuple(rec.values())
+        else:
+            self.book.idle()
+        if self.book.moved:    # a ladder refill changed these venues' cells in this cycle
+            self._now = list(self._now)
+            for v in self.book.moved:
+                self._now[v] = self.book.outputs(v)
         st, bbo = self._snaps[0], self._snaps[1]          # the book as of t - 2 and t - 1
         late = self._feed[0]                              # the feed as of t - 2
 
@@ -222,6 +228,13 @@ class ModelEngine:
                 drive(reg, getattr(vb.counters, attr) & 0xFFFF_FFFF, v)
             drive("best_bid", vb.bids.level(0)[0], v)
             drive("best_ask", vb.asks.level(0)[0], v)
+            if self.window is not None:
+                sides = (vb.bids, vb.asks)
+                drive("window_count", sum(s.ladder.out_of_window for s in sides)
+                      & 0xFFFF_FFFF, v)
+                drive("ladder_flags", sum((s.ladder.lost_better | s.ladder.lost_worse << 1
+                                           | s.stuck << 2) << 3 * i
+                                          for i, s in enumerate(sides)), v)
         shown = self._shown[0] if len(self._shown) == 3 else None
         if shown:
             for v, out in enumerate(shown["venues"]):
@@ -264,9 +277,9 @@ class ModelEngine:
 
     # Batches.
 
-    def run(self, msgs):
-        """Feed ``msgs`` one per cycle, then ``RUN_DRAIN`` idle cycles; see the module doc.
-        Orders that left during bus accesses since the last run come first."""
+    def run(self, msgs, idle=0):
+        """Feed ``msgs`` one per cycle, then ``RUN_DRAIN + idle`` idle cycles; see the module
+        doc. Orders that left during bus accesses since the last run come first."""
         names = FEED.dtype().names
         obs = np.zeros(len(msgs), dtype=OBS_DTYPE)
         results, orders = [], self._held
@@ -278,7 +291,7 @@ class ModelEngine:
             word, obs[i] = self._step(msg, results)
             if word is not None:
                 orders.append((word, at))
-        for _ in range(RUN_DRAIN):
+        for _ in range(RUN_DRAIN + idle):
             at = self.cycle
             word, _ = self._step(None, results)
             if word is not None:
@@ -315,21 +328,23 @@ class ModelEngine:
 
 
 @functools.cache
-def _engine_design(venues, levels, capacity):
+def _engine_design(venues, levels, capacity, window=None):
     """The top and its Verilog, once per build parameters and process: the conversion takes
     seconds and always gives the same text."""
     from amaranth.back import verilog
 
     from ..hw.top import Engine
-    top = Engine(venues=venues, levels=levels, capacity=capacity)
+    top = Engine(venues=venues, levels=levels, capacity=capacity, window=window)
     return top, verilog.convert(top, name="top", emit_src=False)
 
 
-def open_engine(kind="verilator", venues=2, levels=16, capacity=None, trace=False):
-    """An engine of ``kind`` ("verilator" or "model") for the given build parameters."""
+def open_engine(kind="verilator", venues=2, levels=16, capacity=None, trace=False,
+                window=None):
+    """An engine of ``kind`` ("verilator" or "model") for the given build parameters;
+    ``window`` (ticks) builds the books with price ladders (``docs/ladder.md``)."""
     if kind == "model":
-        return ModelEngine(venues, levels, capacity)
+        return ModelEngine(venues, levels, capacity, window=window)
     if kind == "verilator":
         from .native import NativeEngine
-        return NativeEngine(*_engine_design(venues, levels, capacity), trace=trace)
+        return NativeEngine(*_engine_design(venues, levels, capacity, window), trace=trace)
     raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {kind!r}")

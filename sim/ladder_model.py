@@ -15,9 +15,10 @@ from bisect import bisect_left, insort
 
 from ..hw.layouts import Side
 
-__all__ = ["LadderModel", "SET", "DELETE", "CLEAR", "REBASE", "check_window"]
+__all__ = ["LadderModel", "SET", "DELETE", "CLEAR", "REBASE", "CENTRE", "check_window"]
 
 SET, DELETE, CLEAR, REBASE = range(4)   # the values of ``hw.ladder.LadderOp``
+CENTRE = 4   # a SET with the hardware's ``centre`` bit: empty, centre the window, set
 COUNTER_WRAP = (1 << 32) - 1
 
 
@@ -59,7 +60,11 @@ class LadderModel:
         self.base_key = self.key(price)
 
     def apply(self, op, price, size=0):
-        """One update (``SET``, ``DELETE``, ``CLEAR``, ``REBASE``); True if it was refused."""
+        """One update (``SET``, ``DELETE``, ``CLEAR``, ``REBASE``, ``CENTRE``); True if it was
+        refused."""
+        if op == CENTRE:   # slot window / 2, or the key itself when that is smaller
+            self.rebase((self.key(price) - min(self.key(price), self.window // 2)) ^ self._mask)
+            op = SET
         if op == CLEAR:
             self.clear()
             return False

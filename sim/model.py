@@ -16,12 +16,17 @@ The book semantics here are the hardware's, message for message:
   side is *short* and each update that leaves it so counts a capacity event.
 * With ``capacity=None`` a side is unbounded: the full-depth truth the bounded book is checked
   against.
+* With ``window`` every side is a :class:`obcore.sim.deep_model.DeepSide`: a price ladder
+  behind the array refills it in cycles without a command for the side, so the model is then
+  clocked cycle by cycle: :meth:`BookModel.step` is a cycle with a message, :meth:`BookModel.idle`
+  one without.
 """
 
 from bisect import bisect_left
 from dataclasses import dataclass, field
 
 from ..hw.layouts import FeedKind, Side
+from .ladder_model import CLEAR, DELETE, SET, check_window
 
 __all__ = ["BookSide", "VenueBook", "BookModel", "malformed", "VenueCounters",
            "FLAG_GAP", "FLAG_CROSSED", "FLAG_LOCKED", "FLAG_CAPACITY", "FLAG_MISSING",
@@ -134,6 +139,7 @@ class VenueBook:
     """One venue: both sides, sequence state and status."""
     levels: int
     capacity: object
+    window: object = None
     bids: BookSide = None
     asks: BookSide = None
     seq_valid: bool = False
@@ -144,8 +150,13 @@ class VenueBook:
     counters: VenueCounters = field(default_factory=VenueCounters)
 
     def __post_init__(self):
-        self.bids = BookSide(Side.BID, self.capacity)
-        self.asks = BookSide(Side.ASK, self.capacity)
+        if self.window is None:
+            self.bids = BookSide(Side.BID, self.capacity)
+            self.asks = BookSide(Side.ASK, self.capacity)
+        else:
+            from .deep_model import DeepSide  # deep_model builds on BookSide
+            self.bids = DeepSide(Side.BID, self.capacity, self.window)
+            self.asks = DeepSide(Side.ASK, self.capacity, self.window)
 
     def side(self, side):
         return self.asks if side == Side.ASK else self.bids
@@ -178,7 +189,7 @@ class VenueBook:
 class BookModel:
     """All venues' books plus ingress: feed messages in, per-venue outputs and counters out."""
 
-    def __init__(self, venues=2, levels=16, capacity=32):
+    def __init__(self, venues=2, levels=16, capacity=32, window=None):
         if not (isinstance(venues, int) and 1 <= venues <= 16):
             raise ValueError(f"venues must be an integer 1..16, not {venues!r}")
         if not (isinstance(levels, int) and levels >= 1):
@@ -186,19 +197,54 @@ class BookModel:
         if capacity is not None and not (isinstance(capacity, int) and capacity >= levels):
             raise ValueError(f"capacity must be an integer >= levels ({levels}) or None, "
                              f"not {capacity!r}")
+        if window is not None and capacity is None:
+            raise ValueError("a book with a window needs a capacity")
         self.venues, self.levels, self.capacity = venues, levels, capacity
-        self.books = [VenueBook(levels, capacity) for _ in range(venues)]
+        self.window = window if window is None else check_window(window)
+        self.books = [VenueBook(levels, capacity, self.window) for _ in range(venues)]
         self.malformed = 0
         self.events = 0   # FLAG_* bits the latest message raised (the hardware's set strobes)
+        self.moved = set()   # venues whose cells a refill changed in the latest cycle
+
+    def idle(self, cycles=1):
+        """``cycles`` clock cycles without a message (only a book with a window does anything;
+        ``moved`` then gathers them all). Cycles after every side has settled are skipped:
+        they change nothing."""
+        if self.window is None:
+            return
+        moved = set()
+        for _ in range(cycles):
+            self._clock()
+            moved |= self.moved
+            if all(unit.settled for book in self.books for unit in (book.bids, book.asks)):
+                break
+        self.moved = moved
+
+    def _clock(self, venue=None, side=None, op=None, price=0, size=0):
+        """One cycle of every deep side, ``op`` for ``(venue, side)``; returns its result."""
+        result, self.moved = None, set()
+        for v, book in enumerate(self.books):
+            for s, unit in enumerate((book.bids, book.asks)):
+                mine = v == venue and (s == side or op == CLEAR)
+                if not mine and unit.settled:
+                    continue
+                out = unit.cycle(op, price, size) if mine else unit.cycle()
+                if mine and op != CLEAR:
+                    result = out
+                if unit.moved:
+                    self.moved.add(v)
+        return result
 
     def step(self, msg):
         """Apply one feed message (a dict of feed fields). Returns the venue touched or None."""
         self.events = events = 0
         if malformed(msg, self.venues):
             self.malformed += 1
+            self.idle()
             return None
         kind = FeedKind(msg["kind"])
         if kind == FeedKind.TICK:
+            self.idle()
             return None
         book = self.books[msg["venue"]]
         c = book.counters
@@ -212,15 +258,25 @@ class BookModel:
                 book.clean_snapshot = False
             book.seq_valid = True
             book.expected = (seq + 1) & 0xFFFF_FFFF
+        deep, venue = self.window is not None, msg["venue"]
         if kind in (FeedKind.LEVEL_SET, FeedKind.LEVEL_DELETE):
             size = msg["size"] if kind == FeedKind.LEVEL_SET else 0
-            if book.side(msg["side"]).apply(msg["price"], size) == "missing":
+            if deep:
+                result = self._clock(venue, msg["side"], SET if size else DELETE, msg["price"],
+                                     size)
+            else:
+                result = book.side(msg["side"]).apply(msg["price"], size)
+            if result == "missing":
                 c.missing += 1
                 events |= FLAG_MISSING
-        elif kind == FeedKind.CLEAR:
-            book.clear()
-        elif kind == FeedKind.SNAPSHOT_START:
-            book.clear()
+        elif kind in (FeedKind.CLEAR, FeedKind.SNAPSHOT_START):
+            if deep:
+                self._clock(venue, op=CLEAR)
+            else:
+                book.clear()
+        elif deep:
+            self.idle()
+        if kind == FeedKind.SNAPSHOT_START:
             book.in_snapshot = True
             book.clean_snapshot = True
         elif kind == FeedKind.SNAPSHOT_END:

@@ -179,8 +179,9 @@ class NativeEngine:
                                   last_cycle + self._cycle0):
             raise RuntimeError("this native model was built without FST tracing")
 
-    def run(self, msgs, max_orders=None, telemetry=True):
-        """Feed ``msgs`` (a ``FEED_DTYPE`` array) one per cycle; drain the pipeline.
+    def run(self, msgs, max_orders=None, telemetry=True, idle=0):
+        """Feed ``msgs`` (a ``FEED_DTYPE`` array) one per cycle; drain the pipeline, then
+        ``idle`` more cycles without a message (time for a book's ladder refill).
 
         Returns ``(obs, orders)``: one observation per accepted message (``obs_dtype``) and the
         orders emitted meanwhile (``ORDER_DTYPE``). ``last_order_cycles`` then holds the cycle
@@ -196,7 +197,7 @@ class NativeEngine:
         orders = np.zeros(cap, dtype=ORDER_DTYPE)
         cycles = np.zeros(cap, dtype=np.uint64)
         n_telem, n_orders = ctypes.c_uint64(0), ctypes.c_uint64(0)
-        got = self._lib.ob_run(self._h, _bytes(msgs), n, RUN_DRAIN, _bytes(obs),
+        got = self._lib.ob_run(self._h, _bytes(msgs), n, RUN_DRAIN + idle, _bytes(obs),
                                _bytes(telem) if telemetry else None, n, _bytes(orders),
                                cycles.ctypes.data_as(ctypes.POINTER(ctypes.c_uint64)), cap,
                                ctypes.byref(n_telem), ctypes.byref(n_orders))

@@ -15,7 +15,7 @@ from .native import MAX_VENUES, read_native
 from .runner import SIGNALS, counters, replay
 from .tardis import read_tardis
 
-__all__ = ["add_parser", "run", "FORMATS", "COLUMNS", "PROGRESS_S"]
+__all__ = ["add_parser", "run", "FORMATS", "COLUMNS", "PROGRESS_S", "WINDOWS", "idle_cycles"]
 
 FORMATS = {"native": read_native, "tardis": read_tardis, "binance": read_binance,
            "lobster": read_lobster, "bybit": read_bybit}
@@ -23,6 +23,20 @@ FORMATS = {"native": read_native, "tardis": read_tardis, "binance": read_binance
 COLUMNS = ("index", "venue", "exch_seq", "best_bid", "best_bid_qty", "best_ask",
            "best_ask_qty", "bid_depth", "ask_depth", "exact", "synced", *SIGNALS)
 PROGRESS_S = 2.0     # seconds between progress lines on stderr
+# Price-ladder window (ticks) per format by default: the deep books. Binance snapshots carry
+# 1,000 levels a side and diffs delete dozens of the best at once, more than the array's
+# slack; 8192 ticks hold the top 16 of both usdm captures (docs/ladder.md). The others replay
+# through the plain arrays unless --window says otherwise.
+WINDOWS = {"binance": 8192}
+
+
+def idle_cycles(levels):
+    """Idle cycles after each update for a ladder build: enough to refill the top ``levels``
+    from an empty array (a level per ``REFILL_CYCLES``, plus one answer dropped as stale).
+    Real updates are ~10^7 cycles apart; fewer idle cycles keep the model engine's replay
+    (one Python step per cycle) affordable."""
+    from ...hw.deep import REFILL_CYCLES
+    return REFILL_CYCLES * (levels + 1)
 
 
 def add_parser(sub):
@@ -49,6 +63,14 @@ def add_parser(sub):
     p.add_argument("--levels", type=int, default=16, help="book levels per side (default 16)")
     p.add_argument("--capacity", type=int,
                    help="levels kept per side (default 2 x levels)")
+    p.add_argument("--window", type=int, metavar="TICKS",
+                   help="price ladder behind every book side, TICKS wide (a power of two >= "
+                        "64; 0: the plain register arrays); default 8192 for binance, 0 for "
+                        "the other formats (docs/ladder.md)")
+    p.add_argument("--idle", type=int, metavar="CYCLES",
+                   help="cycles without a message after each update, on top of the engine's "
+                        "drain (default with a window: 4 x (levels + 1), time to refill the top "
+                        "levels; 0 without)")
     p.add_argument("--engine", choices=list(ENGINES), default="model",
                    help="model: the Python reference model (default); verilator: the "
                         "Verilated gateware (see sim/engine.py)")
@@ -75,7 +97,11 @@ def run(args):
     for name in args.files:
         if not Path(name).is_file():
             raise FileNotFoundError(f"no such file: {name}")
-    engine = open_engine(args.engine, venues, args.levels, args.capacity)
+    window = WINDOWS.get(args.format, 0) if args.window is None else args.window
+    idle = (idle_cycles(args.levels) if window else 0) if args.idle is None else args.idle
+    if idle < 0:
+        raise ValueError(f"--idle must be >= 0, not {idle}")
+    engine = open_engine(args.engine, venues, args.levels, args.capacity, window=window or None)
     try:
         stats = Stats(warn=_warn)
         updates = FORMATS[args.format](args.files, tick=args.tick, lot=args.lot, venue=venue,
@@ -86,8 +112,8 @@ def run(args):
         part = out.with_name(out.name + ".part")    # no half-written CSV is left under OUT
         try:
             with part.open("w", newline="") as fh:
-                totals = _write(csv.writer(fh), replay(updates, engine, signals=True),
-                                args.quiet)
+                totals = _write(csv.writer(fh), replay(updates, engine, signals=True,
+                                                       idle=idle), args.quiet)
             os.replace(part, out)
         finally:
             part.unlink(missing_ok=True)
@@ -132,5 +158,8 @@ def _summary(out, t, stats, c):
     print(f"missing deletes {c['missing']}, crossed/locked {c['crossed']}, capacity events "
           f"{c['capacity']}; rows not exact {t['not_exact']}, rows not synced "
           f"{t['not_synced']}")
+    if "window" in c:
+        print(f"price ladders: {c['window']} level updates outside the window (counted, the "
+              f"side reads not exact once it needs them; resync from a snapshot)")
     if stats.unsynced:
         _warn(f"{stats.unsynced} book updates were not applied: no snapshot to sync from")

@@ -30,7 +30,7 @@ def _outputs(record):
             "synced": bool(status & ObsStatus.SYNCED)}
 
 
-def replay(updates, engine, batch=BATCH, signals=False):
+def replay(updates, engine, batch=BATCH, signals=False, idle=0):
     """Feed each update's messages to ``engine``; yield ``(update, outputs of its venue)``.
 
     ``outputs`` has the ``BookModel.outputs`` keys, taken from the engine's observation of the
@@ -39,10 +39,17 @@ def replay(updates, engine, batch=BATCH, signals=False):
     ``signals`` it yields ``(update, outputs, values)``: ``values`` the ``SIGNALS`` of the
     venue's latest telemetry record (after the update's last message on it; a TICK's record
     counts for venue 0), all 0 before its first.
+
+    ``idle`` > 0 runs each update on its own, followed by ``RUN_DRAIN + idle`` cycles without
+    a message (time for a book with price ladders to refill, as the real gaps between
+    updates give it); the outputs are still those of the update's last message.
     """
     state = {"obs": {}, "telem": {}}
     pending, messages = [], []
     for update in updates:
+        if idle:
+            yield from _drain(engine, [update], list(update.messages), state, signals, idle)
+            continue
         pending.append(update)
         messages += update.messages
         if len(messages) >= batch:
@@ -51,8 +58,11 @@ def replay(updates, engine, batch=BATCH, signals=False):
     yield from _drain(engine, pending, messages, state, signals)
 
 
-def _drain(engine, pending, messages, state, signals):
-    obs = engine.run(feed_array(messages))[0] if messages else np.zeros(0, OBS_DTYPE)
+def _drain(engine, pending, messages, state, signals, idle=0):
+    if not messages:
+        obs = np.zeros(0, OBS_DTYPE)
+    else:
+        obs = engine.run(feed_array(messages), **({"idle": idle} if idle else {}))[0]
     records, i = obs.tolist(), 0
     telem = engine.last_telemetry.tolist() if signals and messages else []
     venue_at, status_at = _FIELDS["venue"], _FIELDS["status"]
@@ -76,7 +86,8 @@ def _drain(engine, pending, messages, state, signals):
 
 
 def counters(engine, venues):
-    """``{name: total over venues}`` of the engine's ``<name>_count`` registers."""
+    """``{name: total over venues}`` of the engine's ``<name>_count`` registers (``window``
+    too in a build with price ladders)."""
     regs = Registers(engine, engine.regmap)
-    return {name: sum(regs.get(f"{name}_count", v) for v in range(venues))
-            for name in COUNTERS}
+    names = COUNTERS + (("window",) if "window_count" in engine.regmap else ())
+    return {name: sum(regs.get(f"{name}_count", v) for v in range(venues)) for name in names}

@@ -24,3 +24,11 @@ def test_books_soak_cocotb():
     run_cocotb(Books(venues=2, levels=4, capacity=8), "books_small", "books_tb",
                extra_env={"BOOKS_CONFIG": "2,4,8", "BOOKS_MESSAGES": "1000000"},
                testcase="random_stream")
+
+
+def test_books_deep_cocotb():
+    """Price ladders behind every side (window 64, levels 4, capacity 8): refills in idle
+    cycles, every venue's outputs compared after every cycle (books_deep_tb.py)."""
+    run_cocotb(Books(venues=2, levels=4, capacity=8, window=64), "books_deep", "books_deep_tb",
+               extra_env={"BOOKS_CONFIG": "2,4,8", "BOOKS_WINDOW": "64",
+                          "BOOKS_MESSAGES": "30000"})

@@ -104,3 +104,34 @@ def test_errors_are_one_line_and_leave_no_csv(tmp_path, capsys):
     assert main(["replay", str(bad), "--format", "native", "--tick", "1", "--out",
                  str(out)]) == 2
     assert "do not apply" in capsys.readouterr().err
+
+
+def test_window_refills_a_deep_binance_book(tmp_path, capsys):
+    """A 40-level snapshot into 4 levels / capacity 8, then a diff deleting the 10 best bids:
+    the plain arrays (``--window 0``) are short from then on; the default binance build
+    (window 8192) is short only at that diff's own last message and refilled for the next."""
+    src = tmp_path / "deep.gz"
+    bids = [[f"{10000 - i}e-2", "1"] for i in range(40)]
+    asks = [[f"{10001 + i}e-2", "1"] for i in range(40)]
+    records = [{"lastUpdateId": 10, "bids": bids, "asks": asks},
+               {"stream": "s@depth", "data": {"e": "depthUpdate", "U": 11, "u": 11,
+                                              "b": [[p, "0"] for p, _ in bids[:10]], "a": []}},
+               {"stream": "s@depth", "data": {"e": "depthUpdate", "U": 12, "u": 12, "b": [],
+                                              "a": [[asks[0][0], "2"]]}}]
+    with gzip.open(src, "wt") as fh:
+        fh.writelines(f"{1_700_000_000_000_000_000 + i} {json.dumps(r)}\n"
+                      for i, r in enumerate(records))
+    rows = {}
+    for window in ("0", None):
+        out = tmp_path / f"out_{window}.csv"
+        extra = ["--window", window] if window else []
+        assert main(["replay", str(src), "--format", "binance", "--levels", "4", "--out",
+                     str(out), "--quiet", *extra]) == 0
+        rows[window] = [(r[3], r[HEADER.index("exact")]) for r in _csv(out)[1:]]
+        summary = capsys.readouterr().out
+        assert ("price ladders: 0 level updates outside the window" in summary) == (not window)
+    assert rows["0"] == [("10000", "1"), ("0", "0"), ("0", "0")]
+    assert rows[None] == [("10000", "1"), ("0", "0"), ("9990", "1")]
+    assert main(["replay", str(src), "--format", "binance", "--window", "100", "--out",
+                 str(tmp_path / "x.csv")]) == 2
+    assert "window must be a power of two >= 64, not 100" in capsys.readouterr().err

