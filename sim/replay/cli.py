@@ -71,9 +71,10 @@ def add_parser(sub):
                    help="cycles without a message after each update, on top of the engine's "
                         "drain (default with a window: 4 x (levels + 1), time to refill the top "
                         "levels; 0 without)")
-    p.add_argument("--engine", choices=list(ENGINES), default="model",
-                   help="model: the Python reference model (default); verilator: the "
-                        "Verilated gateware (see sim/engine.py)")
+    p.add_argument("--engine", choices=list(ENGINES), default="verilator",
+                   help="verilator: the Verilated gateware (default; built once per "
+                        "configuration); model: the Python reference model, cycle for cycle "
+                        "the same and about 40x slower (see sim/engine.py)")
     p.add_argument("--tick-ns", type=int, default=0, metavar="NS",
                    help="also feed one TICK per NS nanoseconds of input time (default: off)")
     p.add_argument("--out", required=True, metavar="OUT.csv", help="CSV file to write")

@@ -21,9 +21,14 @@ def _csv(path):
         return list(csv.reader(fh))
 
 
+
+def _replay(args):
+    """``obcore replay`` on the reference model: these small files need no Verilator build."""
+    return main(["replay", "--engine", "model", *args])
+
 def test_bybit_csv_matches_the_model(data, tmp_path, capsys):
     src, out = data("bybit/xrpusdt-ob500.data.zip"), tmp_path / "bybit.csv"
-    assert main(["replay", str(src), "--format", "bybit", "--venues", "3", "--venue", "2",
+    assert _replay([str(src), "--format", "bybit", "--venues", "3", "--venue", "2",
                  "--levels", "8", "--out", str(out), "--quiet"]) == 0
     rows = _csv(out)
     assert rows[0] == HEADER + list(SIGNALS) and len(rows) == 51
@@ -75,7 +80,7 @@ def test_gap_warning_summary_and_synced_column(tmp_path, capsys):
     with gzip.open(src, "wt") as fh:
         fh.writelines(f"{1_680_000_000_000_000 + i} {json.dumps(r)}\n"
                       for i, r in enumerate(records))
-    assert main(["replay", str(src), "--format", "binance", "--out", str(out), "--quiet",
+    assert _replay([str(src), "--format", "binance", "--out", str(out), "--quiet",
                  "--tick-ns", "1000"]) == 0
     rows = _csv(out)
     assert [r[2] for r in rows[1:]] == ["10", "11", "13", "16"]      # no row for bookTicker
@@ -91,17 +96,17 @@ def test_errors_are_one_line_and_leave_no_csv(tmp_path, capsys):
     bad, out = tmp_path / "bad.csv", tmp_path / "out.csv"
     bad.write_text("exchange,symbol,timestamp,local_timestamp,is_snapshot,side,price,amount\n"
                    "binance,X,1,1,true,bid,1.005,1\n")
-    assert main(["replay", str(bad), "--format", "tardis", "--out", str(out)]) == 2
+    assert _replay([str(bad), "--format", "tardis", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"obcore replay: error: {bad}:2: price 1.005 is not a whole number")
     assert not out.exists() and list(tmp_path.iterdir()) == [bad]
-    assert main(["replay", str(bad), "--format", "tardis", "--venue", "2",
+    assert _replay([str(bad), "--format", "tardis", "--venue", "2",
                  "--out", str(out)]) == 2
     assert "--venue must be 0..1 (the engine has --venues 2), not 2" in capsys.readouterr().err
-    assert main(["replay", str(tmp_path / "none.gz"), "--format", "binance",
+    assert _replay([str(tmp_path / "none.gz"), "--format", "binance",
                  "--out", str(out)]) == 2
     assert "no such file" in capsys.readouterr().err
-    assert main(["replay", str(bad), "--format", "native", "--tick", "1", "--out",
+    assert _replay([str(bad), "--format", "native", "--tick", "1", "--out",
                  str(out)]) == 2
     assert "do not apply" in capsys.readouterr().err
 
@@ -125,13 +130,13 @@ def test_window_refills_a_deep_binance_book(tmp_path, capsys):
     for window in ("0", None):
         out = tmp_path / f"out_{window}.csv"
         extra = ["--window", window] if window else []
-        assert main(["replay", str(src), "--format", "binance", "--levels", "4", "--out",
+        assert _replay([str(src), "--format", "binance", "--levels", "4", "--out",
                      str(out), "--quiet", *extra]) == 0
         rows[window] = [(r[3], r[HEADER.index("exact")]) for r in _csv(out)[1:]]
         summary = capsys.readouterr().out
         assert ("price ladders: 0 level updates outside the window" in summary) == (not window)
     assert rows["0"] == [("10000", "1"), ("0", "0"), ("0", "0")]
     assert rows[None] == [("10000", "1"), ("0", "0"), ("9990", "1")]
-    assert main(["replay", str(src), "--format", "binance", "--window", "100", "--out",
+    assert _replay([str(src), "--format", "binance", "--window", "100", "--out",
                  str(tmp_path / "x.csv")]) == 2
     assert "window must be a power of two >= 64, not 100" in capsys.readouterr().err
