@@ -324,11 +324,12 @@ def _engine_design(venues, levels, capacity):
     return top, verilog.convert(top, name="top", emit_src=False)
 
 
-def open_engine(kind="verilator", venues=2, levels=16, capacity=None, trace=False):
-    """An engine of ``kind`` ("verilator" or "model") for the given build parameters."""
+def open_engine(kind="verilator", venues=2, levels=16, capacity=None, trace=False, pgo=False):
+    """An engine of ``kind`` ("verilator" or "model") for the given build parameters;
+    ``trace`` and ``pgo`` (a profile-guided build) apply to the native model."""
     if kind == "model":
         return ModelEngine(venues, levels, capacity)
     if kind == "verilator":
         from .native import NativeEngine
-        return NativeEngine(*_engine_design(venues, levels, capacity), trace=trace)
+        return NativeEngine(*_engine_design(venues, levels, capacity), trace=trace, pgo=pgo)
     raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {kind!r}")
