@@ -137,8 +137,10 @@ class BookSide(wiring.Component):
         self.price_width = price_width
         self._level = data.StructLayout({"price": price_width, "size": SIZE_WIDTH, "valid": 1})
         # State, public so the formal proof can state invariants over every cell. ``bound`` is
-        # the key of the best level ever dropped; its MSB is set while none was.
-        self.cells = Signal(data.ArrayLayout(self._level, capacity))
+        # the key of the best level ever dropped; its MSB is set while none was. One signal
+        # per cell, not one array: Verilator copies a whole array signal for every cell's
+        # update: 13% of the native model's instructions per cycle, 3% of its time.
+        self.cells = [Signal(self._level, name=f"cell_{i}") for i in range(capacity)]
         self.bound = Signal(price_width + 1, init=(2 << price_width) - 1)
         self.refill = refill
         extra = {} if not refill else {

@@ -339,12 +339,14 @@ def _engine_design(venues, levels, capacity, window=None):
 
 
 def open_engine(kind="verilator", venues=2, levels=16, capacity=None, trace=False,
-                window=None):
+                window=None, pgo=False):
     """An engine of ``kind`` ("verilator" or "model") for the given build parameters;
-    ``window`` (ticks) builds the books with price ladders (``docs/ladder.md``)."""
+    ``window`` (ticks) builds the books with price ladders (``docs/ladder.md``); ``trace``
+    and ``pgo`` (a profile-guided build) apply to the native model."""
     if kind == "model":
         return ModelEngine(venues, levels, capacity, window=window)
     if kind == "verilator":
         from .native import NativeEngine
-        return NativeEngine(*_engine_design(venues, levels, capacity, window), trace=trace)
+        return NativeEngine(*_engine_design(venues, levels, capacity, window), trace=trace,
+                            pgo=pgo)
     raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {kind!r}")

@@ -5,8 +5,16 @@
 // The top's port contract (hw/top.py): feed (valid/ready/payload, 128 bits), obs and telem
 // (valid, payload: one record each per accepted feed message, fixed latencies), orders
 // (valid/ready/payload, 128 bits), bus (addr, w_en, w_data, r_en, r_data, r_valid). Every
-// output is registered, so it is sampled once per cycle after the rising edge. Verilator
-// spells "__" as "___05F" in C++ names.
+// output is registered. Verilator spells "__" as "___05F" in C++ names.
+//
+// The model is the wrapper ``simtop`` (sim/native/__init__.py): each of the top's inputs
+// reaches it through a register clocked by ``clk_in``. Verilator evaluates logic fed by a
+// model input on every eval() and again after the clock edge (the registers it also reads
+// have changed); fed by registers only, the whole book and CSR update is evaluated once per
+// cycle. So a cycle's inputs are loaded into those registers before its edge: by the
+// previous cycle's edge (clk and clk_in rise together: the top takes its inputs, the
+// registers the next cycle's), or, for an operation's first cycle, by a clk_in edge alone.
+// Between operations the registers hold the idle inputs and the top has taken its last edge.
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -19,23 +27,60 @@
 
 namespace {
 
-template <typename T> constexpr int words_of() { return sizeof(T) / 4; }
+// Rising edges without a falling-edge eval in between: Verilator 5 detects an edge against
+// the clock's previous value, kept under these names; setting them low arms the edge.
+// Another Verilator (without them) gets the plain falling eval.
+template <typename R> auto arm_edges(R* r, int)
+    -> decltype(r->__Vtrigprevexpr___TOP__clk__0 = 0, r->__Vtrigprevexpr___TOP__clk_in__0 = 0,
+                true) {
+    r->__Vtrigprevexpr___TOP__clk__0 = 0;
+    r->__Vtrigprevexpr___TOP__clk_in__0 = 0;
+    return true;
+}
+template <typename R> bool arm_edges(R*, long) { return false; }
 
 struct Engine {
     VerilatedContext ctx;
     Vtop* top;
     uint64_t cycle = 0;
+    // What the input registers hold now: the current cycle's order-stream ready and reset.
+    bool ready = true, rst = false;
+    // Orders that left while the bus was being served, for the next ob_run.
+    std::vector<uint8_t> held;
+    std::vector<uint64_t> held_cycles;
 #if VM_TRACE_FST
     VerilatedFstC* fst = nullptr;
     uint64_t trace_from = 0, trace_to = 0;
 #endif
-    Engine() { top = new Vtop{&ctx}; }
+    Engine() {
+        top = new Vtop{&ctx};
+        idle();
+        top->clk = 0;
+        top->clk_in = 0;
+        top->eval();
+        load();
+    }
     ~Engine() {
 #if VM_TRACE_FST
         if (fst) { fst->close(); delete fst; }
 #endif
         top->final();
         delete top;
+    }
+    // The inputs of a cycle with nothing to do (register address and data are don't-cares).
+    void idle() {
+        top->feed___05Fvalid = 0;
+        top->orders___05Fready = 1;
+        top->bus___05Fw_en = 0;
+        top->bus___05Fr_en = 0;
+        top->rst = 0;
+    }
+    bool tracing() const {
+#if VM_TRACE_FST
+        return fst != nullptr;
+#else
+        return false;
+#endif
     }
     void dump(uint64_t t) {
 #if VM_TRACE_FST
@@ -51,37 +96,41 @@ struct Engine {
         (void)t;
 #endif
     }
-    // Orders that left while the bus was being served, for the next ob_run.
-    std::vector<uint8_t> held;
-    std::vector<uint64_t> held_cycles;
-    // One rising edge: settle inputs at clk=0, then clock.
-    void tick() {
-        top->clk = 0;
+    // Rising edge of clk_in, and of clk when `core`: the input registers take the inputs set
+    // now; with `core` the top also takes its clock edge, ending the current cycle.
+    void edge(bool core) {
+        const bool traced = tracing();
+        if (traced || !arm_edges(top->rootp, 0)) {
+            top->clk = 0;
+            top->clk_in = 0;
+            top->eval();
+            if (core) dump(2 * cycle);
+        }
+        top->clk_in = 1;
+        top->clk = core;
         top->eval();
-        if (top->orders___05Fvalid && top->orders___05Fready && !top->rst) {
+        if (core) {
+            if (traced) dump(2 * cycle + 1);
+            cycle++;
+        }
+        top->clk = 0;
+        top->clk_in = 0;
+        ready = top->orders___05Fready;
+        rst = top->rst;
+    }
+    // The inputs set now are the current cycle's (an operation's first cycle).
+    void load() { edge(false); }
+    // End the current cycle; the inputs set now are the next one's. An order that leaves in
+    // this cycle is held for the next ob_run.
+    void tick() {
+        if (top->orders___05Fvalid && ready && !rst) {
             const uint8_t* p = reinterpret_cast<const uint8_t*>(top->orders___05Fpayload.data());
             held.insert(held.end(), p, p + sizeof(top->orders___05Fpayload));
             held_cycles.push_back(cycle);
         }
-        dump(2 * cycle);
-        top->clk = 1;
-        top->eval();
-        dump(2 * cycle + 1);
-        cycle++;
+        edge(true);
     }
 };
-
-// One eval per cycle instead of two. Verilator evaluates the input-driven logic (here the
-// book's compare-and-insert on the feed word) on every eval() call, so the usual clk=0 eval
-// before each rising edge repeats it for nothing: only the edge detector needs to see clk
-// low. Where the model keeps its previous-clock value under this (Verilator 5) name, setting
-// it low arms the edge; otherwise (another Verilator) the plain two-eval cycle is used.
-template <typename R> auto arm_edge(R* r, int) -> decltype(r->__Vtrigprevexpr___TOP__clk__0 = 0,
-                                                              true) {
-    r->__Vtrigprevexpr___TOP__clk__0 = 0;
-    return true;
-}
-template <typename R> bool arm_edge(R*, long) { return false; }
 
 template <typename W> void put_words(W& dst, const uint8_t* src) {
     std::memcpy(dst.data(), src, sizeof(W));
@@ -99,14 +148,7 @@ uint32_t ob_obs_bytes(void) { return sizeof(Vtop::obs___05Fpayload); }
 uint32_t ob_order_bytes(void) { return sizeof(Vtop::orders___05Fpayload); }
 uint32_t ob_telem_bytes(void) { return sizeof(Vtop::telem___05Fpayload); }
 
-void* ob_new(void) {
-    Engine* e = new Engine();
-    e->top->feed___05Fvalid = 0;
-    e->top->orders___05Fready = 1;
-    e->top->bus___05Fw_en = 0;
-    e->top->bus___05Fr_en = 0;
-    return e;
-}
+void* ob_new(void) { return new Engine(); }
 
 void ob_free(void* h) { delete static_cast<Engine*>(h); }
 
@@ -117,9 +159,14 @@ uint64_t ob_held(void* h) { return static_cast<Engine*>(h)->held_cycles.size(); 
 
 void ob_reset(void* h, uint32_t cycles) {
     Engine* e = static_cast<Engine*>(h);
-    e->top->rst = 1;
-    for (uint32_t i = 0; i < cycles; i++) e->tick();
-    e->top->rst = 0;
+    if (cycles) {
+        e->top->rst = 1;
+        e->load();
+        for (uint32_t i = 0; i < cycles; i++) {
+            if (i + 1 == cycles) e->top->rst = 0;
+            e->tick();
+        }
+    }
     e->held.clear();
     e->held_cycles.clear();
 }
@@ -147,12 +194,13 @@ uint64_t ob_run(void* h, const uint8_t* msgs, uint64_t n, uint32_t drain, uint8_
     }
     e->held.clear();
     e->held_cycles.clear();
-#if VM_TRACE_FST
-    const bool fast = !e->fst && arm_edge(t->rootp, 0);
-#else
-    const bool fast = arm_edge(t->rootp, 0);
-#endif
-    while (sent < n || idle < drain) {
+    // Set the next cycle's inputs; false (and the idle inputs) when the batch is done.
+    auto plan = [&]() {
+        if (sent >= n && idle >= drain) {
+            t->feed___05Fvalid = 0;
+            t->orders___05Fready = 1;   // register accesses never stall the order stream
+            return false;
+        }
         if (sent < n) {
             t->feed___05Fvalid = 1;
             put_words(t->feed___05Fpayload, msgs + sent * fb);
@@ -161,13 +209,13 @@ uint64_t ob_run(void* h, const uint8_t* msgs, uint64_t n, uint32_t drain, uint8_
             idle++;
         }
         t->orders___05Fready = ords < orders_cap;
-        // Fast: every output is registered, so after the last edge it already holds this
-        // cycle's value. Otherwise settle the inputs first, as the rising edge will see them.
-        if (!fast) {
-            t->clk = 0;
-            t->eval();
-        }
-        const bool accept = t->feed___05Fvalid && t->feed___05Fready;
+        return true;
+    };
+    bool more = plan();
+    if (more) e->load();
+    while (more) {
+        // This cycle's inputs are in the registers; the outputs show this cycle.
+        const bool accept = t->feed___05Fvalid && t->feed___05Fready, ready = e->ready;
         if (t->obs___05Fvalid) {
             if (got < cap) get_words(obs + got * ob, t->obs___05Fpayload);
             got++;
@@ -176,26 +224,14 @@ uint64_t ob_run(void* h, const uint8_t* msgs, uint64_t n, uint32_t drain, uint8_
             if (telem && tels < cap) get_words(telem + tels * tb, t->telem___05Fpayload);
             tels++;
         }
-        if (t->orders___05Fvalid && t->orders___05Fready) {
+        if (t->orders___05Fvalid && ready) {
             order_cycles[ords] = e->cycle;
             get_words(orders + ords++ * rb, t->orders___05Fpayload);
         }
-        if (fast) {
-            t->clk = 1;
-            arm_edge(t->rootp, 0);
-            t->eval();
-            t->clk = 0;
-        } else {
-            e->dump(2 * e->cycle);
-            t->clk = 1;
-            t->eval();
-            e->dump(2 * e->cycle + 1);
-        }
-        e->cycle++;
         if (accept) sent++;
+        more = plan();
+        e->edge(true);
     }
-    t->feed___05Fvalid = 0;
-    t->orders___05Fready = 1;   // register accesses never stall the order stream
     *n_telem = tels;
     *n_orders = ords;
     return got;
@@ -206,73 +242,33 @@ void ob_write(void* h, uint32_t addr, uint32_t data) {
     e->top->bus___05Faddr = addr;
     e->top->bus___05Fw_data = data;
     e->top->bus___05Fw_en = 1;
-    e->tick();
+    e->load();
     e->top->bus___05Fw_en = 0;
+    e->tick();
 }
 
 uint32_t ob_read(void* h, uint32_t addr) {
     Engine* e = static_cast<Engine*>(h);
     e->top->bus___05Faddr = addr;
     e->top->bus___05Fr_en = 1;
-    e->tick();
+    e->load();
     e->top->bus___05Fr_en = 0;
+    e->tick();
     for (int i = 0; i < 4 && !e->top->bus___05Fr_valid; i++) e->tick();
-    e->top->eval();
     return e->top->bus___05Fr_data;
 }
 
-// Bulk bus access: the same cycles as ob_read / ob_write once per word (one cycle each; a
-// read's r_data is there after the edge of its own cycle, so reads go back to back), in one
-// call instead of one per word, and with one eval per cycle where the edge can be armed
-// (see ob_run; every output is registered, so the order check needs no settling eval).
-static void bus_cycle(Engine* e, bool fast) {
-    if (!fast) return e->tick();
-    Vtop* t = e->top;
-    if (t->orders___05Fvalid && t->orders___05Fready && !t->rst) {
-        const uint8_t* p = reinterpret_cast<const uint8_t*>(t->orders___05Fpayload.data());
-        e->held.insert(e->held.end(), p, p + sizeof(t->orders___05Fpayload));
-        e->held_cycles.push_back(e->cycle);
-    }
-    t->clk = 1;
-    arm_edge(t->rootp, 0);
-    t->eval();
-    t->clk = 0;
-    e->cycle++;
-}
-
-static bool bus_fast(Engine* e) {
-#if VM_TRACE_FST
-    return !e->fst && arm_edge(e->top->rootp, 0);
-#else
-    return arm_edge(e->top->rootp, 0);
-#endif
-}
+// Bulk bus access: exactly the cycles of ob_read / ob_write once per word, in one call
+// instead of one per word (the ctypes call, not the model, is the cost of a word).
 
 // Read the words at `addrs[0..n)` into `out`, in order.
 void ob_read_many(void* h, const uint32_t* addrs, uint64_t n, uint32_t* out) {
-    Engine* e = static_cast<Engine*>(h);
-    const bool fast = bus_fast(e);
-    for (uint64_t i = 0; i < n; i++) {
-        e->top->bus___05Faddr = addrs[i];
-        e->top->bus___05Fr_en = 1;
-        bus_cycle(e, fast);
-        e->top->bus___05Fr_en = 0;
-        for (int k = 0; k < 4 && !e->top->bus___05Fr_valid; k++) bus_cycle(e, fast);
-        out[i] = e->top->bus___05Fr_data;
-    }
+    for (uint64_t i = 0; i < n; i++) out[i] = ob_read(h, addrs[i]);
 }
 
 // Write `words[i]` to `addrs[i]` for i in 0..n, in order.
 void ob_write_many(void* h, const uint32_t* addrs, const uint32_t* words, uint64_t n) {
-    Engine* e = static_cast<Engine*>(h);
-    const bool fast = bus_fast(e);
-    for (uint64_t i = 0; i < n; i++) {
-        e->top->bus___05Faddr = addrs[i];
-        e->top->bus___05Fw_data = words[i];
-        e->top->bus___05Fw_en = 1;
-        bus_cycle(e, fast);
-        e->top->bus___05Fw_en = 0;
-    }
+    for (uint64_t i = 0; i < n; i++) ob_write(h, addrs[i], words[i]);
 }
 
 // Record an FST trace of cycles [from, to) into `path`. Returns 0 if this build has no trace.

@@ -210,31 +210,38 @@ def _registers(engine, blocks=("system", "book", "signals", "guard", "quoter")):
             for r in regs for i in range(r.count) for w in range(r.words)}
 
 
+def _demo_flow(engine, name, seed):
+    """The demo's flow of scenario ``name`` through ``engine``: (observations, orders, order
+    cycles, telemetry, pulls, every register at the end)."""
+    from obcore.control import params
+    from obcore.sim.demo import PARAMS, drive
+
+    tagged = list(generate(name, seed))
+    phases, msgs = np.array([p for p, _ in tagged]), feed_array([m for _, m in tagged])
+    engine.reset()
+    rec = _Recording(engine)
+    result = drive(rec, msgs, phases, params.load(PARAMS), log=lambda *_: None)
+    return (*result[:3], np.concatenate(rec.telemetry), result[4], _registers(engine))
+
+
+def _assert_same_flow(got, want):
+    for g, w, what in zip(got[:4], want[:4], ("observations", "orders", "order cycles",
+                                              "telemetry"), strict=True):
+        assert (msg := _mismatch(g, w, None, what)) is None, msg
+    assert got[4:] == want[4:]
+
+
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_armed_scenarios_match_the_reference_message_for_message(native, name):
     """The demo's flow through both engines (its parameters written, arm after the snapshot,
     retried while a trigger holds, the phases run one by one with register reads between):
     every observation, telemetry record, order and order cycle agrees, and so does every
     register at the end."""
-    from obcore.control import params
-    from obcore.sim.demo import PARAMS, drive
-
     seed = random.randrange(1 << 30)
     print(f"seed={seed}")
-    tagged = list(generate(name, seed))
-    phases, msgs = np.array([p for p, _ in tagged]), feed_array([m for _, m in tagged])
-    runs = []
-    for engine in (native, ModelEngine()):
-        engine.reset()
-        rec = _Recording(engine)
-        result = drive(rec, msgs, phases, params.load(PARAMS), log=lambda *_: None)
-        runs.append((*result[:3], np.concatenate(rec.telemetry), result[4],
-                     _registers(engine)))
-    (hw_obs, hw_orders, hw_cycles, hw_tel, hw_pulls, hw_regs), ref = runs[0], runs[1]
-    for got, want, what in ((hw_obs, ref[0], "observations"), (hw_tel, ref[3], "telemetry"),
-                            (hw_orders, ref[1], "orders"), (hw_cycles, ref[2], "order cycles")):
-        assert (msg := _mismatch(got, want, None, what)) is None, msg
-    assert hw_pulls == ref[4] and hw_regs == ref[5]
+    hw = _demo_flow(native, name, seed)
+    _assert_same_flow(hw, _demo_flow(ModelEngine(), name, seed))
+    hw_orders, hw_tel = hw[1], hw[3]
     assert len(hw_orders) > 2 and (hw_orders["kind"] == OrderKind.NEW).any()
     assert (hw_tel["sig_status"] >> STATUS["vol_valid"].offset & 1).any()
 
@@ -307,6 +314,17 @@ def test_telemetry_by_hand(native, kind):
     bad = tel[7]
     assert bad["venue"] == 7 and all(bad[f] == 0 for f in TELEM.dtype().names
                                      if f not in ("venue", "kind", "seq", "cycle"))
+
+
+@pytest.mark.slow   # a profile-guided build compiles twice: minutes
+def test_profile_guided_build_is_the_same_model(native):
+    """open_engine(pgo=True) (the benchmark's build): the crisis demo flow agrees with the
+    plain build in every output and register."""
+    seed = random.randrange(1 << 30)
+    print(f"seed={seed}")
+    with open_engine("verilator", pgo=True) as fast:
+        got = _demo_flow(fast, "crisis", seed)
+    _assert_same_flow(got, _demo_flow(native, "crisis", seed))
 
 
 @pytest.mark.slow   # a second, traced Verilator build: minutes
