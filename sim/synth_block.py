@@ -24,7 +24,7 @@ from .synth import (
 )
 from .toolchain import yowasp_env
 
-__all__ = ["BLOCKS", "BlockHarness", "make_block", "block_folder", "build_block",
+__all__ = ["BLOCKS", "BlockHarness", "make_block", "block_latency", "block_folder", "build_block",
            "render_block_markdown"]
 
 
@@ -34,6 +34,7 @@ class _Block:
     make: object          # (venues, levels, capacity) -> wiring.Component
     label: str            # the configuration as the report shows it, from the same numbers
     uses: tuple           # which of venues / levels / capacity it takes
+    latency: str = ""     # "module.CONSTANT": the block's documented latency in cycles
 
 
 def _signals(venues, levels, capacity):
@@ -68,11 +69,12 @@ def _csr(venues, levels, capacity):
 
 
 BLOCKS = {
-    "signals": _Block(_signals, "Signals(venues={venues})", ("venues",)),
-    "quoter": _Block(_quoter, "Quoter(venues={venues}, levels=1)", ("venues",)),
-    "guard": _Block(_guard, "Guard(venues={venues})", ("venues",)),
+    "signals": _Block(_signals, "Signals(venues={venues})", ("venues",), "signals.LATENCY"),
+    "quoter": _Block(_quoter, "Quoter(venues={venues}, levels=1)", ("venues",),
+                     "quoter.LATENCY"),
+    "guard": _Block(_guard, "Guard(venues={venues})", ("venues",), "guard.LATENCY"),
     "books": _Block(_books, "Books(venues={venues}, levels={levels}, capacity={capacity})",
-                    ("venues", "levels", "capacity")),
+                    ("venues", "levels", "capacity"), "book.STATUS_LATENCY"),
     "ingress": _Block(_ingress, "Ingress(venues={venues})", ("venues",)),
     "csr": _Block(_csr, "CSR(build_map(venues={venues}, levels={levels}))",
                   ("venues", "levels")),
@@ -133,6 +135,15 @@ class BlockHarness(Elaboratable):
             m.d.sync += shift.eq(shift << 1)
         m.d.comb += self.so.eq(shift[-1])
         return m
+
+
+def block_latency(name):
+    """Block ``name``'s latency in cycles as its module declares it, or None."""
+    where = BLOCKS[name].latency
+    if not where:
+        return None
+    module, constant = where.rsplit(".", 1)
+    return getattr(importlib.import_module(f"..hw.{module}", __package__), constant)
 
 
 def block_folder(out, board_name, block):
@@ -202,7 +213,9 @@ def build_block(board_name, block, *, venues=None, levels=None, capacity=None, f
         "board": board_name, "block": block,
         "device": f"{platform.device}-{platform.speed} {platform.package}", "family": "ecp5",
         "config": {"label": label, "venues": venues, "levels": levels, "capacity": capacity,
-                   "clock_mhz": freq_mhz, "seed": seed, "harness_ffs": harness_ffs},
+                   "clock_mhz": freq_mhz, "seed": seed, "harness_ffs": harness_ffs,
+                   "latency_cycles": block_latency(block),
+                   "latency_source": BLOCKS[block].latency or None},
         "date": datetime.date.today().isoformat(),
         "elapsed_s": round(time.monotonic() - start, 1),
         "command": command or f"obcore synth --board {board_name} --block {block}",

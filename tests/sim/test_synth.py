@@ -272,3 +272,28 @@ def test_ingress_block_build(tmp_path):
     assert report["config"]["label"] == "Ingress(venues=1)"
     saved = tmp_path / "ulx3s-85f-ingress" / "report.json"
     assert json.loads(saved.read_text()) == report
+
+
+def test_bench_lists_block_reports(tmp_path, monkeypatch):
+    """`obcore bench` reads build/<board>-<block>/report.json: Fmax, use and the block's
+    latency in ns = its declared cycles / Fmax."""
+    from obcore.hw.signals import LATENCY
+    from obcore.sim.bench import _synth, _synth_lines
+
+    monkeypatch.chdir(tmp_path)
+    pnr = parse_nextpnr_log(NEXTPNR_LOG)           # 19.68 and 95.10 MHz: the lower counts
+    folder = tmp_path / "build" / "ulx3s-85f-signals"
+    folder.mkdir(parents=True)
+    report = {"config": {"label": "Signals(venues=2)", "clock_mhz": 100.0, "seed": 1,
+                         "latency_cycles": LATENCY},
+              "fmax": pnr["fmax"], "resources": {"LUT": {"used": 7, "available": 70,
+                                                         "percent": 10.0}}}
+    (folder / "report.json").write_text(json.dumps(report))
+    rows = _synth({}, [])
+    assert rows["ulx3s-85f"] is None
+    row = rows["blocks"]["ulx3s-85f-signals"]
+    assert row["fmax"] == 19.68 and not row["pass"]
+    assert row["latency_ns"] == pytest.approx(LATENCY * 1000 / 19.68)
+    text = "\n".join(_synth_lines(rows))
+    assert (f"| ulx3s-85f | `Signals(venues=2)` | 19.7 (seed 1, FAILS 100) | 7 (10.0%) | — | "
+            f"— | — | {LATENCY} | {LATENCY * 1000 / 19.68:.1f} |") in text
