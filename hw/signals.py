@@ -1,6 +1,6 @@
 """Market signals from the book outputs: spread, imbalance, volatility, depth drop, leverage."""
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -20,6 +20,8 @@ QTY_BITS = FEED.offsets()["size"][1]
 DEPTH_BITS = 36               # 16 levels of sizes < 2^31 sum below 2^35; one bit to spare
 CLAMP_BITS = 18               # a DSP operand: the vol delta and the microprice spread fit it
 CLAMP_MAX = (1 << (CLAMP_BITS - 1)) - 1
+DSP_BITS = 18                 # an ECP5 MULT18X18D port (signed or unsigned)
+DSP_SLICE = 17                # unsigned slices of a wider operand: 17 bits fit a signed port
 SIGMA2_FRAC = REGISTERS["sigma2_fast"].fmt.frac_bits
 SIGMA_BITS = REGISTERS["sigma"].fmt.width
 # sigma lags sigma2: one root takes SIGMA_BITS cycles and a tick during it queues one more,
@@ -112,6 +114,21 @@ def _reg(m, value, name, shape=None, n=1):
     return value
 
 
+def _partials(m, a, b, name):
+    """``a * b`` as registered partial products, one DSP each: an operand wider than a DSP
+    port is cut into unsigned ``DSP_SLICE``-bit slices (its top slice keeps its sign). The
+    sum of the returned terms is ``a * b`` a cycle later; no adder follows a DSP in the
+    cycle of the multiplication, which is what makes wide products slow."""
+    def cut(value):
+        value = Value.cast(value)
+        if len(value) <= DSP_BITS:
+            return [(0, value)]
+        top = value.shape().signed
+        return [(lo, value[lo:lo + DSP_SLICE].as_signed() if top and lo + DSP_SLICE >= len(value)
+                 else value[lo:lo + DSP_SLICE]) for lo in range(0, len(value), DSP_SLICE)]
+    return [_reg(m, x * y, f"{name}_p{i}_{j}") << (i + j) for i, x in cut(a) for j, y in cut(b)]
+
+
 def _clamp(m, value, name):
     """``value`` saturated to +-CLAMP_MAX (a signed DSP operand) and whether it saturated."""
     over, under = value > CLAMP_MAX, value < -CLAMP_MAX
@@ -184,13 +201,19 @@ class VenueSignals(wiring.Component):
         upd = _reg(m, bk.updated, "upd", n=LATENCY - 1)
 
         # Volatility sample: tick with a two-sided book. x = (delta mid2)^2 with delta clamped
-        # to one DSP operand; the first sample after reset only sets `prev`.
+        # to one DSP operand; the first sample after reset only sets `prev`. The DSP squares
+        # the low bits while the clamp is decided, and the clamp picks CLAMP_MAX^2 after it:
+        # unclamped, delta equals its low CLAMP_BITS bits (signed).
         prev, have_prev = Signal(PRICE_BITS + 1), Signal()
-        delta, delta_sat = _clamp(m, mid2 - prev, "delta")
+        delta = Signal(signed(PRICE_BITS + 2), name="delta")
+        m.d.comb += delta.eq(mid2 - prev)
+        delta_sat = (delta > CLAMP_MAX) | (delta < -CLAMP_MAX)
+        low = delta[:CLAMP_BITS].as_signed()
         sample = tick & ok & have_prev
         with m.If(tick & ok):
             m.d.sync += [prev.eq(mid2), have_prev.eq(1)]
-        x_a = _reg(m, (delta * delta)[:2 * CLAMP_BITS - 2], "x_a")     # <= CLAMP_MAX^2
+        x_a = _reg(m, Mux(delta_sat, CLAMP_MAX * CLAMP_MAX, low * low)[:2 * CLAMP_BITS - 2],
+                   "x_a")                                             # <= CLAMP_MAX^2
         sample_a = _reg(m, sample, "sample_a")
         sat_vol = _reg(m, sample & delta_sat, "sat_vol", n=LATENCY - 1)
 
@@ -231,7 +254,7 @@ class VenueSignals(wiring.Component):
 
         # Leverage: L*risk and L*lvi_depth depend on parameters only.
         risk_a = _reg(m, p.leverage * p.liquidity_risk, "risk_a")             # UQ16.16
-        lvi_prod_a = _reg(m, p.leverage * p.lvi_depth, "lvi_prod_a")          # UQ40.8
+        lvi_prod_a = sum(_partials(m, p.leverage, p.lvi_depth, "lvi_prod_a"))   # UQ40.8
         lmax_over = _reg(m, p.leverage > p.leverage_max, "lmax_over", n=LATENCY - 1)
 
         # sigma = isqrt(max(sigma2)) runs once the tick samples in flight have landed.
@@ -276,27 +299,29 @@ class VenueSignals(wiring.Component):
         th_t, th_d = _reg(m, p.obi_touch_th, "th_t_a"), _reg(m, p.obi_depth_th, "th_d_a")
         drop_th, thin_th = _reg(m, p.depth_drop_th, "drop_th_a"), _reg(m, p.depth_thin, "thin_a")
         tmag_b = _reg(m, abs(tdiff_a), "tmag_b")
-        tprod_b = _reg(m, th_t * tsum_a, "tprod_b")
+        tprod_b = sum(_partials(m, th_t, tsum_a, "tprod_b"))
         tvalid_b, tbid_b = _reg(m, tsum_a != 0, "tvalid_b"), _reg(m, tdiff_a > 0, "tbid_b")
         dmag_b = _reg(m, abs(ddiff_a), "dmag_b")
-        dprod_b = _reg(m, th_d * dsum_a, "dprod_b")
+        dprod_b = sum(_partials(m, th_d, dsum_a, "dprod_b"))
         dvalid_b, dbid_b = _reg(m, dsum_a != 0, "dvalid_b"), _reg(m, ddiff_a > 0, "dbid_b")
         lost_b = _reg(m, then_b - now_b, "lost_b_b", signed(DEPTH_BITS + 1))
         lost_a = _reg(m, then_a - now_a, "lost_a_b", signed(DEPTH_BITS + 1))
-        lim_b, lim_a = _reg(m, drop_th * then_b, "lim_b_b"), _reg(m, drop_th * then_a, "lim_a_b")
+        lim_b = sum(_partials(m, drop_th, then_b, "lim_b_b"))
+        lim_a = sum(_partials(m, drop_th, then_a, "lim_a_b"))
         drop_valid_b = _reg(m, drop_valid_a, "drop_valid_b")
         thin_b = _reg(m, dmin_a < thin_th, "thin_b")
         lvi_b = _reg(m, lvi_prod_a > (dmin_a << LEV_FRAC), "lvi_b")
-        lsafe_prod_b = _reg(m, risk_a * sigma_a, "lsafe_prod_b")                # UQ33.24
-        micro_num_b = _reg(m, Mux(ok_a, micro_s_a * vb_a, 0), "micro_num_b",
-                           _shape("micro_num"))
+        lsafe_prod_b = sum(_partials(m, risk_a, sigma_a, "lsafe_prod_b"))        # UQ33.24
+        # micro_s is 0 unless ok: the product is the output's 0 then.
+        micro_num_b = sum(_partials(m, Mux(ok_a, micro_s_a, 0), vb_a, "micro_num_b"))
         micro_den_b = _reg(m, Mux(ok_a, tsum_a, 0), "micro_den_b", _shape("micro_den"))
-        # Spread* = a sigma + b L + c/Lambda, each term truncated to STAR_FRAC bits.
-        star = Signal(_shape("spread_star"))
-        m.d.comb += star.eq(sum(term >> shift for term, shift in zip(    # < 2^34: fits
-            (star_a_sig, star_a_lev, star_a_liq), STAR_SHIFTS, strict=True))[:len(star)])
-        star_b = _reg(m, star, "star_b")
-        m.d.sync += [self.dev.eq(Mux(ok_a, (spread_a << STAR_FRAC) - star, 0)),
+        # Spread* = a sigma + b L + c/Lambda, each term truncated to STAR_FRAC bits. dev sums
+        # the terms again rather than behind star: one multi-operand add, not two in a row.
+        terms = [t >> shift for t, shift in zip((star_a_sig, star_a_lev, star_a_liq),
+                                                STAR_SHIFTS, strict=True)]
+        star_b = _reg(m, sum(terms)[:len(self.spread_star)], "star_b")    # < 2^34: fits
+        m.d.sync += [self.dev.eq(Mux(ok_a, (spread_a << STAR_FRAC) - terms[0] - terms[1]
+                                     - terms[2], 0)),
                      self.dev_valid.eq(ok_a)]
 
         # Stage C: compares into the registered outputs.
@@ -311,7 +336,8 @@ class VenueSignals(wiring.Component):
         m.d.sync += [
             self.spread.eq(_reg(m, Mux(ok_a, spread_a, 0), "spread_b")),
             self.mid2.eq(_reg(m, Mux(ok_a, mid2_a, 0), "mid2_b")),
-            self.micro_num.eq(micro_num_b), self.micro_den.eq(micro_den_b),
+            self.micro_num.eq(micro_num_b[:len(self.micro_num)]),
+            self.micro_den.eq(micro_den_b),
             self.sigma2_fast.eq(sf), self.sigma2_slow.eq(ss),
             self.sigma.eq(_reg(m, sigma_a, "sigma_b")), self.accel.eq(accel),
             self.spread_star.eq(star_b),
