@@ -274,14 +274,22 @@ class VenueSignals(wiring.Component):
         star_a_liq = _reg(m, p.xv_c * p.xv_inv_liq, "star_a_liq")             # UQ17.23
 
         # Stage B: products with data, the EWMAs, acceleration.
-        shifts = [_reg(m, p.vol_fast_shift, "fast_shift_a"),
-                  _reg(m, p.vol_slow_shift, "slow_shift_a")]
+        # state += ((X - state) >> k), X = x << SIGMA2_FRAC, a floor shift, computed as
+        #   state - (state >> k) + (X >> k) - [X mod 2^k < state mod 2^k]
+        # (the same integer): the two shifts and the compare run side by side, so the loop
+        # from the state back to itself is one shift and one multi-operand add. The masks
+        # 2^k - 1 are registered at stage A from the parameters.
+        big_x = x_a << SIGMA2_FRAC
         vol_valid = Signal()
-        for state, shift in zip((sf, ss), shifts, strict=True):
-            # The step stays between state and x, so the sum fits the state: no overflow.
-            step = ((x_a << SIGMA2_FRAC) - state) >> shift     # signed: floor
+        for state, param, name in ((sf, p.vol_fast_shift, "fast"),
+                                   (ss, p.vol_slow_shift, "slow")):
+            shift = _reg(m, param, f"{name}_shift_a")
+            mask = _reg(m, Cat(param > i for i in range(len(state))), f"{name}_mask_a")
+            borrow = (big_x & mask) < (state & mask)
+            # Between state and X: the sum fits the state, no overflow.
             with m.If(sample_a):
-                m.d.sync += state.eq((state + step)[:len(state)])
+                m.d.sync += state.eq((state - (state >> shift) + (big_x >> shift) - borrow)
+                                     [:len(state)])
         with m.If(sample_a):
             m.d.sync += vol_valid.eq(1)
 

@@ -201,9 +201,11 @@ def build_block(board_name, block, *, venues=None, levels=None, capacity=None, f
     device = (f"{platform._nextpnr_device_options[platform.device]} --package "
               f"{platform._nextpnr_package_options[platform.package].upper()} "
               f"--speed {platform.speed}")
+    # router2, as for the boards: router1 spent most of a signals build on its last arcs.
     steps = [[env["YOSYS"], "-q", "-l", "top.rpt", "top.ys"],
              [env["NEXTPNR_ECP5"], *device.split(), "--json", "top.json", "--freq",
-              f"{freq_mhz:g}", "--seed", str(seed), "--timing-allow-fail", "--log", "top.tim"]]
+              f"{freq_mhz:g}", "--seed", str(seed), "--timing-allow-fail", "--router", "router2",
+              "--log", "top.tim"]]
     run_steps(folder, steps, env, start, log,
               f"block {label} on {board_name} ({platform.device}), {freq_mhz:g} MHz, "
               f"seed {seed}")
