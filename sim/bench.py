@@ -200,7 +200,7 @@ def _synth(pulls, quotes):
 def _block_row(board, rep):
     """One `obcore synth --block` report as a row: the lowest Fmax and the latency in ns."""
     fmax = min(f["achieved_mhz"] for f in rep["fmax"].values())
-    cycles = rep["config"]["latency_cycles"]
+    cycles = rep["config"].get("latency_cycles")    # reports before it have none
     return {"board": board, "label": rep["config"]["label"], "fmax": fmax,
             "pass": all(f["pass"] for f in rep["fmax"].values()),
             "target": rep["config"]["clock_mhz"], "seed": rep["config"]["seed"],
