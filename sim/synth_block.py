@@ -93,7 +93,7 @@ def make_block(name, venues, levels, capacity=None):
 
 
 class BlockHarness(Elaboratable):
-    """A component between registers, for timing it alone, on four pins.
+    """A component between registers, for timing it alone, on five pins (clock and reset too).
 
     Every input port bit is a flip-flop of one shift register fed from the ``si`` pin; every
     output port is captured (``cap`` high) into a shift register that shifts out on ``so``.
