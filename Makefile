@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test test-slow lint docs bench synth synth-test clean
+.PHONY: install demo test test-slow lint docs bench synth synth-blocks synth-test clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,13 @@ $(SYNTH_STAMP): $(STAMP)
 synth: $(SYNTH_STAMP)
 	$(BIN)/obcore synth --board ulx3s-85f
 	$(BIN)/obcore synth --board icebreaker
+
+# Each block alone on the 85F (docs/boards.md, Results): one nextpnr at a time, minutes each.
+SYNTH_BLOCKS := signals quoter guard books ingress csr
+
+synth-blocks: $(SYNTH_STAMP)
+	for block in $(SYNTH_BLOCKS); do \
+		$(BIN)/obcore synth --board ulx3s-85f --block $$block || exit 1; done
 
 synth-test: $(SYNTH_STAMP)
 	$(BIN)/python -m pytest -m synth

@@ -1,18 +1,18 @@
 """Market signals from the book outputs: spread, imbalance, volatility, depth drop, leverage."""
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .layouts import FEED
 from .registers import REGISTERS, build_map
+from .signal_units import IMB_FRAC, IMB_MAX, IMB_STAGES, ImbalanceDivider, SerialSqrt
 
 __all__ = ["BOOK_VIEW", "STATUS", "REGIME", "FLAGS", "XV_STATUS", "VolRegime", "LiqRegime",
            "VENUE_PARAMS", "VENUE_OUTPUTS", "CROSS_PARAMS", "CROSS_OUTPUTS", "LATENCY",
-           "CLAMP_MAX", "SIGMA2_FRAC", "SIGMA_LAG", "WINDOW_MAX", "DEPTH_BITS", "SerialSqrt",
-           "IMB_FRAC", "IMB_MAX", "IMB_LATENCY", "IMB_OUTPUTS", "ImbalanceDivider",
-           "VenueSignals", "Signals", "port_layout"]
+           "CLAMP_MAX", "SIGMA2_FRAC", "SIGMA_LAG", "WINDOW_MAX", "DEPTH_BITS", "IMB_FRAC",
+           "IMB_MAX", "IMB_LATENCY", "IMB_OUTPUTS", "VenueSignals", "Signals", "port_layout"]
 
 LATENCY = 3                   # cycles from the book inputs (and tick) to every registered output
 PRICE_BITS = FEED.offsets()["price"][1]
@@ -20,6 +20,8 @@ QTY_BITS = FEED.offsets()["size"][1]
 DEPTH_BITS = 36               # 16 levels of sizes < 2^31 sum below 2^35; one bit to spare
 CLAMP_BITS = 18               # a DSP operand: the vol delta and the microprice spread fit it
 CLAMP_MAX = (1 << (CLAMP_BITS - 1)) - 1
+DSP_BITS = 18                 # an ECP5 MULT18X18D port (signed or unsigned)
+DSP_SLICE = 17                # unsigned slices of a wider operand: 17 bits fit a signed port
 SIGMA2_FRAC = REGISTERS["sigma2_fast"].fmt.frac_bits
 SIGMA_BITS = REGISTERS["sigma"].fmt.width
 # sigma lags sigma2: one root takes SIGMA_BITS cycles and a tick during it queues one more,
@@ -28,12 +30,6 @@ SIGMA_LAG = 2 * SIGMA_BITS + 1
 FRAC_BITS = REGISTERS["obi_touch_th"].fmt.frac_bits          # fractions theta and delta: UQ1.15
 assert FRAC_BITS == REGISTERS["obi_depth_th"].fmt.frac_bits == REGISTERS[
     "depth_drop_th"].fmt.frac_bits
-IMB_FRAC = FRAC_BITS          # the telemetry imbalances: SQ1.15, like the thresholds' UQ1.15
-IMB_MAX = (1 << IMB_FRAC) - 1  # +-1.0 (a one-sided touch) reads as +-IMB_MAX
-# Restoring division, one quotient bit per step: the integer bit and IMB_FRAC fraction bits,
-# 4 steps a cycle (39-bit compares: short enough for the clock target).
-IMB_STAGES = (4, 4, 4, 4)
-assert sum(IMB_STAGES) == IMB_FRAC + 1
 IMB_LATENCY = 1 + len(IMB_STAGES)   # book inputs -> obi_touch_q / obi_depth_q, cycles
 IMB_OUTPUTS = ("obi_touch_q", "obi_depth_q")
 WINDOW_MAX = int(REGISTERS["depth_window"].limits()[1])
@@ -118,89 +114,27 @@ def _reg(m, value, name, shape=None, n=1):
     return value
 
 
+def _partials(m, a, b, name):
+    """``a * b`` as registered partial products, one DSP each: an operand wider than a DSP
+    port is cut into unsigned ``DSP_SLICE``-bit slices (its top slice keeps its sign). The
+    sum of the returned terms is ``a * b`` a cycle later; no adder follows a DSP in the
+    cycle of the multiplication, which is what makes wide products slow."""
+    def cut(value):
+        value = Value.cast(value)
+        if len(value) <= DSP_BITS:
+            return [(0, value)]
+        top = value.shape().signed
+        return [(lo, value[lo:lo + DSP_SLICE].as_signed() if top and lo + DSP_SLICE >= len(value)
+                 else value[lo:lo + DSP_SLICE]) for lo in range(0, len(value), DSP_SLICE)]
+    return [_reg(m, x * y, f"{name}_p{i}_{j}") << (i + j) for i, x in cut(a) for j, y in cut(b)]
+
+
 def _clamp(m, value, name):
     """``value`` saturated to +-CLAMP_MAX (a signed DSP operand) and whether it saturated."""
     over, under = value > CLAMP_MAX, value < -CLAMP_MAX
     out = Signal(signed(CLAMP_BITS), name=name)
     m.d.comb += out.eq(Mux(over, CLAMP_MAX, Mux(under, -CLAMP_MAX, value)))
     return out, over | under
-
-
-class SerialSqrt(wiring.Component):
-    """``root = floor(sqrt(radicand))``, one bit per cycle, off the hot path.
-
-    ``start`` (ignored while ``busy``) latches ``radicand``; ``busy`` stays high for
-    ``width/2`` cycles and ``root`` takes the result as it falls. ``root`` holds otherwise.
-    """
-
-    def __init__(self, width):
-        if not (isinstance(width, int) and width >= 2 and width % 2 == 0):
-            raise ValueError(f"width must be a positive even integer, not {width!r}")
-        self._width = width
-        super().__init__({"start": In(1), "radicand": In(width), "busy": Out(1),
-                          "root": Out(width // 2)})
-
-    def elaborate(self, platform):
-        m = Module()
-        half = self._width // 2
-        rad = Signal(self._width)
-        rem = Signal(half + 2)               # remainder < 2 root + 1 <= 2^(half+1)
-        acc = Signal(half)                   # root bits found so far
-        left = Signal(range(half + 1))
-        shifted = Cat(rad[-2:], rem)         # (rem << 2) | next two radicand bits
-        trial = Cat(Const(1, 2), acc)        # (acc << 2) | 1
-        fits = shifted >= trial
-        nxt = Cat(fits, acc)[:half]          # acc < 2^(half-1) until the last step
-        with m.If(self.busy):
-            m.d.sync += [rad.eq((rad << 2)[:self._width]), acc.eq(nxt), left.eq(left - 1),
-                         rem.eq(Mux(fits, shifted - trial, shifted)[:half + 2])]
-            with m.If(left == 1):
-                m.d.sync += [self.busy.eq(0), self.root.eq(nxt)]
-        with m.Elif(self.start):
-            m.d.sync += [rad.eq(self.radicand), rem.eq(0), acc.eq(0), left.eq(half),
-                         self.busy.eq(1)]
-        return m
-
-
-class ImbalanceDivider(wiring.Component):
-    """``q = (num << IMB_FRAC) / den`` in SQ1.15, truncated toward 0, the magnitude limited
-    to ``IMB_MAX``; 0 when ``den`` is 0. Needs ``|num| <= den`` (an imbalance: (Vb - Va) /
-    (Vb + Va)). Pipelined restoring division: a result every cycle, ``len(IMB_STAGES)``
-    cycles after its inputs. Off the hot path: thresholds compare by cross-multiplication.
-    """
-
-    def __init__(self, num_bits, den_bits):
-        self._den_bits = den_bits
-        super().__init__({"num": In(signed(num_bits)), "den": In(unsigned(den_bits)),
-                          "q": Out(signed(IMB_FRAC + 1))})
-
-    def elaborate(self, platform):
-        m = Module()
-        width = self._den_bits + 1            # remainder < den, doubled: < 2^(den_bits+1)
-        rem, den = Signal(width, name="rem_in"), self.den
-        neg, zero = self.num < 0, self.den == 0
-        acc = Const(0, IMB_FRAC + 1)
-        m.d.comb += rem.eq(abs(self.num))
-        step = 0
-        for stage, steps in enumerate(IMB_STAGES):
-            for _ in range(steps):
-                trial = rem if step == 0 else (rem << 1)[:width]   # the integer bit first
-                fits = trial >= den
-                rem = Mux(fits, trial - den, trial)[:width]
-                acc = Cat(fits, acc)[:IMB_FRAC + 1]
-                step += 1
-            last = stage == len(IMB_STAGES) - 1
-            if last:
-                mag = Mux(acc > IMB_MAX, IMB_MAX, acc)
-                m.d.sync += self.q.eq(Mux(zero, 0, Mux(neg, -mag, mag)))
-            else:
-                regs = [Signal(width, name=f"rem_{stage}"), Signal(len(den), name=f"den_{stage}"),
-                        Signal(name=f"neg_{stage}"), Signal(name=f"zero_{stage}"),
-                        Signal(IMB_FRAC + 1, name=f"acc_{stage}")]
-                m.d.sync += [r.eq(v) for r, v in zip(regs, (rem, den, neg, zero, acc),
-                                                     strict=True)]
-                rem, den, neg, zero, acc = regs
-        return m
 
 
 class VenueSignals(wiring.Component):
@@ -267,13 +201,23 @@ class VenueSignals(wiring.Component):
         upd = _reg(m, bk.updated, "upd", n=LATENCY - 1)
 
         # Volatility sample: tick with a two-sided book. x = (delta mid2)^2 with delta clamped
-        # to one DSP operand; the first sample after reset only sets `prev`.
+        # to one DSP operand; the first sample after reset only sets `prev`. The DSP squares
+        # the low bits while the clamp is decided, and the clamp picks CLAMP_MAX^2 after it:
+        # unclamped, delta equals its low CLAMP_BITS bits (signed).
         prev, have_prev = Signal(PRICE_BITS + 1), Signal()
-        delta, delta_sat = _clamp(m, mid2 - prev, "delta")
+        # One three-operand sum (not mid2, then a subtract), and the clamp tested on bits
+        # (the top bits all copies of bit 17, and not -2^17) instead of two compares: the
+        # longest path of stage A (17.8 ns routed) was add, subtract, compares, clamp.
+        delta = Signal(signed(PRICE_BITS + 2), name="delta")
+        m.d.comb += delta.eq(ask + bid - prev)
+        top = delta[CLAMP_BITS - 1:]
+        delta_sat = ~(~top.any() | (top.all() & delta[:CLAMP_BITS - 1].any()))
+        low = delta[:CLAMP_BITS].as_signed()
         sample = tick & ok & have_prev
         with m.If(tick & ok):
             m.d.sync += [prev.eq(mid2), have_prev.eq(1)]
-        x_a = _reg(m, (delta * delta)[:2 * CLAMP_BITS - 2], "x_a")     # <= CLAMP_MAX^2
+        x_a = _reg(m, Mux(delta_sat, CLAMP_MAX * CLAMP_MAX, low * low)[:2 * CLAMP_BITS - 2],
+                   "x_a")                                             # <= CLAMP_MAX^2
         sample_a = _reg(m, sample, "sample_a")
         sat_vol = _reg(m, sample & delta_sat, "sat_vol", n=LATENCY - 1)
 
@@ -314,7 +258,7 @@ class VenueSignals(wiring.Component):
 
         # Leverage: L*risk and L*lvi_depth depend on parameters only.
         risk_a = _reg(m, p.leverage * p.liquidity_risk, "risk_a")             # UQ16.16
-        lvi_prod_a = _reg(m, p.leverage * p.lvi_depth, "lvi_prod_a")          # UQ40.8
+        lvi_prod_a = sum(_partials(m, p.leverage, p.lvi_depth, "lvi_prod_a"))   # UQ40.8
         lmax_over = _reg(m, p.leverage > p.leverage_max, "lmax_over", n=LATENCY - 1)
 
         # sigma = isqrt(max(sigma2)) runs once the tick samples in flight have landed.
@@ -334,14 +278,22 @@ class VenueSignals(wiring.Component):
         star_a_liq = _reg(m, p.xv_c * p.xv_inv_liq, "star_a_liq")             # UQ17.23
 
         # Stage B: products with data, the EWMAs, acceleration.
-        shifts = [_reg(m, p.vol_fast_shift, "fast_shift_a"),
-                  _reg(m, p.vol_slow_shift, "slow_shift_a")]
+        # state += ((X - state) >> k), X = x << SIGMA2_FRAC, a floor shift, computed as
+        #   state - (state >> k) + (X >> k) - [X mod 2^k < state mod 2^k]
+        # (the same integer): the two shifts and the compare run side by side, so the loop
+        # from the state back to itself is one shift and one multi-operand add. The masks
+        # 2^k - 1 are registered at stage A from the parameters.
+        big_x = x_a << SIGMA2_FRAC
         vol_valid = Signal()
-        for state, shift in zip((sf, ss), shifts, strict=True):
-            # The step stays between state and x, so the sum fits the state: no overflow.
-            step = ((x_a << SIGMA2_FRAC) - state) >> shift     # signed: floor
+        for state, param, name in ((sf, p.vol_fast_shift, "fast"),
+                                   (ss, p.vol_slow_shift, "slow")):
+            shift = _reg(m, param, f"{name}_shift_a")
+            mask = _reg(m, Cat(param > i for i in range(len(state))), f"{name}_mask_a")
+            borrow = (big_x & mask) < (state & mask)
+            # Between state and X: the sum fits the state, no overflow.
             with m.If(sample_a):
-                m.d.sync += state.eq((state + step)[:len(state)])
+                m.d.sync += state.eq((state - (state >> shift) + (big_x >> shift) - borrow)
+                                     [:len(state)])
         with m.If(sample_a):
             m.d.sync += vol_valid.eq(1)
 
@@ -359,27 +311,29 @@ class VenueSignals(wiring.Component):
         th_t, th_d = _reg(m, p.obi_touch_th, "th_t_a"), _reg(m, p.obi_depth_th, "th_d_a")
         drop_th, thin_th = _reg(m, p.depth_drop_th, "drop_th_a"), _reg(m, p.depth_thin, "thin_a")
         tmag_b = _reg(m, abs(tdiff_a), "tmag_b")
-        tprod_b = _reg(m, th_t * tsum_a, "tprod_b")
+        tprod_b = sum(_partials(m, th_t, tsum_a, "tprod_b"))
         tvalid_b, tbid_b = _reg(m, tsum_a != 0, "tvalid_b"), _reg(m, tdiff_a > 0, "tbid_b")
         dmag_b = _reg(m, abs(ddiff_a), "dmag_b")
-        dprod_b = _reg(m, th_d * dsum_a, "dprod_b")
+        dprod_b = sum(_partials(m, th_d, dsum_a, "dprod_b"))
         dvalid_b, dbid_b = _reg(m, dsum_a != 0, "dvalid_b"), _reg(m, ddiff_a > 0, "dbid_b")
         lost_b = _reg(m, then_b - now_b, "lost_b_b", signed(DEPTH_BITS + 1))
         lost_a = _reg(m, then_a - now_a, "lost_a_b", signed(DEPTH_BITS + 1))
-        lim_b, lim_a = _reg(m, drop_th * then_b, "lim_b_b"), _reg(m, drop_th * then_a, "lim_a_b")
+        lim_b = sum(_partials(m, drop_th, then_b, "lim_b_b"))
+        lim_a = sum(_partials(m, drop_th, then_a, "lim_a_b"))
         drop_valid_b = _reg(m, drop_valid_a, "drop_valid_b")
         thin_b = _reg(m, dmin_a < thin_th, "thin_b")
         lvi_b = _reg(m, lvi_prod_a > (dmin_a << LEV_FRAC), "lvi_b")
-        lsafe_prod_b = _reg(m, risk_a * sigma_a, "lsafe_prod_b")                # UQ33.24
-        micro_num_b = _reg(m, Mux(ok_a, micro_s_a * vb_a, 0), "micro_num_b",
-                           _shape("micro_num"))
+        lsafe_prod_b = sum(_partials(m, risk_a, sigma_a, "lsafe_prod_b"))        # UQ33.24
+        # micro_s is 0 unless ok: the product is the output's 0 then.
+        micro_num_b = sum(_partials(m, Mux(ok_a, micro_s_a, 0), vb_a, "micro_num_b"))
         micro_den_b = _reg(m, Mux(ok_a, tsum_a, 0), "micro_den_b", _shape("micro_den"))
-        # Spread* = a sigma + b L + c/Lambda, each term truncated to STAR_FRAC bits.
-        star = Signal(_shape("spread_star"))
-        m.d.comb += star.eq(sum(term >> shift for term, shift in zip(    # < 2^34: fits
-            (star_a_sig, star_a_lev, star_a_liq), STAR_SHIFTS, strict=True))[:len(star)])
-        star_b = _reg(m, star, "star_b")
-        m.d.sync += [self.dev.eq(Mux(ok_a, (spread_a << STAR_FRAC) - star, 0)),
+        # Spread* = a sigma + b L + c/Lambda, each term truncated to STAR_FRAC bits. dev sums
+        # the terms again rather than behind star: one multi-operand add, not two in a row.
+        terms = [t >> shift for t, shift in zip((star_a_sig, star_a_lev, star_a_liq),
+                                                STAR_SHIFTS, strict=True)]
+        star_b = _reg(m, sum(terms)[:len(self.spread_star)], "star_b")    # < 2^34: fits
+        m.d.sync += [self.dev.eq(Mux(ok_a, (spread_a << STAR_FRAC) - terms[0] - terms[1]
+                                     - terms[2], 0)),
                      self.dev_valid.eq(ok_a)]
 
         # Stage C: compares into the registered outputs.
@@ -394,7 +348,8 @@ class VenueSignals(wiring.Component):
         m.d.sync += [
             self.spread.eq(_reg(m, Mux(ok_a, spread_a, 0), "spread_b")),
             self.mid2.eq(_reg(m, Mux(ok_a, mid2_a, 0), "mid2_b")),
-            self.micro_num.eq(micro_num_b), self.micro_den.eq(micro_den_b),
+            self.micro_num.eq(micro_num_b[:len(self.micro_num)]),
+            self.micro_den.eq(micro_den_b),
             self.sigma2_fast.eq(sf), self.sigma2_slow.eq(ss),
             self.sigma.eq(_reg(m, sigma_a, "sigma_b")), self.accel.eq(accel),
             self.spread_star.eq(star_b),

@@ -169,11 +169,17 @@ def _control(roundtrips, soak_s, log):
 
 def _synth(pulls, quotes):
     """Per board: Fmax and utilisation from its `obcore synth` report under build/ (None
-    when not built), and the measured cycle latencies in ns at that Fmax."""
+    when not built), and the measured cycle latencies in ns at that Fmax. Under "blocks":
+    the `obcore synth --block` reports found, with the block's latency in ns."""
     from .synth import BOARDS
+    from .synth_block import BLOCKS, block_folder
     cancel = [c for values in pulls.values() for c in values]
-    rows = {}
+    rows, blocks = {}, {}
     for board in BOARDS:
+        for block in BLOCKS:
+            path = block_folder("build", board, block) / "report.json"
+            if path.exists():
+                blocks[f"{board}-{block}"] = _block_row(board, json.loads(path.read_text()))
         path = Path("build") / board / "report.json"
         if not path.exists():
             rows[board] = None
@@ -187,7 +193,20 @@ def _synth(pulls, quotes):
                        "resources": rep["resources"],
                        "cancel_ns": [c * ns for c in cancel] if engine else None,
                        "quote_ns": [q * ns for q in quotes] if engine else None}
+    if blocks:
+        rows["blocks"] = blocks
     return rows
+
+
+def _block_row(board, rep):
+    """One `obcore synth --block` report as a row: the lowest Fmax and the latency in ns."""
+    fmax = min(f["achieved_mhz"] for f in rep["fmax"].values())
+    cycles = rep["config"].get("latency_cycles")    # reports before it have none
+    return {"board": board, "label": rep["config"]["label"], "fmax": fmax,
+            "pass": all(f["pass"] for f in rep["fmax"].values()),
+            "target": rep["config"]["clock_mhz"], "seed": rep["config"]["seed"],
+            "resources": rep["resources"], "cycles": cycles,
+            "latency_ns": None if cycles is None else cycles * 1000 / fmax}
 
 
 def measure(seed, trials=10, roundtrips=2000, soak_s=30, cocotb_messages=0, log=print):
@@ -306,20 +325,40 @@ def _synth_lines(rows):
     lines = ["## Fmax and utilisation (from `obcore synth` reports under build/)", "",
              "| board | core | Fmax (MHz) | LUT | FF | DSP | BRAM | trigger → CANCEL_ALL "
              "(ns, min / max) | message → REPLACE (ns) |", "|---|---|---|---|---|---|---|---|---|"]
+    blocks = rows.get("blocks", {})
     for board, row in rows.items():
+        if board == "blocks":
+            continue
         if row is None:
             lines.append(f"| {board} | not built — run `make synth` (`obcore synth --board "
                          f"{board}`) | | | | | | | |")
             continue
-        res = [f"{row['resources'][k]['used']} ({row['resources'][k]['percent']}%)"
-               if k in row["resources"] else "—" for k in ("LUT", "FF", "DSP", "BRAM")]
         lines.append(f"| {board} | {row['core']} | {row['fmax']:.1f} (`{row['clock']}`"
                      f"{'' if row['pass'] else ', FAILS its constraint'}) | "
-                     f"{' | '.join(res)} | "
+                     f"{' | '.join(_resources(row))} | "
                      f"{_ns(row['cancel_ns']) if row['cancel_ns'] is not None else '—'} | "
                      f"{_ns(row['quote_ns']) if row['quote_ns'] is not None else '—'} |")
-    return lines + ["", "Nanoseconds are this run's cycle counts divided by the board's "
-                    "lowest achieved Fmax (the books-only core has no guard or quoter)."]
+    lines += ["", "Nanoseconds are this run's cycle counts divided by the board's "
+              "lowest achieved Fmax (the books-only core has no guard or quoter)."]
+    if not blocks:
+        return lines + ["", "No block reports: `obcore synth --board ulx3s-85f --block NAME` "
+                        "places and routes one block alone (docs/boards.md)."]
+    lines += ["", "### Blocks placed and routed alone (`obcore synth --block`)", "",
+              "| board | block | Fmax (MHz) | LUT | FF | DSP | BRAM | latency (cycles) | "
+              "latency (ns) |", "|---|---|---|---|---|---|---|---|---|"]
+    for row in blocks.values():
+        verdict = "" if row["pass"] else f", FAILS {row['target']:g}"
+        cycles, ns = ("—", "—") if row["cycles"] is None else (
+            row["cycles"], f"{row['latency_ns']:.1f}")
+        lines.append(f"| {row['board']} | `{row['label']}` | {row['fmax']:.1f} (seed "
+                     f"{row['seed']}{verdict}) | {' | '.join(_resources(row))} | {cycles} | "
+                     f"{ns} |")
+    return lines + ["", "FF includes the harness's input and output shift registers."]
+
+
+def _resources(row):
+    return [f"{row['resources'][k]['used']} ({row['resources'][k]['percent']}%)"
+            if k in row["resources"] else "—" for k in ("LUT", "FF", "DSP", "BRAM")]
 
 
 def _cpu_name():

