@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,plot]'
+	$(BIN)/pip install --quiet -e '.[test,plot,synth]'
 	rm -f $(VENV)/.installed-*; touch $@
 
 install: $(STAMP)
@@ -36,25 +36,20 @@ bench: $(STAMP)
 	$(BIN)/obcore bench
 
 # Bitstreams and reports (docs/boards.md) for the two boards the project measures, and the
-# synthesis tests; both need the synth extra (amaranth-boards and the yowasp tools).
-SYNTH_STAMP := $(VENV)/.synth-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
-
-$(SYNTH_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e '.[test,plot,synth]'
-	rm -f $(VENV)/.synth-*; touch $@
-
-synth: $(SYNTH_STAMP)
+# synthesis tests (the synth extra, amaranth-boards and the yowasp tools, comes with install:
+# the default suite places and routes one small block).
+synth: $(STAMP)
 	$(BIN)/obcore synth --board ulx3s-85f
 	$(BIN)/obcore synth --board icebreaker
 
 # Each block alone on the 85F (docs/boards.md, Results): one nextpnr at a time, minutes each.
 SYNTH_BLOCKS := signals quoter guard books ingress csr
 
-synth-blocks: $(SYNTH_STAMP)
+synth-blocks: $(STAMP)
 	for block in $(SYNTH_BLOCKS); do \
 		$(BIN)/obcore synth --board ulx3s-85f --block $$block || exit 1; done
 
-synth-test: $(SYNTH_STAMP)
+synth-test: $(STAMP)
 	$(BIN)/python -m pytest -m synth
 
 clean:
