@@ -16,7 +16,8 @@ from pathlib import Path
 from .toolchain import yowasp_env
 
 __all__ = ["Board", "BOARDS", "parse_nextpnr_log", "parse_yosys_stat", "summarise",
-           "render_markdown", "tool_versions", "run_steps", "build", "add_parser", "run"]
+           "render_markdown", "timing_tables", "tool_versions", "run_steps", "build",
+           "add_parser", "run"]
 
 
 @dataclass(frozen=True)
@@ -145,20 +146,25 @@ def tool_versions():
     return found
 
 
-def render_markdown(report):
-    """A readable summary of one build's report."""
-    cfg = report["config"]
-    lines = [f"# {report['board']} ({report['device']}): {cfg['core']} core, "
-             f"{cfg['venues']} venue(s), {cfg['levels']} levels, capacity {cfg['capacity']}",
-             "", f"Built {report['date']} in {report['elapsed_s']:.0f} s: "
-             f"`{report['command']}`", "", "| clock | Fmax (MHz) | constraint (MHz) | |",
-             "|---|---|---|---|"]
+def timing_tables(report):
+    """The Fmax-per-clock and resource tables of a build's summary, as markdown lines."""
+    lines = ["| clock | Fmax (MHz) | constraint (MHz) | |", "|---|---|---|---|"]
     for clock, f in report["fmax"].items():
         lines.append(f"| `{clock}` | {f['achieved_mhz']:.2f} | {f['constraint_mhz']:.2f} | "
                      f"{'PASS' if f['pass'] else 'FAIL'} |")
     lines += ["", "| resource | used | available | share |", "|---|---|---|---|"]
     for name, r in report["resources"].items():
         lines.append(f"| {name} | {r['used']} | {r['available']} | {r['percent']}% |")
+    return lines
+
+
+def render_markdown(report):
+    """A readable summary of one build's report."""
+    cfg = report["config"]
+    lines = [f"# {report['board']} ({report['device']}): {cfg['core']} core, "
+             f"{cfg['venues']} venue(s), {cfg['levels']} levels, capacity {cfg['capacity']}",
+             "", f"Built {report['date']} in {report['elapsed_s']:.0f} s: "
+             f"`{report['command']}`", "", *timing_tables(report)]
     lines += ["", f"UART {cfg['baud']} baud ({cfg['divisor']} clocks per bit). Bitstream: "
               f"`{report['bitstream']}`."]
     for clock, path in report["critical_paths"].items():

@@ -20,6 +20,7 @@ from .synth import (
     parse_yosys_stat,
     run_steps,
     summarise,
+    timing_tables,
     tool_versions,
 )
 from .toolchain import yowasp_env
@@ -156,14 +157,7 @@ def render_block_markdown(report):
     cfg = report["config"]
     lines = [f"# {cfg['label']} alone on the {report['board']} ({report['device']})", "",
              f"Built {report['date']} in {report['elapsed_s']:.0f} s, seed {cfg['seed']}: "
-             f"`{report['command']}`", "", "| clock | Fmax (MHz) | constraint (MHz) | |",
-             "|---|---|---|---|"]
-    for clock, f in report["fmax"].items():
-        lines.append(f"| `{clock}` | {f['achieved_mhz']:.2f} | {f['constraint_mhz']:.2f} | "
-                     f"{'PASS' if f['pass'] else 'FAIL'} |")
-    lines += ["", "| resource | used | available | share |", "|---|---|---|---|"]
-    for name, r in report["resources"].items():
-        lines.append(f"| {name} | {r['used']} | {r['available']} | {r['percent']}% |")
+             f"`{report['command']}`", "", *timing_tables(report)]
     lines += ["", f"Harness: {cfg['harness_ffs']} flip-flops of input/output shift registers "
               "are counted in FF (not the block's own).", "",
               "Tools: " + ", ".join(f"{k} {v}" for k, v in report["tools"].items()) + "."]
