@@ -146,8 +146,9 @@ def ask(sock, frames, timeout=2000):
     return proto.decode_reply(sock.recv_multipart())
 
 
-def wait_for(sub, predicate, timeout=5.0):
-    """The first telemetry message satisfying ``predicate`` within ``timeout`` seconds."""
+def wait_for(sub, predicate, timeout=20.0):
+    """The first telemetry message satisfying ``predicate`` within ``timeout`` seconds (generous:
+    a loaded 2-core CI machine delays the server's periodic snapshots; a pass returns at once)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         msg = sub.recv(50)
