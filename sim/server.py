@@ -23,19 +23,76 @@ from .engine import ENGINES, open_engine
 from .publisher import Publisher, ScenarioFeed, bulk_access
 from .scenarios import SCENARIOS
 
-__all__ = ["Server", "serve_until_stopped", "add_parser", "run"]
+__all__ = ["Server", "LogWriter", "serve_until_stopped", "add_parser", "run"]
 
 log = logging.getLogger("obcore.sim")
 POLL_S = 0.05       # longest wait in the loop: how soon stop() and signals take effect
 BURST = 64          # requests answered in a row before the feed and telemetry get a turn
 WHO_CACHE = 4096    # connections whose `who` text is kept, and as many write descriptions
+FLUSH_S = 0.1       # longest a log line waits in LogWriter's buffer (after the loop's turn)
 
 
 def _prop(frame, name):
     try:
-        return frame.get(name)
+        return frame.get(name) if frame is not None else None
     except zmq.ZMQError:   # no such property: not TCP, or no security mechanism
         return None
+
+
+class _Formatter(logging.Formatter):
+    """The standard format, but the seconds of ``asctime`` are made once per second."""
+    _sec, _text = None, ""
+
+    def formatTime(self, record, datefmt=None):
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        sec = int(record.created)
+        if sec != self._sec:
+            self._sec, self._text = sec, time.strftime(self.default_time_format,
+                                                       self.converter(record.created))
+        return self.default_msec_format % (self._text, record.msecs)
+
+
+class LogWriter(logging.Handler):
+    """Log records formatted with ``fmt`` and written to ``stream`` in blocks.
+
+    A record is formatted at once and kept; :meth:`flush_due` (the serving loop calls it
+    after every turn) writes the kept lines once FLUSH_S has passed since the first of them,
+    :meth:`flush` and :meth:`close` (a stop, logging's shutdown) write them all. So a burst
+    of audited writes costs one write to the stream instead of one each, and a line is late
+    by at most FLUSH_S plus a turn of the loop; only a killed process loses lines.
+    """
+
+    def __init__(self, stream, fmt):
+        super().__init__()
+        self.stream, self._lines, self._due = stream, [], None
+        self.setFormatter(_Formatter(fmt))
+
+    def emit(self, record):   # called with self.lock held
+        try:
+            self._lines.append(self.format(record))
+        except Exception:
+            self.handleError(record)
+            return
+        if self._due is None:
+            self._due = time.monotonic() + FLUSH_S
+
+    def flush_due(self, now=None):
+        """Write the kept lines if they are due at ``now`` (monotonic s); None: now."""
+        if self._due is None or (now is not None and now < self._due):
+            return
+        with self.lock:
+            lines, self._lines, self._due = self._lines, [], None
+        if lines:
+            self.stream.write("\n".join(lines) + "\n")
+            self.stream.flush()
+
+    def flush(self):
+        self.flush_due()
+
+    def close(self):
+        self.flush()
+        super().close()
 
 
 class Server:
@@ -62,8 +119,13 @@ class Server:
         self._ctx = zmq.Context()
         self._auth, self._names = None, {}
         self._whos = {}     # routing id -> who (see _who)
-        self._whats = {}    # writes -> their description (see _audit)
+        self._whats = {}    # (who, *writes) -> (log line, description): see _audit
         self._later = []    # (function, args): work a request leaves for after its reply
+        # flush_log(now): called by the loop after each turn, and with None when it stops
+        # (serve_until_stopped sets it: its log handler writes in blocks; see LogWriter).
+        self.flush_log = None
+        self._handlers = {cmd: self._guard if cmd in proto.GUARD else getattr(self, f"_{cmd}")
+                          for cmd in proto.COMMANDS}
         self.router = self.pub = None
         try:
             if curve is not None:
@@ -143,56 +205,80 @@ class Server:
                  self.endpoint, self.pub_endpoint or "(none)", self.telemetry_hz if period
                  else 0, "on" if self.curve else "off", "; feeding scenario {scenario} (seed "
                  "{seed}, pace {pace})".format(**self.feed.state()) if self.feed else "")
-        poller = zmq.Poller()
-        poller.register(self.router, zmq.POLLIN)
-        out = self.out
+        if self.flush_log is not None:   # at once: a launcher waits for the endpoint
+            self.flush_log(None)
+        out, timeout = self.out, None
         try:
             while not self._stop.is_set():
-                wait = out.wait_s(time.monotonic())
-                if poller.poll(1000 * (POLL_S if wait is None else min(POLL_S, wait))):
-                    self._answer_burst()
-                out.step(time.monotonic())
+                now = time.monotonic()
+                wait = out.wait_s(now)
+                # A blocking receive with a timeout: no poller, and no readiness query per
+                # request (each is a system call in ZeroMQ); 0 ms: just take what waits.
+                ms = int(1000 * (POLL_S if wait is None else min(POLL_S, wait)))
+                if ms != timeout:
+                    self.router.rcvtimeo = timeout = ms
+                # With nothing else due, one request a turn: the next receive takes the next
+                # one at once (a receive that finds none costs an exception).
+                self._answer_burst(BURST if ms == 0 else 1)
+                now = time.monotonic()
+                out.step(now)
+                if self.flush_log is not None:
+                    self.flush_log(now)
         finally:
             log.info("stopped after %d requests", self.requests)
+            if self.flush_log is not None:
+                self.flush_log(None)
             self.close()
 
     # Requests.
 
-    def _answer_burst(self):
-        # Ask the socket whether a message waits: cheaper than the zmq.Again of an empty recv.
-        router = self.router
-        for _ in range(BURST):
-            if not router.get(zmq.EVENTS) & zmq.POLLIN:
+    def _answer_burst(self, most):
+        """Answer the request that arrives within the receive timeout, then those already
+        waiting, at most ``most`` in all."""
+        router, flags = self.router, 0
+        for _ in range(most):
+            try:
+                ident = router.recv(flags)
+            except zmq.Again:
                 return
-            self._answer(router.recv_multipart(zmq.NOBLOCK, copy=False))
+            flags = zmq.NOBLOCK
+            # A known connection's frames are copied out as bytes (cheapest for small
+            # ones); a new one's are kept as frames, whose properties say who it is.
+            known, frames = ident in self._whos, []
+            while router.get(zmq.RCVMORE):
+                frames.append(router.recv(copy=known))
+            self._answer(ident, frames, known)
 
-    def _who(self, ident, frames):
+    def _who(self, ident, frame):
         """``name@address#routing-id``: the key's name under CURVE, else anonymous.
 
         A routing id names one connection, whose peer and key never change, so the text is
-        made once per connection (the table is emptied when it grows past WHO_CACHE).
+        made once per connection (the table is emptied when it grows past WHO_CACHE) from
+        the properties of ``frame``, one of its messages' frames (None: unknown).
         """
-        who = self._whos.get(ident)
-        if who is None:
-            if len(self._whos) >= WHO_CACHE:
-                self._whos.clear()
-            user = (self._names.get(_prop(frames[-1], "User-Id"), "?") if self.curve
-                    else "anonymous")
-            who = self._whos[ident] = (f"{user}@{_prop(frames[-1], 'Peer-Address') or '?'}"
-                                       f"#{ident.hex()}")
+        if len(self._whos) >= WHO_CACHE:
+            self._whos.clear()
+        user = (self._names.get(_prop(frame, "User-Id"), "?") if self.curve
+                else "anonymous")
+        who = self._whos[ident] = f"{user}@{_prop(frame, 'Peer-Address') or '?'}#{ident.hex()}"
         return who
 
-    def _answer(self, frames):
+    def _answer(self, ident, frames, known):
+        """Answer one request: ``frames`` after the routing id, bytes if ``known`` (a
+        connection seen before), else zmq frames."""
         self.requests += 1
-        ident, body = frames[0].bytes, [f.bytes for f in frames[1:]]
+        if known:
+            who, body = self._whos[ident], frames
+        else:
+            who = self._who(ident, frames[-1] if frames else None)
+            body = [f.bytes for f in frames]
         envelope = [b""] if body and body[0] == b"" else []   # a REQ client's delimiter
         body = body[len(envelope):]
-        who, req_id = self._who(ident, frames), None
+        req_id = None
         try:
             req = proto.decode_request(body)
             req_id = req.id
-            handler = self._guard if req.cmd in proto.GUARD else getattr(self, f"_{req.cmd}")
-            result, data = handler(req, who)
+            result, data = self._handlers[req.cmd](req, who)
             reply = proto.encode_reply(req_id, result, data)
         except proto.ProtocolError as exc:
             log.warning("bad request from %s: %s", who, exc)
@@ -205,7 +291,10 @@ class Server:
             reply = proto.encode_reply(req_id, error=f"internal error: "
                                                      f"{type(exc).__name__}: {exc}")
         try:
-            self.router.send_multipart([ident, *envelope, *reply], zmq.NOBLOCK)
+            parts = [ident, *envelope, *reply]
+            for part in parts[:-1]:
+                self.router.send(part, zmq.SNDMORE | zmq.NOBLOCK)
+            self.router.send(parts[-1], zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # the client vanished or stopped reading
             log.warning("could not answer %s: %s", who, exc)
         # Logging and publishing what a request did come after its reply: the audit trail
@@ -242,14 +331,16 @@ class Server:
         return {"count": len(pairs)}, None
 
     def _audit(self, who, pairs):
-        key = tuple(map(tuple, pairs))   # the same writes again (a tuned value): known text
-        what = self._whats.get(key)
-        if what is None:
+        # The same writes again from the same client (a tuned value): the line is known.
+        key = (who, *map(tuple, pairs))
+        known = self._whats.get(key)
+        if known is None:
             if len(self._whats) >= WHO_CACHE:
                 self._whats.clear()
-            what = self._whats[key] = describe_writes(self.engine.regmap, pairs)
-        log.info("write from %s: %s", who, what)
-        self.out.publish("event", {"event": "write", "who": who, "what": what})
+            what = describe_writes(self.engine.regmap, pairs)
+            known = self._whats[key] = (f"write from {who}: {what}", what)
+        log.info(known[0])
+        self.out.publish("event", {"event": "write", "who": who, "what": known[1]})
 
     def _feed(self, req, who):
         obs, orders = self.out.run(np.frombuffer(req.data, FEED_DTYPE))
@@ -323,14 +414,14 @@ def serve_until_stopped(engine, args, label, verbose=False, **server_args):
     """Serve ``engine`` (already open; closed on return) on ``args.bind``/``args.pub`` until
     SIGINT/SIGTERM, logging to stderr as ``obcore <label>``; shared by ``obcore sim`` and
     ``obcore board``. Returns the exit status."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"%(asctime)s obcore {label}: %(message)s"))
+    handler = LogWriter(sys.stderr, f"%(asctime)s obcore {label}: %(message)s")
     level = log.level
     log.addHandler(handler)
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
     try:
         server = Server(engine, args.bind, None if args.pub == "none" else args.pub,
                         telemetry_hz=args.telemetry_hz, curve=args.curve, **server_args)
+        server.flush_log = handler.flush_due
         previous = {s: signal.signal(s, lambda *_: server.stop())
                     for s in (signal.SIGINT, signal.SIGTERM)}
         # What exists now (the elaborated design, the engine) lives as long as the process:
@@ -344,6 +435,7 @@ def serve_until_stopped(engine, args, label, verbose=False, **server_args):
     finally:
         engine.close()
         log.removeHandler(handler)
+        handler.close()
         log.setLevel(level)
     return 0
 

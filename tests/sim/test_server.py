@@ -1,6 +1,7 @@
 """The sim server over real loopback sockets: every command, bad input, vanished clients,
 telemetry, CURVE authentication, and `obcore sim` as a process."""
 
+import io
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ from obcore.hw.registers import RegisterMap
 from obcore.sim.engine import ModelEngine, open_engine
 from obcore.sim.publisher import ScenarioFeed
 from obcore.sim.scenarios import generate
-from obcore.sim.server import Server
+from obcore.sim.server import FLUSH_S, LogWriter, Server
 
 LOCAL = "tcp://127.0.0.1:*"
 SCENARIO = feed_array([m for _, m in generate("calm", 3)][:600])
@@ -319,3 +320,28 @@ def test_obcore_sim_serves_a_scenario_and_stops_on_sigterm():
         proc.kill()
         proc.wait()
         proc.stderr.close()
+
+
+def test_log_writer_holds_lines_until_due_and_writes_all_on_close():
+    """The server's log handler: the standard Formatter's text, written in one block once
+    FLUSH_S has passed (or on close), nothing before and nothing lost."""
+    fmt = "%(asctime)s obcore sim: %(message)s"
+    stream = io.StringIO()
+    handler = LogWriter(stream, fmt)
+    records = [logging.LogRecord("obcore.sim", logging.INFO, __file__, 1, "write from %s: %s",
+                                 ("a@b#01", f"tau={i}"), None) for i in range(4)]
+    # Time stamps within one second and across seconds: the cached seconds must follow.
+    for record, created in zip(records, (1e9 + 0.25, 1e9 + 0.75, 1e9 + 1.5, 1e9 + 61.0),
+                               strict=True):
+        record.created, record.msecs = created, int(created % 1 * 1000)
+    expected = [logging.Formatter(fmt).format(r) for r in records]
+    start = time.monotonic()
+    for record in records[:3]:
+        handler.handle(record)
+    handler.flush_due(start)
+    assert stream.getvalue() == ""   # not due yet
+    handler.flush_due(time.monotonic() + FLUSH_S)
+    assert stream.getvalue().splitlines() == expected[:3]
+    handler.handle(records[3])
+    handler.close()
+    assert stream.getvalue().splitlines() == expected
