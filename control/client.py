@@ -51,6 +51,13 @@ def _socket(ctx, kind, curve):
     return sock
 
 
+def _send(sock, frames, flags):
+    """``sock.send_multipart(frames, flags)`` without its per-frame type checks."""
+    for frame in frames[:-1]:
+        sock.send(frame, flags | zmq.SNDMORE)
+    sock.send(frames[-1], flags)
+
+
 def _connect(sock, endpoint):
     try:
         sock.connect(endpoint)
@@ -87,8 +94,7 @@ class EngineClient:
         sock = _socket(self._ctx, zmq.DEALER, self.curve)
         sock.immediate = True    # queue nothing for an engine we are not connected to
         self._sock, self._mon = sock, sock.get_monitor_socket(sum(_REFUSALS))
-        self._poller = zmq.Poller()   # one for the socket's life: Socket.poll makes one a call
-        self._poller.register(sock, zmq.POLLIN)
+        self._rcvtimeo = None    # the receive timeout set on the socket, ms
         try:
             _connect(sock, self.endpoint)
         except ValueError:
@@ -135,13 +141,23 @@ class EngineClient:
         frames = proto.encode_request(req_id, cmd, data, **args)
         deadline = time.monotonic() + timeout / 1000
         if self._sent(frames, timeout):
-            while (left := deadline - time.monotonic()) > 0 and self._poller.poll(left * 1000):
-                reply = proto.decode_reply(self._sock.recv_multipart())
-                if reply.id != req_id:   # a late answer to a request we gave up on
-                    continue
-                if not reply.ok:
-                    raise EngineError(reply.error)
-                return reply.result, reply.data
+            # A blocking receive with a timeout rather than a poll and a receive: half the
+            # calls into ZeroMQ (each asks the kernel whether its I/O thread signalled).
+            wait = timeout
+            while wait > 0:
+                wait = max(1, int(wait))
+                if wait != self._rcvtimeo:
+                    self._sock.rcvtimeo = self._rcvtimeo = wait
+                try:
+                    reply = proto.decode_reply(self._sock.recv_multipart())
+                except zmq.Again:
+                    break
+                if reply.id == req_id:
+                    if not reply.ok:
+                        raise EngineError(reply.error)
+                    return reply.result, reply.data
+                # A late answer to a request we gave up on: wait out what is left.
+                wait = 1000 * (deadline - time.monotonic())
         events = set()
         while self._mon.poll(0):
             events.add(recv_monitor_message(self._mon)["event"])
@@ -157,12 +173,12 @@ class EngineClient:
     def _sent(self, frames, timeout):
         """Send at once if the engine is connected, else wait up to ``timeout`` ms for it."""
         try:
-            self._sock.send_multipart(frames, zmq.NOBLOCK)
+            _send(self._sock, frames, zmq.NOBLOCK)
             return True
         except zmq.Again:
             if not self._sock.poll(timeout, zmq.POLLOUT):
                 return False
-        self._sock.send_multipart(frames)
+        _send(self._sock, frames, 0)
         return True
 
     # One method per command.

@@ -160,7 +160,7 @@ class Reply(NamedTuple):
 
 
 def _dumps(obj):
-    text = _ENCODER.encode(obj).encode()
+    text = "".join(_encode(obj, 0)).encode()
     if len(text) > MAX_JSON:
         raise ProtocolError(f"message is {len(text)} bytes of JSON; the limit is {MAX_JSON}")
     return text
@@ -170,8 +170,15 @@ def _no_constant(name):
     raise ValueError(f"{name} is not a JSON number here")
 
 
-# One coder each, made once: json.dumps/loads with options build a new one per call.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+def _not_json(obj):
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+# One coder each, made once: json.dumps/loads with options build a new one per call, and
+# JSONEncoder.encode its C encoder too. This is that encoder: compact, no NaN or infinity,
+# and no check for circular containers (a protocol message is a tree).
+_encode = json.encoder.c_make_encoder(None, _not_json, json.encoder.encode_basestring_ascii,
+                                      None, ":", ",", False, False, False)
 _DECODER = json.JSONDecoder(parse_constant=_no_constant)
 
 
@@ -179,7 +186,13 @@ def _loads(frame, what):
     if len(frame) > MAX_JSON:
         raise ProtocolError(f"{what} frame is {len(frame)} bytes; the limit is {MAX_JSON}")
     try:
-        obj = _DECODER.decode(bytes(frame).decode("utf-8"))
+        text = str(frame, "utf-8")
+        try:   # the C scanner alone: a message without surrounding white space
+            obj, end = _DECODER.scan_once(text, 0)
+        except (StopIteration, ValueError):
+            end = None
+        if end != len(text):   # JSONDecoder.decode: white space, or the error to report
+            obj = _DECODER.decode(text)
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProtocolError(f"{what} is not UTF-8 JSON: {one_line(exc)}") from None
     if not isinstance(obj, dict):
