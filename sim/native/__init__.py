@@ -231,10 +231,11 @@ class NativeEngine:
     def write_many(self, pairs):
         """Write ``(addr, word)`` pairs in order (as ``write`` each, in one native call)."""
         n = len(pairs)
-        addrs, words = (ctypes.c_uint32 * n)(), (ctypes.c_uint32 * n)()
-        for i, (addr, word) in enumerate(pairs):
-            addrs[i], words[i] = addr, word & 0xFFFF_FFFF
-        self._lib.ob_write_many(self._h, addrs, words, n)
+        if n:
+            words = ctypes.c_uint32 * n
+            addrs, values = zip(*pairs, strict=True)
+            self._lib.ob_write_many(self._h, words(*addrs),
+                                    words(*(w & 0xFFFF_FFFF for w in values)), n)
 
     def trace(self, path, first_cycle, last_cycle):
         """Dump cycles [first_cycle, last_cycle) (counted as :attr:`cycle` counts them) to an
