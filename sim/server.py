@@ -29,7 +29,9 @@ log = logging.getLogger("obcore.sim")
 POLL_S = 0.05       # longest wait in the loop: how soon stop() and signals take effect
 BURST = 64          # requests answered in a row before the feed and telemetry get a turn
 WHO_CACHE = 4096    # connections whose `who` text is kept, and as many write descriptions
-FLUSH_S = 0.1       # longest a log line waits in LogWriter's buffer (after the loop's turn)
+# Longest a request's log line and event wait (plus a turn of the loop): what requests did
+# is logged and published in batches (Server._note), and LogWriter writes in blocks.
+FLUSH_S = 0.1
 
 
 def _prop(frame, name):
@@ -119,8 +121,8 @@ class Server:
         self._ctx = zmq.Context()
         self._auth, self._names = None, {}
         self._whos = {}     # routing id -> who (see _who)
-        self._whats = {}    # (who, *writes) -> (log line, description): see _audit
-        self._later = []    # (function, args): work a request leaves for after its reply
+        self._whats = {}    # (who, *writes) -> (log line, event): see _audit
+        self._notes, self._notes_due = [], None   # see _note
         # flush_log(now): called by the loop after each turn, and with None when it stops
         # (serve_until_stopped sets it: its log handler writes in blocks; see LogWriter).
         self.flush_log = None
@@ -222,9 +224,11 @@ class Server:
                 self._answer_burst(BURST if ms == 0 else 1)
                 now = time.monotonic()
                 out.step(now)
+                self._catch_up(now)
                 if self.flush_log is not None:
                     self.flush_log(now)
         finally:
+            self._catch_up()
             log.info("stopped after %d requests", self.requests)
             if self.flush_log is not None:
                 self.flush_log(None)
@@ -281,13 +285,13 @@ class Server:
             result, data = self._handlers[req.cmd](req, who)
             reply = proto.encode_reply(req_id, result, data)
         except proto.ProtocolError as exc:
-            log.warning("bad request from %s: %s", who, exc)
+            self._note(logging.WARNING, "bad request from %s: %s", who, exc)
             reply = proto.encode_reply(req_id if exc.req_id is None else exc.req_id,
                                        error=str(exc))
         except ValueError as exc:    # refused by the map or the engine: say why
             reply = proto.encode_reply(req_id, error=str(exc))
         except Exception as exc:     # an engine or server bug: report it and keep serving
-            log.exception("request from %s failed", who)
+            self._note(logging.ERROR, "request from %s failed", who, exc_info=sys.exc_info())
             reply = proto.encode_reply(req_id, error=f"internal error: "
                                                      f"{type(exc).__name__}: {exc}")
         try:
@@ -296,12 +300,37 @@ class Server:
                 self.router.send(part, zmq.SNDMORE | zmq.NOBLOCK)
             self.router.send(parts[-1], zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # the client vanished or stopped reading
-            log.warning("could not answer %s: %s", who, exc)
-        # Logging and publishing what a request did come after its reply: the audit trail
-        # is the same, and the round trip does not wait for it.
-        for fn, *args in self._later:
-            fn(*args)
-        self._later.clear()
+            self._note(logging.WARNING, "could not answer %s: %s", who, exc)
+
+    def _note(self, level, msg, *args, event=None, exc_info=None):
+        """Log ``msg % args`` at ``level`` and publish ``event``, stamped now, but later: in
+        a batch within FLUSH_S (:meth:`_catch_up`). A request's reply does not wait for its
+        audit, and a batch costs a fraction of as many records made one at a time between
+        requests (their code long out of the cache). ``msg`` None: a write, ``args`` are
+        ``(who, pairs)``, described in the batch."""
+        self._notes.append((time.time(), level, msg, args, event, exc_info))
+        if self._notes_due is None:
+            self._notes_due = time.monotonic() + FLUSH_S
+
+    def _catch_up(self, now=None):
+        """Log and publish the noted records, in order, if due at ``now`` (monotonic s);
+        None: now."""
+        if self._notes_due is None or (now is not None and now < self._notes_due):
+            return
+        notes, self._notes, self._notes_due = self._notes, [], None
+        for created, level, msg, args, event, exc_info in notes:
+            if msg is None:
+                msg, event = self._audit(*args)
+                args = ()
+            if log.isEnabledFor(level):
+                record = log.makeRecord(log.name, level, __file__, 0, msg, args, exc_info)
+                record.relativeCreated -= 1000 * (record.created - created)
+                record.created, record.msecs = created, int(created % 1 * 1000) + 0.0
+                log.handle(record)
+            if event is not None:
+                self.out.publish("event", event)
+        if self.flush_log is not None:
+            self.flush_log(None)
 
     def _check_addrs(self, addrs):
         for addr in addrs:
@@ -310,7 +339,7 @@ class Server:
                                  f"{self.engine.regmap.size - 1:#x})")
 
     def _hello(self, req, who):
-        log.info("hello from %s", who)
+        self._note(logging.INFO, "hello from %s", who)
         get = self.regs.get_raw
         return {"engine": self.kind, "backend": self.backend, "protocol": proto.VERSION,
                 "map_version": get("version"), "venues": get("venues"),
@@ -327,20 +356,21 @@ class Server:
         self._check_addrs(a for a, _ in pairs)
         self._write_many(pairs)
         self.out.changed()
-        self._later.append((self._audit, who, pairs))
+        self._note(logging.INFO, None, who, pairs)
         return {"count": len(pairs)}, None
 
     def _audit(self, who, pairs):
-        # The same writes again from the same client (a tuned value): the line is known.
+        """The log line and event of a write."""
+        # The same writes again from the same client (a tuned value): both are known.
         key = (who, *map(tuple, pairs))
         known = self._whats.get(key)
         if known is None:
             if len(self._whats) >= WHO_CACHE:
                 self._whats.clear()
             what = describe_writes(self.engine.regmap, pairs)
-            known = self._whats[key] = (f"write from {who}: {what}", what)
-        log.info(known[0])
-        self.out.publish("event", {"event": "write", "who": who, "what": known[1]})
+            known = self._whats[key] = (f"write from {who}: {what}",
+                                        {"event": "write", "who": who, "what": what})
+        return known
 
     def _feed(self, req, who):
         obs, orders = self.out.run(np.frombuffer(req.data, FEED_DTYPE))
@@ -355,8 +385,7 @@ class Server:
     def _reset(self, req, who):
         self.engine.reset()
         self.out.changed()
-        log.info("reset by %s", who)
-        self.out.publish("event", {"event": "reset", "who": who})
+        self._note(logging.INFO, "reset by %s", who, event={"event": "reset", "who": who})
         return {"cycle": int(self.engine.cycle)}, None
 
     def _guard(self, req, who):
@@ -369,15 +398,12 @@ class Server:
         else:
             self.regs.set(name, value)
         self.out.changed()
-        if req.cmd == "heartbeat":
-            log.debug("heartbeat from %s", who)
-        else:
-            self._later.append((self._audit_guard, req.cmd, who, f"{name}={value:#x}"))
+        if req.cmd != "heartbeat":
+            self._note(logging.INFO, "%s from %s", req.cmd, who, event={
+                "event": "write", "who": who, "what": f"{name}={value:#x}"})
+        elif log.isEnabledFor(logging.DEBUG):
+            self._note(logging.DEBUG, "heartbeat from %s", who)
         return {"register": name}, None
-
-    def _audit_guard(self, cmd, who, what):
-        log.info("%s from %s", cmd, who)
-        self.out.publish("event", {"event": "write", "who": who, "what": what})
 
 
 def add_parser(sub):
