@@ -2,6 +2,7 @@
 
 import gc
 import logging
+import math
 import secrets
 import signal
 import sys
@@ -216,7 +217,8 @@ class Server:
                 wait = out.wait_s(now)
                 # A blocking receive with a timeout: no poller, and no readiness query per
                 # request (each is a system call in ZeroMQ); 0 ms: just take what waits.
-                ms = int(1000 * (POLL_S if wait is None else min(POLL_S, wait)))
+                # Whole ms, rounded up: work due in under one is not waited for spinning.
+                ms = math.ceil(1000 * (POLL_S if wait is None else min(POLL_S, wait)))
                 if ms != timeout:
                     self.router.rcvtimeo = timeout = ms
                 # With nothing else due, one request a turn: the next receive takes the next
