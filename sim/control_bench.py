@@ -57,7 +57,9 @@ def _text(log):
 
 
 def transport_floor(n):
-    """Round trip of a bare DEALER to a ROUTER echo in another process, ``n`` times."""
+    """Round trip of a bare DEALER to a ROUTER echo in another process, ``n`` times; with
+    the CPU time per round trip of the echo process and of this one (``server_cpu_us``,
+    ``client_cpu_us``)."""
     proc = subprocess.Popen([sys.executable, "-c", _ECHO], stdout=subprocess.PIPE, text=True)
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
@@ -67,11 +69,14 @@ def transport_floor(n):
         frame = b'{"v":1,"id":1,"cmd":"write","writes":[[1,65536],[0,1]]}'
         times = []
         for i in range(n + 50):   # the first 50: warm-up
+            if i == 50:
+                cpu, server_cpu = time.process_time(), cpu_seconds(proc.pid)
             t0 = time.perf_counter_ns()
             sock.send(frame)
             sock.recv()
             if i >= 50:
                 times.append(time.perf_counter_ns() - t0)
+        cpu, server_cpu = time.process_time() - cpu, cpu_seconds(proc.pid) - server_cpu
         sock.send(b"stop")
         proc.wait(timeout=10)
     finally:
@@ -79,7 +84,8 @@ def transport_floor(n):
         ctx.term()
         proc.kill()
         proc.stdout.close()
-    return percentiles(times)
+    return {**percentiles(times), "server_cpu_us": 1e6 * server_cpu / max(1, n),
+            "client_cpu_us": 1e6 * cpu / max(1, n)}
 
 # rw registers the soak's writers own, one each (venue 1's thresholds: the scenarios only feed
 # venue 0), so every read-back has one right answer.

@@ -189,6 +189,7 @@ def test_guard_commands_reach_the_guard(serve):
 def test_bench_roundtrip_reports_percentiles(server):
     result = bench_roundtrip(server.endpoint, n=50)
     assert result["n"] == 50 and 0 < result["p50_us"] <= result["p99_us"]
+    assert result["client_cpu_us"] > 0   # the writes and their replies took CPU here
 
 
 def test_values_travel_exactly(client):
