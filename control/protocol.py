@@ -425,6 +425,7 @@ def protocol_doc():
             "`NAME.key_secret`. A client whose key is not in `clients/` fails the handshake "
             "and can neither read, write nor subscribe. Writes and guard commands are logged "
             "with who (key name, peer address, routing id) and what (register names and "
-            "values).", ""]
+            "values), each stamped with the time of its request; the log lines and their "
+            "`write`/`reset` events follow the replies, in batches, within about 0.1 s.", ""]
     return "\n".join(out)
 
