@@ -1,6 +1,5 @@
 """Benchmarks: latency in cycles, throughput, simulation speed and control-plane round trips."""
 
-import gc
 import json
 import os
 import platform
@@ -15,7 +14,7 @@ import numpy as np
 from ..control import params
 from ..control.registers import Registers
 from ..hw.layouts import FeedKind, OrderKind, Side, feed_array
-from . import latency
+from . import control_bench, latency
 from .demo import PARAMS, drive
 from .engine import ModelEngine, open_engine
 from .scenarios import SCENARIOS, generate
@@ -147,32 +146,6 @@ def _speed(rng, cocotb_messages, log):
             "messages": len(big), "msgs_per_cycle": len(big) / cycles}
 
 
-def _control(roundtrips, soak_s, log):
-    """Round trips, telemetry and the soak against `obcore sim` (native engine) in its own
-    process, as an operator runs it; the bare transport's round trip for comparison."""
-    from ..control.client import bench_roundtrip
-    from . import control_bench as cb
-    fast = ["--engine", "verilator", "--scenario", "calm", "--pace", "fast", "--repeat"]
-    out = {}
-    log("control plane: round trips...")
-    gc.freeze()   # this process's engines and designs: not the client's garbage to collect
-    with cb.served("--engine", "verilator", "--pub", "none") as (endpoint, pid):
-        cpu = cb.cpu_seconds(pid)
-        out["roundtrip"] = bench_roundtrip(endpoint, roundtrips)
-        # Per write, the 50 warm-up writes and the identity check included.
-        out["roundtrip"]["server_cpu_us"] = 1e6 * (cb.cpu_seconds(pid) - cpu) / roundtrips
-    out["floor"] = cb.transport_floor(roundtrips)
-    log("control plane: telemetry rate...")
-    for hz in (0, 1000):
-        with cb.served(*fast, "--pub", cb.LOCAL, "--telemetry-hz", str(hz)) as (endpoint,
-                                                                                  pid):
-            out[f"telemetry_{hz}"] = cb.telemetry_rate(endpoint, pid, 5, subscribe=hz > 0)
-    log(f"control plane: {soak_s} s soak...")
-    with cb.served(*fast, "--pub", cb.LOCAL, "--telemetry-hz", "1000") as (endpoint, pid):
-        out["soak"] = cb.soak(endpoint, soak_s, writers=4, subscribers=2, pid=pid)
-    return out
-
-
 def _synth(pulls, quotes):
     """Per board: Fmax and utilisation from its `obcore synth` report under build/ (None
     when not built), and the measured cycle latencies in ns at that Fmax. Under "blocks":
@@ -255,7 +228,7 @@ def measure(seed, trials=10, roundtrips=2000, soak_s=30, cocotb_messages=0, log=
         log("simulation speed...")
         out["speed"] = _speed(random.Random(f"{seed}:sim"), cocotb_messages, log)
     if "control" in only:
-        out["control"] = _control(roundtrips, soak_s, log)
+        out["control"] = control_bench.measure(roundtrips, soak_s, log)
     if "synth" in only:
         out["synth"] = _synth(out.get("pulls", {}), out.get("quotes", []))
     out["load"] = os.getloadavg()
@@ -317,41 +290,6 @@ def _speed_lines(s):
             f"{s['native_msgs_per_s']:,.0f} | {s['native_msgs_per_s'] / model:.1f} | "
             f"{native:,.0f} ({native / model_cpu:.1f}) |", cocotb,
             f"| Python reference model | {model:,.0f} | 1.0 | {model_cpu:,.0f} (1.0) |", ""]
-
-
-def _control_lines(c):
-    rt, floor, soak = c["roundtrip"], c["floor"], c["soak"]
-    off, on = c["telemetry_0"], c["telemetry_1000"]
-    met = "met" if rt["p50_us"] <= 200 and rt["p99_us"] <= 1000 else "NOT met"
-    rss = [r / (1 << 20) for r in soak["rss"]]
-    return ["## Control plane (loopback; `obcore sim --engine verilator` in its own process)",
-            "", f"Register write round trip (`RemoteRegisters.set`: staged words and the "
-            f"commit in one `write` request), {rt['n']} writes to an idle server: p50 "
-            f"{rt['p50_us']:.0f} µs, p99 {rt['p99_us']:.0f} µs (target p50 ≤ 200 µs, p99 ≤ "
-            f"1 ms: {met}); CPU per write: server process {rt['server_cpu_us']:.0f} µs, "
-            f"client {rt['client_cpu_us']:.0f} µs (each with its ZeroMQ I/O thread). The bare "
-            f"transport in the same run (a DEALER to a ROUTER echo in another process, no "
-            f"protocol, no engine): p50 {floor['p50_us']:.0f} µs, p99 {floor['p99_us']:.0f} "
-            f"µs; CPU per round trip: echo process {floor['server_cpu_us']:.0f} µs, client "
-            f"{floor['client_cpu_us']:.0f} µs. Round trip over the bare transport's, p50: "
-            f"{rt['p50_us'] / floor['p50_us']:.2f}.", "",
-            f"Telemetry: replaying the calm scenario at fast pace with `--telemetry-hz "
-            f"1000`, a subscriber received {on['status_hz']:,.0f} status messages/s "
-            f"({on['missed']} missed) while the server process had {on['cpu_share']:.2f} "
-            f"of a CPU; the replay ran at {on['replay_msgs_per_s']:,.0f} messages/s "
-            f"against {off['replay_msgs_per_s']:,.0f} with telemetry off ({off['cpu_share']:.2f}"
-            f" of a CPU). Server CPU per replayed message: {on['cpu_us_per_msg']:.1f} µs with "
-            f"telemetry, {off['cpu_us_per_msg']:.1f} µs without (ratio "
-            f"{on['cpu_us_per_msg'] / off['cpu_us_per_msg']:.2f}).", "",
-            f"Soak: {soak['seconds']:.0f} s, {soak['writers']} clients each setting its own "
-            f"register and reading it back, {soak['subscribers']} subscribers, the replay "
-            f"and 1 kHz telemetry running: {soak['requests']:,} requests, "
-            f"{soak['lost']} lost replies, {soak['wrong']} wrong read-backs, "
-            f"{soak['errors']} errors; {soak['telemetry']:,} telemetry messages, "
-            f"{soak['missed']} missed (sequence gaps), {soak['status_hz']:,.0f} status/s per "
-            f"subscriber; {soak['replayed']:,} messages replayed. Server RSS: "
-            f"{rss[0]:.1f} MiB at {100 // len(rss)}% of the run, {rss[len(rss) // 4]:.1f} "
-            f"at a quarter, {rss[-1]:.1f} at the end (max {max(rss):.1f}).", ""]
 
 
 def _synth_lines(rows):
@@ -441,7 +379,7 @@ def write(result, path, command):
                   f"{s['messages']:,} messages (cycle stamps of the observations). Orders: at "
                   "most one per cycle (stream handshake).", ""] + _speed_lines(s)
     if "control" in result:
-        lines += _control_lines(result["control"])
+        lines += control_bench.markdown(result["control"])
     if "synth" in result:
         lines += _synth_lines(result["synth"])
     text = "\n".join(lines) + "\n"

@@ -1,6 +1,7 @@
 """Control-plane measurements: `obcore sim` as its own process, the bare transport's round
 trip, telemetry rate, and the soak (several clients writing and subscribing during a replay)."""
 
+import gc
 import os
 import re
 import subprocess
@@ -13,10 +14,16 @@ from contextlib import contextmanager
 
 import zmq
 
-from ..control.client import EngineClient, EngineError, EngineTimeoutError, percentiles
+from ..control.client import (
+    EngineClient,
+    EngineError,
+    EngineTimeoutError,
+    bench_roundtrip,
+    percentiles,
+)
 
 __all__ = ["SOAK_REGISTERS", "served", "transport_floor", "rss_bytes", "cpu_seconds", "soak",
-           "telemetry_rate"]
+           "telemetry_rate", "measure", "markdown"]
 
 LOCAL = "tcp://127.0.0.1:*"
 # A bare ROUTER echo: the round trip of the sockets alone, no protocol, no engine.
@@ -198,3 +205,63 @@ def telemetry_rate(endpoint, pid, seconds, subscribe=True):
     return {"status_hz": n / elapsed, "replay_msgs_per_s": replayed / elapsed,
             "missed": sub.missed if sub else 0, "cpu_share": cpu / elapsed,
             "cpu_us_per_msg": 1e6 * cpu / max(1, replayed)}
+
+
+def measure(roundtrips=2000, soak_s=30, log=print):
+    """Round trips, telemetry and the soak against `obcore sim` (native engine) in its own
+    process, as an operator runs it; the bare transport's round trip for comparison."""
+    fast = ["--engine", "verilator", "--scenario", "calm", "--pace", "fast", "--repeat"]
+    out = {}
+    log("control plane: round trips...")
+    gc.freeze()   # this process's engines and designs: not the client's garbage to collect
+    with served("--engine", "verilator", "--pub", "none") as (endpoint, pid):
+        cpu = cpu_seconds(pid)
+        out["roundtrip"] = bench_roundtrip(endpoint, roundtrips)
+        # Per write, the 50 warm-up writes and the identity check included.
+        out["roundtrip"]["server_cpu_us"] = 1e6 * (cpu_seconds(pid) - cpu) / roundtrips
+    out["floor"] = transport_floor(roundtrips)
+    log("control plane: telemetry rate...")
+    for hz in (0, 1000):
+        with served(*fast, "--pub", LOCAL, "--telemetry-hz", str(hz)) as (endpoint,
+                                                                                  pid):
+            out[f"telemetry_{hz}"] = telemetry_rate(endpoint, pid, 5, subscribe=hz > 0)
+    log(f"control plane: {soak_s} s soak...")
+    with served(*fast, "--pub", LOCAL, "--telemetry-hz", "1000") as (endpoint, pid):
+        out["soak"] = soak(endpoint, soak_s, writers=4, subscribers=2, pid=pid)
+    return out
+
+
+def markdown(c):
+    """The control-plane section of docs/benchmarks.md from :func:`measure`'s figures."""
+    rt, floor, soak = c["roundtrip"], c["floor"], c["soak"]
+    off, on = c["telemetry_0"], c["telemetry_1000"]
+    met = "met" if rt["p50_us"] <= 200 and rt["p99_us"] <= 1000 else "NOT met"
+    rss = [r / (1 << 20) for r in soak["rss"]]
+    return ["## Control plane (loopback; `obcore sim --engine verilator` in its own process)",
+            "", f"Register write round trip (`RemoteRegisters.set`: staged words and the "
+            f"commit in one `write` request), {rt['n']} writes to an idle server: p50 "
+            f"{rt['p50_us']:.0f} µs, p99 {rt['p99_us']:.0f} µs (target p50 ≤ 200 µs, p99 ≤ "
+            f"1 ms: {met}); CPU per write: server process {rt['server_cpu_us']:.0f} µs, "
+            f"client {rt['client_cpu_us']:.0f} µs (each with its ZeroMQ I/O thread). The bare "
+            f"transport in the same run (a DEALER to a ROUTER echo in another process, no "
+            f"protocol, no engine): p50 {floor['p50_us']:.0f} µs, p99 {floor['p99_us']:.0f} "
+            f"µs; CPU per round trip: echo process {floor['server_cpu_us']:.0f} µs, client "
+            f"{floor['client_cpu_us']:.0f} µs. Round trip over the bare transport's, p50: "
+            f"{rt['p50_us'] / floor['p50_us']:.2f}.", "",
+            f"Telemetry: replaying the calm scenario at fast pace with `--telemetry-hz "
+            f"1000`, a subscriber received {on['status_hz']:,.0f} status messages/s "
+            f"({on['missed']} missed) while the server process had {on['cpu_share']:.2f} "
+            f"of a CPU; the replay ran at {on['replay_msgs_per_s']:,.0f} messages/s "
+            f"against {off['replay_msgs_per_s']:,.0f} with telemetry off ({off['cpu_share']:.2f}"
+            f" of a CPU). Server CPU per replayed message: {on['cpu_us_per_msg']:.1f} µs with "
+            f"telemetry, {off['cpu_us_per_msg']:.1f} µs without (ratio "
+            f"{on['cpu_us_per_msg'] / off['cpu_us_per_msg']:.2f}).", "",
+            f"Soak: {soak['seconds']:.0f} s, {soak['writers']} clients each setting its own "
+            f"register and reading it back, {soak['subscribers']} subscribers, the replay "
+            f"and 1 kHz telemetry running: {soak['requests']:,} requests, "
+            f"{soak['lost']} lost replies, {soak['wrong']} wrong read-backs, "
+            f"{soak['errors']} errors; {soak['telemetry']:,} telemetry messages, "
+            f"{soak['missed']} missed (sequence gaps), {soak['status_hz']:,.0f} status/s per "
+            f"subscriber; {soak['replayed']:,} messages replayed. Server RSS: "
+            f"{rss[0]:.1f} MiB at {100 // len(rss)}% of the run, {rss[len(rss) // 4]:.1f} "
+            f"at a quarter, {rss[-1]:.1f} at the end (max {max(rss):.1f}).", ""]

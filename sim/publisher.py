@@ -1,4 +1,4 @@
-"""The sim server's engine activity and telemetry: scenario feed, status snapshots, pacing."""
+"""The sim server's engine activity, telemetry and log: feed, status snapshots, log lines."""
 
 import logging
 import time
@@ -10,7 +10,7 @@ from ..control import protocol as proto
 from ..hw.layouts import FeedKind, ObsStatus, OrderKind, feed_array
 from .scenarios import SCENARIOS, generate
 
-__all__ = ["ScenarioFeed", "Publisher", "bulk_access", "FAST_BATCH"]
+__all__ = ["ScenarioFeed", "Publisher", "LogWriter", "bulk_access", "FAST_BATCH", "FLUSH_S"]
 
 FAST_BATCH = 512    # messages of the first engine call at pace "fast"
 # Later calls are sized to take about FAST_BATCH_S of CPU time (wall time would shrink them
@@ -25,6 +25,9 @@ CATCH_UP_S = 0.05   # telemetry that falls further behind than this skips period
 # so snapshots (a bus read per word, a clock cycle each) take at most 1/(1+REFRESH_SHARE) of
 # the loop: the simulation and requests keep their pace.
 REFRESH_SHARE = 49
+# Longest a request's log line and event wait (plus a turn of the loop): what requests did
+# is logged and published in batches (Server._note), and LogWriter writes in blocks.
+FLUSH_S = 0.1
 log = logging.getLogger("obcore.sim")
 _KINDS = {int(k): k.name for k in OrderKind}
 _LAST = ("best_bid", "best_ask", "bid_depth", "ask_depth", "status")
@@ -249,3 +252,59 @@ class Publisher:
         if self._obs["messages"]:
             self.publish("event", {"event": "obs", **self._obs})
             self._obs = self._fresh_obs()
+
+
+class _Formatter(logging.Formatter):
+    """The standard format, but the seconds of ``asctime`` are made once per second."""
+    _sec, _text = None, ""
+
+    def formatTime(self, record, datefmt=None):
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        sec = int(record.created)
+        if sec != self._sec:
+            self._sec, self._text = sec, time.strftime(self.default_time_format,
+                                                       self.converter(record.created))
+        return self.default_msec_format % (self._text, record.msecs)
+
+
+class LogWriter(logging.Handler):
+    """Log records formatted with ``fmt`` and written to ``stream`` in blocks.
+
+    A record is formatted at once and kept; :meth:`flush_due` (the serving loop calls it
+    after every turn) writes the kept lines once FLUSH_S has passed since the first of them,
+    :meth:`flush` and :meth:`close` (a stop, logging's shutdown) write them all. So a burst
+    of audited writes costs one write to the stream instead of one each, and a line is late
+    by at most FLUSH_S plus a turn of the loop; only a killed process loses lines.
+    """
+
+    def __init__(self, stream, fmt):
+        super().__init__()
+        self.stream, self._lines, self._due = stream, [], None
+        self.setFormatter(_Formatter(fmt))
+
+    def emit(self, record):   # called with self.lock held
+        try:
+            self._lines.append(self.format(record))
+        except Exception:
+            self.handleError(record)
+            return
+        if self._due is None:
+            self._due = time.monotonic() + FLUSH_S
+
+    def flush_due(self, now=None):
+        """Write the kept lines if they are due at ``now`` (monotonic s); None: now."""
+        if self._due is None or (now is not None and now < self._due):
+            return
+        with self.lock:
+            lines, self._lines, self._due = self._lines, [], None
+        if lines:
+            self.stream.write("\n".join(lines) + "\n")
+            self.stream.flush()
+
+    def flush(self):
+        self.flush_due()
+
+    def close(self):
+        self.flush()
+        super().close()

@@ -21,18 +21,15 @@ from ..control.params import describe_writes
 from ..control.registers import Registers
 from ..hw.layouts import FEED_DTYPE, ObsStatus
 from .engine import ENGINES, open_engine
-from .publisher import Publisher, ScenarioFeed, bulk_access
+from .publisher import FLUSH_S, LogWriter, Publisher, ScenarioFeed, bulk_access
 from .scenarios import SCENARIOS
 
-__all__ = ["Server", "LogWriter", "serve_until_stopped", "add_parser", "run"]
+__all__ = ["Server", "serve_until_stopped", "add_parser", "run"]
 
 log = logging.getLogger("obcore.sim")
 POLL_S = 0.05       # longest wait in the loop: how soon stop() and signals take effect
 BURST = 64          # requests answered in a row before the feed and telemetry get a turn
 WHO_CACHE = 4096    # connections whose `who` text is kept, and as many write descriptions
-# Longest a request's log line and event wait (plus a turn of the loop): what requests did
-# is logged and published in batches (Server._note), and LogWriter writes in blocks.
-FLUSH_S = 0.1
 
 
 def _prop(frame, name):
@@ -40,62 +37,6 @@ def _prop(frame, name):
         return frame.get(name) if frame is not None else None
     except zmq.ZMQError:   # no such property: not TCP, or no security mechanism
         return None
-
-
-class _Formatter(logging.Formatter):
-    """The standard format, but the seconds of ``asctime`` are made once per second."""
-    _sec, _text = None, ""
-
-    def formatTime(self, record, datefmt=None):
-        if datefmt is not None:
-            return super().formatTime(record, datefmt)
-        sec = int(record.created)
-        if sec != self._sec:
-            self._sec, self._text = sec, time.strftime(self.default_time_format,
-                                                       self.converter(record.created))
-        return self.default_msec_format % (self._text, record.msecs)
-
-
-class LogWriter(logging.Handler):
-    """Log records formatted with ``fmt`` and written to ``stream`` in blocks.
-
-    A record is formatted at once and kept; :meth:`flush_due` (the serving loop calls it
-    after every turn) writes the kept lines once FLUSH_S has passed since the first of them,
-    :meth:`flush` and :meth:`close` (a stop, logging's shutdown) write them all. So a burst
-    of audited writes costs one write to the stream instead of one each, and a line is late
-    by at most FLUSH_S plus a turn of the loop; only a killed process loses lines.
-    """
-
-    def __init__(self, stream, fmt):
-        super().__init__()
-        self.stream, self._lines, self._due = stream, [], None
-        self.setFormatter(_Formatter(fmt))
-
-    def emit(self, record):   # called with self.lock held
-        try:
-            self._lines.append(self.format(record))
-        except Exception:
-            self.handleError(record)
-            return
-        if self._due is None:
-            self._due = time.monotonic() + FLUSH_S
-
-    def flush_due(self, now=None):
-        """Write the kept lines if they are due at ``now`` (monotonic s); None: now."""
-        if self._due is None or (now is not None and now < self._due):
-            return
-        with self.lock:
-            lines, self._lines, self._due = self._lines, [], None
-        if lines:
-            self.stream.write("\n".join(lines) + "\n")
-            self.stream.flush()
-
-    def flush(self):
-        self.flush_due()
-
-    def close(self):
-        self.flush()
-        super().close()
 
 
 class Server:

@@ -22,9 +22,9 @@ from obcore.control.client import EngineClient, EngineError, EngineRejectedError
 from obcore.hw.layouts import FEED_DTYPE, FeedKind, feed_array
 from obcore.hw.registers import RegisterMap
 from obcore.sim.engine import ModelEngine, open_engine
-from obcore.sim.publisher import ScenarioFeed
+from obcore.sim.publisher import FLUSH_S, LogWriter, ScenarioFeed
 from obcore.sim.scenarios import generate
-from obcore.sim.server import FLUSH_S, LogWriter, Server
+from obcore.sim.server import Server
 
 LOCAL = "tcp://127.0.0.1:*"
 SCENARIO = feed_array([m for _, m in generate("calm", 3)][:600])
