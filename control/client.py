@@ -16,7 +16,7 @@ from . import protocol as proto
 from .registers import IdentityError, Registers
 
 __all__ = ["EngineClient", "EngineError", "EngineTimeoutError", "EngineRejectedError", "WordBus",
-           "RemoteRegisters", "Telemetry", "bench_roundtrip", "percentiles"]
+           "RemoteRegisters", "Telemetry"]
 
 _MISMATCH = ("failed the security handshake (CURVE on one side only, or the wrong server "
              "key)")
@@ -440,28 +440,3 @@ class Telemetry:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def bench_roundtrip(endpoint=proto.DEFAULT_ENDPOINT, n=1000, curve=None, register="tau"):
-    """Round trip of one register write (a ``write`` of the staged words and the commit),
-    measured ``n`` times: ``{"n", "p50_us", "p99_us"}`` in microseconds, and
-    ``client_cpu_us``: this process's CPU time per write (its ZeroMQ I/O thread included)."""
-    with EngineClient(endpoint, timeout=5000, curve=curve) as client:
-        regs = client.registers()
-        value = regs.get(register)
-        for _ in range(min(n, 50)):   # warm-up: connection, caches
-            regs.set(register, value)
-        times, cpu = [], time.process_time()
-        for _ in range(n):
-            t0 = time.perf_counter_ns()
-            regs.set(register, value)
-            times.append(time.perf_counter_ns() - t0)
-        cpu = time.process_time() - cpu
-    return {**percentiles(times), "client_cpu_us": 1e6 * cpu / max(1, n)}
-
-
-def percentiles(times_ns):
-    """``{"n", "p50_us", "p99_us"}`` of round-trip times given in nanoseconds."""
-    times, n = sorted(times_ns), len(times_ns)
-    return {"n": n, "p50_us": times[n // 2] / 1000,
-            "p99_us": times[min(n - 1, n * 99 // 100)] / 1000}

@@ -8,16 +8,11 @@ import pytest
 import zmq
 
 from obcore.control import protocol as proto
-from obcore.control.client import (
-    EngineClient,
-    EngineError,
-    EngineTimeoutError,
-    Telemetry,
-    bench_roundtrip,
-)
+from obcore.control.client import EngineClient, EngineError, EngineTimeoutError, Telemetry
 from obcore.control.params import ParamError, apply
 from obcore.hw.layouts import feed_array
 from obcore.hw.registers import RegisterMap, to_fixed
+from obcore.sim.control_bench import bench_roundtrip
 from obcore.sim.engine import ModelEngine
 from obcore.sim.scenarios import generate
 
