@@ -9,8 +9,9 @@ gateware, asserts on the order stream, the observations and the registers:
 - **never a quote out while an enabled trigger holds**: every book-level condition it
   recomputes from the observations (crossed or locked, spread over `spread_max`, depth under
   `depth_min` per side and both, gap, capacity) has begun a pull no later than the book
-  latency plus the guard's `LATENCY` after its message; and after any pull (whatever its reason) the CANCEL_ALL leaves
-  in the cycle after `pull_cycle` and no NEW or REPLACE leaves until the next accepted arm;
+  latency plus the guard's `LATENCY` after its message; and after any pull (whatever its
+  reason) the CANCEL_ALL leaves in the cycle after `pull_cycle` and no NEW or REPLACE leaves
+  until the next accepted arm;
 - **never a crossed own quote**: per venue, max(our resting bids) < min(our resting asks);
 - **no lock-up**: every few batches, with the market calm again, an arm is accepted and all
   four quotes come back.
