@@ -15,7 +15,6 @@ from collections import deque
 import numpy as np
 
 from ..control.registers import CSRModel
-from ..hw.csr import READ_LATENCY
 from ..hw.guard import OUTPUTS as GUARD_OUTPUTS
 from ..hw.layouts import (
     FEED,
@@ -38,8 +37,7 @@ __all__ = ["ModelEngine", "open_engine", "ENGINES", "RUN_DRAIN"]
 
 ENGINES = ("verilator", "model")
 # Cycles every engine clocks after a batch's last message so its observations and telemetry
-# come out; with one cycle per message and write and READ_LATENCY per read, every engine
-# counts alike.
+# come out; with one cycle per message and one per bus access, every engine counts alike.
 RUN_DRAIN = 8
 _COUNTERS = (("msg_count", "msgs"), ("gap_count", "gaps"), ("missing_count", "missing"),
              ("crossed_count", "crossed"), ("capacity_count", "capacity"))
@@ -66,8 +64,7 @@ _IDLE = _Cycle()
 
 class ModelEngine:
     """The bit-accurate, cycle-exact reference model of ``hw.top.Engine``: books, signals,
-    guard and quoter chained with the top's latencies, one message (or bus write) a cycle, a
-    bus read ``READ_LATENCY`` cycles.
+    guard and quoter chained with the top's latencies, one message (or bus access) a cycle.
 
     Cycle ``t`` of the model: the message accepted at ``t`` updates the books; the guard and
     quoter see the best prices of ``t - 1`` (``BBO_LATENCY``) and the depths, ``updated``, tick
@@ -209,7 +206,7 @@ class ModelEngine:
         if q["quote_flags_set"]:
             sets["quote_flags", 0] = sets.get(("quote_flags", 0), 0) | q["quote_flags_set"]
 
-    # The register bus: one cycle per write, READ_LATENCY per read.
+    # The register bus: one cycle per access.
 
     def _sync_status(self):
         """Pass the pending w1c sets to the CSR, then drive its ro inputs with this cycle's
@@ -258,12 +255,10 @@ class ModelEngine:
             drive("position_net", q["position_net"])
 
     def read(self, addr):
-        """A bus read takes ``READ_LATENCY`` cycles and sees the state of its first, as the
-        CSR does (the host waits for ``r_valid``)."""
+        """A bus read takes one cycle and sees the state of that cycle, as the CSR does."""
         self._sync_status()
         word = self.csr.read(addr)
-        for _ in range(READ_LATENCY):
-            self._bus_cycle()
+        self._bus_cycle()
         return word
 
     def write(self, addr, word):
