@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -14,8 +14,8 @@ __all__ = ["Reason", "REASONS", "REASON", "ALWAYS", "STATE", "WARNINGS", "LATENC
            "VENUE_INPUTS", "GLOBAL_PARAMS", "VENUE_PARAMS", "OUTPUTS", "VENUE_OUTPUTS", "Guard",
            "port_shape"]
 
-LATENCY = 0          # cycles from a trigger input to `pull`: the OR is combinational
-MARGIN_LATENCY = 1   # equity / margin registers -> margin conditions: the products are registered
+LATENCY = 1          # cycles from a trigger input to `pull`: the trigger stage is registered
+MARGIN_LATENCY = 3   # equity / margin registers -> margin conditions: a 3-stage pipeline
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,8 @@ def _expired(m, name, restart, timeout):
 
 
 class Guard(wiring.Component):
-    """Pulls every quote on any enabled trigger in the same cycle, and holds the pull.
+    """Pulls every quote on any enabled trigger ``LATENCY`` cycles after its input, and holds
+    the pull.
 
     Ports (shapes in :func:`port_shape`; per-venue ones are ``data.ArrayLayout`` arrays,
     element ``v`` = venue ``v``, when ``venues > 1``, as the CSR's per-venue registers):
@@ -151,13 +152,16 @@ class Guard(wiring.Component):
     - ``cycle`` (the 64-bit cycle counter), ``rate_exceeded`` (strobe from the quoter),
       ``inventory`` q and ``q_limit`` (lots, signed).
     - parameters named after their registers (:data:`GLOBAL_PARAMS`, :data:`VENUE_PARAMS`).
-    - ``pull`` (level, combinational from the trigger inputs), ``size_scale`` (UQ1.15,
+    - ``pull`` (level, ``LATENCY`` after the trigger inputs), ``size_scale`` (UQ1.15,
       1.0 neutral) and ``gamma_boost`` (gamma multiplier log2, 0 neutral) per venue, and
       the status registers' inputs ``pull_reasons_set``, ``pull_venues_set`` (w1c set
       strobes), ``pull_state``, ``pull_first``, ``pull_count``, ``refused_count``,
       ``pull_cycle``.
 
-    Semantics are ``obcore.sim.guard_model.GuardModel``'s, cycle for cycle; docs/guard.md.
+    Two stages: the trigger stage computes every condition and the warnings from the inputs
+    and registers them with the enable mask and the ``arm``/``kill`` commands; the latch
+    stage is the combinational guard of ``LATENCY`` cycles ago. Semantics are
+    ``obcore.sim.guard_model.GuardModel``'s, cycle for cycle; docs/guard.md.
     """
 
     def __init__(self, venues=2):
@@ -220,38 +224,107 @@ class Guard(wiring.Component):
         assert set(conds) == {r.name for r in REASONS if r.scope == "global"} | {"kill"}
         return conds
 
+    def _delay(self, m, value, name, init=0):
+        """``value`` as it was ``LATENCY`` cycles ago (``init`` before that)."""
+        for i in range(LATENCY):
+            late = Signal.like(value, name=f"{name}_d{i + 1}", init=init)
+            m.d.sync += late.eq(value)
+            value = late
+        return value
+
+    def _warnings(self, margin_warn):
+        """Per venue ``(size, boost)``: the smallest size and the largest gamma boost of the
+        warning sources that apply. A venue is in one vol regime at a time, so of the
+        regime sources one applies at most: a 4-way mux by the regime code, then one
+        compare against the margin source."""
+        one, zero = Const(SIZE_ONE, SIZE_FRAC + 1), Const(0, len(self.range_gamma))
+
+        def source(name):                   # (size never above 1.0, boost)
+            s = getattr(self, f"{name}_size")
+            return Mux(s < one, s, one), getattr(self, f"{name}_gamma")
+
+        by_code = [(one, zero)] * len(VolRegime)
+        for name, regime in WARNINGS:
+            if regime is not None:
+                by_code[regime.value] = source(name)
+        others = [source(name) for name, regime in WARNINGS if regime is None]
+        out = []
+        for v in range(self._venues):
+            vol = self._at("regime", v).vol.as_value()
+            size, boost = Array(s for s, _ in by_code)[vol], Array(g for _, g in by_code)[vol]
+            for s, g in others:
+                s, g = Mux(margin_warn, s, one), Mux(margin_warn, g, zero)
+                size, boost = Mux(s < size, s, size), Mux(g > boost, g, boost)
+            out.append((size, boost))
+        return out
+
+    def _margin(self, m):
+        """``(margin_low, margin_warn)``: margin level = equity / maint under each band,
+        compared without dividing, ``equity * 2^MARGIN_FRAC < band * maint``. Both sides are
+        register values, so the compare is pipelined off the pull path, ``MARGIN_LATENCY``
+        registers: copies of the inputs next to the multipliers, the partial products of
+        each band with the two 16-bit halves of ``maint_margin`` (one 18x18 DSP each), and
+        the sum and compare."""
+        half = len(self.maint_margin) // 2
+        regs = {n: Signal.like(getattr(self, n), name=f"{n}_in")
+                for n in ("equity", "maint_margin", "margin_pull", "margin_warn")}
+        m.d.sync += [r.eq(getattr(self, n)) for n, r in regs.items()]
+        equity = Signal.like(regs["equity"], name="equity_pp")
+        m.d.sync += equity.eq(regs["equity"])
+        maint = regs["maint_margin"]
+        out = []
+        for band in ("margin_pull", "margin_warn"):
+            lo, hi = (Signal(len(regs[band]) + half, name=f"{band}_pp{i}") for i in range(2))
+            below = Signal(name=f"{band}_below")
+            m.d.sync += [lo.eq(regs[band] * maint[:half]), hi.eq(regs[band] * maint[half:]),
+                         below.eq((equity << MARGIN_FRAC) < (hi << half) + lo)]
+            out.append(below)
+        return out
+
     def elaborate(self, platform):
         m = Module()
 
-        # Margin level = equity / maint, compared without dividing. Both sides are register
-        # values, so the products are registered: off the pull path, MARGIN_LATENCY late.
-        margin_low, margin_warn = Signal(), Signal()
-        equity = self.equity << MARGIN_FRAC
-        m.d.sync += [margin_low.eq(equity < self.margin_pull * self.maint_margin),
-                     margin_warn.eq(equity < self.margin_warn * self.maint_margin)]
+        margin_low, margin_warn = self._margin(m)
 
-        # The one trigger mechanism: a table of reason -> conditions (one per venue for venue
-        # reasons); reason bit i is live when any of its conditions holds and it is enabled.
-        enabled = self.pull_enable | ALWAYS
-        table = {name: [cond] for name, cond in self._global_conditions(m, margin_low).items()}
-        venue_hits = []
+        # Trigger stage: every condition of every reason (one per venue for venue reasons),
+        # straight from the inputs. Its results (the raw condition bits, the enable mask, the
+        # warnings) and the commands reach the latch stage LATENCY cycles later, all together:
+        # the latch stage is the combinational guard of LATENCY cycles ago (its own
+        # parameters auto_arm and cooldown act as they are).
+        now = [self._global_conditions(m, margin_low)]
         for v in range(self._venues):
-            conds = self._venue_conditions(m, v)
-            assert set(conds) == {r.name for r in REASONS if r.scope == "venue"}
+            now.append(self._venue_conditions(m, v))
+            assert set(now[-1]) == {r.name for r in REASONS if r.scope == "venue"}
+        late = self._delay(m, Cat(c for conds in now for c in conds.values()), "conds")
+        bits = iter(late)
+        late = [{name: next(bits) for name in conds} for conds in now]
+        enabled = self._delay(m, self.pull_enable, "pull_enable") | ALWAYS
+        arm, kill = self._delay(m, self.arm, "arm"), late[0]["kill"]
+        warn = self._delay(m, margin_warn, "margin_warn")
+        for v, (size, boost) in enumerate(self._warnings(margin_warn)):
+            m.d.comb += [self._at("size_scale", v).eq(self._delay(m, size, f"size{v}",
+                                                                  SIZE_ONE)),
+                         self._at("gamma_boost", v).eq(self._delay(m, boost, f"boost{v}"))]
+
+        # The one trigger mechanism: a table of reason -> conditions; reason bit i is live
+        # when any of its conditions holds and it is enabled.
+        table = {}
+        for conds in late:
             for name, cond in conds.items():
                 table.setdefault(name, []).append(cond)
-            venue_hits.append(Cat(c & enabled[REASON[name]] for name, c in conds.items()).any())
         live = Signal(len(REASONS))
         m.d.comb += [live.eq(Cat(Cat(table.get(r.name, [])).any() for r in REASONS) & enabled),
-                     self.pull_venues_set.eq(Cat(venue_hits))]
+                     self.pull_venues_set.eq(Cat(
+                         Cat(c & enabled[REASON[name]] for name, c in conds.items()).any()
+                         for conds in late[1:]))]
         active = live.any()
 
-        # The latch: pull = latched | active, so it rises with the condition, in this cycle.
+        # The latch: pull = latched | active, so it rises with the (registered) condition.
         latched, refused = Signal(init=1), Signal()
         hold_reset, hold_kill = Signal(init=1), Signal()    # released by an accepted arm only
         quiet = Signal(AGE_BITS)                            # clear cycles before this one
         hold = hold_reset | hold_kill
-        accept, refuse = self.arm & ~active, self.arm & active
+        accept, refuse = arm & ~active, arm & active
         cooling = self.auto_arm & latched & ~hold & ~active
         auto = cooling & (quiet >= self.cooldown)
         holds = Signal(len(REASONS))
@@ -259,7 +332,7 @@ class Guard(wiring.Component):
                      self.pull.eq(latched | active), self.pull_reasons_set.eq(live | holds)]
         m.d.sync += [latched.eq(active | (latched & ~accept & ~auto)),
                      hold_reset.eq(hold_reset & ~accept),
-                     hold_kill.eq(self.kill | (hold_kill & ~accept)),
+                     hold_kill.eq(kill | (hold_kill & ~accept)),
                      quiet.eq(Mux(active, 0, Mux(quiet == AGE_MAX, quiet, quiet + 1)))]
         with m.If(~latched & active):                       # a pull begins
             m.d.sync += [self.pull_count.eq(self.pull_count + 1),
@@ -270,17 +343,5 @@ class Guard(wiring.Component):
             m.d.sync += refused.eq(0)
         st = self.pull_state
         m.d.comb += [st.pulled.eq(self.pull), st.hold.eq(hold), st.active.eq(active),
-                     st.refused.eq(refused), st.cooling.eq(cooling),
-                     st.margin_warn.eq(margin_warn)]
-
-        # Warnings: the smallest size and the largest gamma boost of the sources that apply.
-        for v in range(self._venues):
-            size, boost = Const(SIZE_ONE, SIZE_FRAC + 1), Const(0, len(self.range_gamma))
-            for name, regime in WARNINGS:
-                on = margin_warn if regime is None else self._at("regime", v).vol == regime
-                s, g = getattr(self, f"{name}_size"), getattr(self, f"{name}_gamma")
-                size = Mux(on & (s < size), s, size)
-                boost = Mux(on & (g > boost), g, boost)
-            m.d.comb += [self._at("size_scale", v).eq(size),
-                         self._at("gamma_boost", v).eq(boost)]
+                     st.refused.eq(refused), st.cooling.eq(cooling), st.margin_warn.eq(warn)]
         return m

@@ -170,8 +170,9 @@ def build_map(venues=2, levels=16, window=None):
         # withdraw guard (hw/guard.py, docs/guard.md): commands, policy, thresholds, status
         Register("heartbeat", U1, "wo", "controller heartbeat: any write restarts the "
                  "heartbeat_timeout deadline", block="guard"),
-        Register("arm", U1, "wo", "any write re-arms (quoting resumes the cycle after the "
-                 "strobe); refused and counted while an enabled trigger holds", block="guard"),
+        Register("arm", U1, "wo", "any write re-arms (pull falls guard.LATENCY + 1 cycles "
+                 "after the strobe); refused and counted while an enabled trigger holds",
+                 block="guard"),
         Register("kill", U1, "wo", "any write pulls every quote now, latched until arm",
                  block="guard"),
         Register("pull_enable", Q(23), "rw", "trigger enable mask, bits as pull_reasons; "

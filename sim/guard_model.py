@@ -1,9 +1,10 @@
 """Cycle-accurate reference model of the withdraw guard (hw/guard.py) in plain Python ints.
 
 :meth:`GuardModel.step` takes one cycle's inputs (raw port bits; per-venue ports as lists)
-with the live parameters in ``params``, returns the outputs of that same cycle (``pull`` and
-the reason strobes are combinational in the gateware, the rest registered) and advances one
-clock edge. :class:`Stimulus` makes random cycles for the benches that compare the two.
+with the live parameters in ``params``, returns the outputs of that same cycle and advances
+one clock edge. The trigger stage (conditions, enable mask, warnings, the ``arm`` and
+``kill`` commands) reaches the latch and the outputs ``LATENCY`` cycles later.
+:class:`Stimulus` makes random cycles for the benches that compare the two.
 """
 
 from amaranth.hdl import Shape
@@ -14,7 +15,9 @@ from ..hw.guard import (
     COMMANDS,
     GLOBAL_INPUTS,
     GLOBAL_PARAMS,
+    LATENCY,
     MARGIN_FRAC,
+    MARGIN_LATENCY,
     REASON,
     REASONS,
     SIZE_ONE,
@@ -96,6 +99,11 @@ class GuardModel:
         self.pull_first = bit("reset")
         self.heartbeat_age, self.stale_age = 0, [0] * self.venues
         self.margin_low = self.margin_warn = False
+        self.margin = [(False, False)] * (MARGIN_LATENCY - 1)   # the margin pipeline
+        # The trigger stage's registers: LATENCY stages, as after reset.
+        self.stages = [{"live": 0, "venues_set": 0, "arm": False, "kill": False,
+                        "margin_warn": False, "sizes": [SIZE_ONE] * self.venues,
+                        "boosts": [0] * self.venues} for _ in range(LATENCY)]
 
     def _venue_conditions(self, inp, v):
         """Venue ``v``'s raw condition bits (before the enable mask)."""
@@ -132,9 +140,8 @@ class GuardModel:
             boosts.append(boost)
         return sizes, boosts
 
-    def step(self, inp):
-        """One cycle: the outputs for inputs ``inp`` (see :func:`default_inputs`), then the
-        clock edge."""
+    def _trigger_stage(self, inp):
+        """The trigger stage's results for this cycle's inputs and parameters."""
         p, width = self.params, GLOBAL_INPUTS["inventory"].width
         enabled = p["pull_enable"] | ALWAYS
         cond = bit("kill") if inp["kill"] else 0
@@ -150,24 +157,34 @@ class GuardModel:
             c = self._venue_conditions(inp, v)
             cond |= c
             venues_set |= (1 << v) if c & enabled else 0
-        live = cond & enabled
+        sizes, boosts = self._warnings(inp)
+        return {"live": cond & enabled, "venues_set": venues_set, "arm": bool(inp["arm"]),
+                "kill": bool(inp["kill"]), "margin_warn": self.margin_warn, "sizes": sizes,
+                "boosts": boosts}
+
+    def step(self, inp):
+        """One cycle: the outputs for inputs ``inp`` (see :func:`default_inputs`), then the
+        clock edge."""
+        p = self.params
+        self.stages.append(self._trigger_stage(inp))
+        s = self.stages.pop(0)        # the trigger stage of LATENCY cycles ago
+        live = s["live"]
         active = live != 0
         hold = self.hold_reset or self.hold_kill
-        accept, refuse = inp["arm"] and not active, inp["arm"] and active
+        accept, refuse = s["arm"] and not active, s["arm"] and active
         cooling = bool(p["auto_arm"] & 1) and self.latched and not hold and not active
         auto = cooling and self.quiet >= p["cooldown"]
         pull = self.latched or active
         state = {"pulled": pull, "hold": hold, "active": active, "refused": self.refused,
-                 "cooling": cooling, "margin_warn": self.margin_warn}
-        sizes, boosts = self._warnings(inp)
+                 "cooling": cooling, "margin_warn": s["margin_warn"]}
         out = {"pull": int(pull),
                "pull_reasons_set": live | (bit("reset") if self.hold_reset else 0)
                | (bit("kill") if self.hold_kill else 0),
-               "pull_venues_set": venues_set,
+               "pull_venues_set": s["venues_set"],
                "pull_state": sum(int(bool(x)) << _STATE[k] for k, x in state.items()),
                "pull_first": self.pull_first, "pull_count": self.pull_count,
                "refused_count": self.refused_count, "pull_cycle": self.pull_cycle,
-               "size_scale": sizes, "gamma_boost": boosts}
+               "size_scale": s["sizes"], "gamma_boost": s["boosts"]}
 
         # The clock edge.
         if not self.latched and active:
@@ -178,14 +195,15 @@ class GuardModel:
         self.refused = True if refuse else False if accept else self.refused
         self.latched = active or (self.latched and not accept and not auto)
         self.hold_reset = self.hold_reset and not accept
-        self.hold_kill = bool(inp["kill"]) or (self.hold_kill and not accept)
+        self.hold_kill = s["kill"] or (self.hold_kill and not accept)
         self.quiet = 0 if active else min(self.quiet + 1, AGE_MAX)
         self.heartbeat_age = 0 if inp["heartbeat"] else min(self.heartbeat_age + 1, AGE_MAX)
         self.stale_age = [0 if inp["msg"][v] else min(age + 1, AGE_MAX)
                           for v, age in enumerate(self.stale_age)]
         equity = p["equity"] << MARGIN_FRAC
-        self.margin_low = equity < p["margin_pull"] * p["maint_margin"]
-        self.margin_warn = equity < p["margin_warn"] * p["maint_margin"]
+        self.margin.append((equity < p["margin_pull"] * p["maint_margin"],
+                            equity < p["margin_warn"] * p["maint_margin"]))
+        self.margin_low, self.margin_warn = self.margin.pop(0)
         return out
 
 

@@ -7,7 +7,7 @@ and its four quotes rest. Then the condition is driven the way it arises (feed m
 the register writes the controller makes), and the bench asserts
 
 - CANCEL_ALL is on the order stream in exactly the cycle the documented latency gives
-  (docs/guard.md "Latency budget": the source's latency to ``pull``, + ``PULL_LATENCY``),
+  (docs/guard.md "Latency budget": the source's latency to the guard, + ``PULL``),
 - the reason bit is latched in ``pull_reasons`` and ``pull_first`` (the trigger under test is
   the only one enabled, so it is the whole word), the venue in ``pull_venues``,
 - no order at all leaves while pulled, an ``arm`` while the condition holds is refused and
@@ -22,6 +22,7 @@ import cocotb
 from engine_tb import ASKS, BIDS, REGS, SIZE, VENUES, EngineBench
 
 from obcore.hw.book import BBO_LATENCY, STATUS_LATENCY
+from obcore.hw.guard import LATENCY as GUARD_LATENCY
 from obcore.hw.guard import MARGIN_LATENCY, REASON, REASONS, STATE
 from obcore.hw.layouts import FeedKind, OrderKind
 from obcore.hw.quoter import DELAY
@@ -32,6 +33,7 @@ from obcore.hw.signals import LATENCY as SIG_LATENCY
 from obcore.hw.signals import SIGMA_LAG
 
 CSR_LATENCY = 1          # a bus write in cycle w: wo strobe / committed value live in w + 1
+PULL = GUARD_LATENCY + PULL_LATENCY   # a condition at the guard's inputs -> CANCEL_ALL
 HOLD = 120               # cycles the condition is held after the pull
 PULLED = 1 << STATE["pulled"].offset
 ACTIVE = 1 << STATE["active"].offset
@@ -99,7 +101,7 @@ class Write(Trigger):
 class Command(Trigger):
     """``kill``: a command strobe; it latches until arm, so no refusal case."""
 
-    latency = CSR_LATENCY + PULL_LATENCY
+    latency = CSR_LATENCY + PULL
 
     async def drive(self, tb):
         return await tb.command("kill")
@@ -118,7 +120,7 @@ class Deadline(Trigger):
     def __init__(self, reason, strobe_latency, **kw):
         name = "heartbeat_timeout" if reason == "heartbeat" else "stale_timeout"
         super().__init__(reason, params={name: self.TIMEOUT}, **kw)
-        self.latency = strobe_latency + 1 + self.TIMEOUT + PULL_LATENCY
+        self.latency = strobe_latency + 1 + self.TIMEOUT + PULL
 
     async def _strobe(self, tb):
         if self.reason == "heartbeat":
@@ -138,7 +140,7 @@ class Rate(Trigger):
     The condition ends with the pull (nothing is due while pulled), so an arm is accepted,
     and the NEWs it makes due pull again at once: still no quote leaves."""
 
-    latency = BBO_LATENCY + DELAY["best_ask"] + QUOTE_LATENCY
+    latency = BBO_LATENCY + DELAY["best_ask"] + QUOTE_LATENCY + GUARD_LATENCY
 
     def __init__(self):
         super().__init__("rate", params={"rate_tokens": 0, "rate_depth": 4,
@@ -153,7 +155,7 @@ class Rate(Trigger):
             await tb.msg(FeedKind.TICK)
 
 
-SIGNAL = STATUS_LATENCY + SIG_LATENCY + PULL_LATENCY   # signals see the book at STATUS
+SIGNAL = STATUS_LATENCY + SIG_LATENCY + PULL   # signals see the book at STATUS
 LSET, LDEL, TICK, FILL = FeedKind.LEVEL_SET, FeedKind.LEVEL_DELETE, FeedKind.TICK, FeedKind.FILL
 
 
@@ -166,24 +168,24 @@ def _back(side, prices):
 
 
 TRIGGERS = {
-    "crossed": Book("crossed", BBO_LATENCY + PULL_LATENCY, (LSET, 0, 0, 1002, 50),
+    "crossed": Book("crossed", BBO_LATENCY + PULL, (LSET, 0, 0, 1002, 50),
                     undo=((LDEL, 0, 0, 1002, 0),)),
-    "locked": Book("crossed", BBO_LATENCY + PULL_LATENCY, (LSET, 0, 0, 1001, 50),
+    "locked": Book("crossed", BBO_LATENCY + PULL, (LSET, 0, 0, 1001, 50),
                    undo=((LDEL, 0, 0, 1001, 0),)),
-    "spread": Book("spread", BBO_LATENCY + PULL_LATENCY, (LDEL, 0, 1, 1001, 0),
+    "spread": Book("spread", BBO_LATENCY + PULL, (LDEL, 0, 1, 1001, 0),
                    params={"spread_max": 2}, undo=_back(1, (1001,))),
-    "depth_bid": Book("depth_bid", STATUS_LATENCY + PULL_LATENCY, (LSET, 0, 0, 999, 50),
+    "depth_bid": Book("depth_bid", STATUS_LATENCY + PULL, (LSET, 0, 0, 999, 50),
                       params={"depth_min": 700}, undo=_back(0, (999,))),
-    "depth_ask": Book("depth_ask", STATUS_LATENCY + PULL_LATENCY, (LSET, 0, 1, 1001, 50),
+    "depth_ask": Book("depth_ask", STATUS_LATENCY + PULL, (LSET, 0, 1, 1001, 50),
                       params={"depth_min": 700}, undo=_back(1, (1001,))),
-    "depth_both": Book("depth_both", STATUS_LATENCY + PULL_LATENCY, (LSET, 0, 0, 999, 50),
+    "depth_both": Book("depth_both", STATUS_LATENCY + PULL, (LSET, 0, 0, 999, 50),
                        pre=((LSET, 0, 1, 1001, 50),), params={"depth_min": 700},
                        undo=_back(0, (999,))),
     "stale": Deadline("stale", STATUS_LATENCY),
-    "gap": Book("gap", BBO_LATENCY + PULL_LATENCY, None, undo=("snapshot",)),
+    "gap": Book("gap", BBO_LATENCY + PULL, None, undo=("snapshot",)),
     # 9 bid levels in a side of 8: the worst falls off and the side is truncated; deleting
     # the best five leaves 3 < LEVELS known levels: not exact.
-    "capacity": Book("capacity", BBO_LATENCY + PULL_LATENCY, (LDEL, 0, 0, 995, 0),
+    "capacity": Book("capacity", BBO_LATENCY + PULL, (LDEL, 0, 0, 995, 0),
                      pre=(*_back(0, range(995, 990, -1)),
                           *((LDEL, 0, 0, p, 0) for p in BIDS)), undo=("snapshot",)),
     # A TICK samples the depths; both sides then lose over half of theirs.
@@ -209,9 +211,9 @@ TRIGGERS = {
                 undo=_back(0, (999,))),
     # Leverage over L_safe = min(L_max, K / (sigma risk)): over L_max by a leverage write,
     # and over K / (sigma risk) by a K write once sigma is 2 ticks (sigma2 = 4).
-    "lsafe": Write("lsafe", CSR_LATENCY + SIG_LATENCY + PULL_LATENCY, {"leverage": 20},
+    "lsafe": Write("lsafe", CSR_LATENCY + SIG_LATENCY + PULL, {"leverage": 20},
                    {"leverage": 1}),
-    "lsafe_k": Write("lsafe", CSR_LATENCY + SIG_LATENCY + PULL_LATENCY, {"lsafe_k": 1},
+    "lsafe_k": Write("lsafe", CSR_LATENCY + SIG_LATENCY + PULL, {"lsafe_k": 1},
                      {"lsafe_k": 10000}, params={"vol_fast_shift": 0},
                      pre=((TICK,), (TICK,), (LDEL, 0, 1, 1001, 0), (LSET, 0, 0, 1000, SIZE),
                           (TICK,))),
@@ -223,10 +225,10 @@ TRIGGERS = {
     "kill": Command("kill", params={"auto_arm": 1, "cooldown": 0}, venue=False, refuse=False),
     "rate": Rate(),
     # q_limit leaves room for both venues' bids (100 lots each); a fill of 300 exceeds it.
-    "inventory": Book("inventory", STATUS_LATENCY + 1 + PULL_LATENCY, (FILL, 0, 0, 1000, 300),
+    "inventory": Book("inventory", STATUS_LATENCY + 1 + PULL, (FILL, 0, 0, 1000, 300),
                       params={"q_limit": 250}, undo=((FILL, 0, 1, 1000, 300),), venue=False),
     # Margin level 100 / 1000 = 0.1 < margin_pull 0.2; the products are registered.
-    "margin": Write("margin", CSR_LATENCY + MARGIN_LATENCY + PULL_LATENCY, {"equity": 100},
+    "margin": Write("margin", CSR_LATENCY + MARGIN_LATENCY + PULL, {"equity": 100},
                     {"equity": 1000}, params={"equity": 1000, "maint_margin": 1000},
                     venue=False),
 }
@@ -235,10 +237,11 @@ assert {t.reason for t in TRIGGERS.values()} == {r.name for r in REASONS} - {"re
 
 async def _arm(tb, expect):
     """Write arm; check it was accepted (``expect``) or refused and counted. The strobe is
-    in the cycle after the write and ``pull`` falls in the cycle after the strobe."""
+    in the cycle after the write, the guard's latch stage sees it ``GUARD_LATENCY`` later and
+    ``pull`` falls in the cycle after that."""
     refused = await tb.read("refused_count")
     await tb.command("arm")
-    await tb.idle(CSR_LATENCY)
+    await tb.idle(CSR_LATENCY + GUARD_LATENCY)
     state = await tb.read("pull_state")
     assert bool(state & PULLED) != expect, f"arm {'refused' if expect else 'accepted'}: " \
         f"pull_state {state:#x}"

@@ -1,8 +1,8 @@
 """cocotb bench for hw/guard.py: random inputs and register writes, checked against the model.
 
-Inputs change at the falling edge; once they settle (``ReadOnly``) the outputs of that cycle,
-combinational ``pull`` and reason strobes included, are compared with the model's for the
-same inputs, and the invariants are asserted on the gateware's own outputs.
+Inputs change at the falling edge; once they settle (``ReadOnly``) the outputs of that cycle
+are compared with the model's for the same inputs, and the invariants are asserted on the
+gateware's own outputs (the latch stage sees an ``arm`` ``LATENCY`` cycles after its input).
 """
 
 import os
@@ -11,7 +11,7 @@ import cocotb
 from cocotb.triggers import FallingEdge, ReadOnly
 from tb import TB
 
-from obcore.hw.guard import GLOBAL_PARAMS, REASONS, STATE, VENUE_OUTPUTS, VENUE_PARAMS
+from obcore.hw.guard import GLOBAL_PARAMS, LATENCY, REASONS, STATE, VENUE_OUTPUTS, VENUE_PARAMS
 from obcore.sim.guard_model import GuardModel, Stimulus, bit, pack, unpack
 
 VENUES = 2                    # must match tests/cocotb/test_guard.py
@@ -40,6 +40,7 @@ class GuardBench(TB):
         self.seen = dict.fromkeys(("pulls", "refused", "armed", "auto", "cycles"), 0)
         self.reasons = 0
         self.prev = None
+        self.arms = [0] * LATENCY     # arm inputs on their way to the latch stage
 
     def _drive(self, names, values):
         for name in names:
@@ -67,7 +68,8 @@ class GuardBench(TB):
         errors = {k: (v, want[k]) for k, v in got.items() if v != want[k]}
         assert not errors, f"cycle {n}: gateware != model (got, want): {errors}"
         self._invariants(n, inp, got)
-        self.prev = (inp["arm"], want)
+        self.arms.append(inp["arm"])
+        self.prev = (self.arms.pop(0), want)     # the arm the latch stage saw
         await FallingEdge(self.clk)
 
     def _invariants(self, n, inp, got):

@@ -79,10 +79,19 @@ class Bench:
     async def hold(self, n, **changes):
         return [await self.cycle(**changes) for _ in range(n)][-1]
 
-    async def arm(self, **changes):
-        """Arm with ``changes``; asserts it was accepted: pull is low the next cycle."""
-        await self.cycle(arm=1, **changes)
+    async def then(self, **changes):
+        """One cycle with ``changes``, then ``LATENCY`` cycles without: the outputs of the
+        last, the cycle the guard shows the first one's inputs."""
         out = await self.cycle(**changes)
+        for _ in range(LATENCY):
+            out = await self.cycle()
+        return out
+
+    async def arm(self, **changes):
+        """Arm with ``changes``; asserts it was accepted: pull is low ``LATENCY`` + 1 cycles
+        later."""
+        await self.cycle(arm=1, **changes)
+        out = await self.hold(LATENCY + 1, **changes)
         assert not out["pull"] and not state(out, "refused")
 
 
@@ -176,8 +185,8 @@ assert set(TRIGGERS) | {"reset", "kill", "heartbeat", "stale", "margin"} == {
 
 @pytest.mark.parametrize("reason", sorted(TRIGGERS))
 def test_trigger(reason):
-    """Same-cycle pull, its reason, the latch, refusal while it holds, arm after, disable."""
-    assert LATENCY == 0
+    """Pull LATENCY cycles after the input, its reason, the latch, refusal while it holds,
+    arm after, disable."""
     on, implied = TRIGGERS[reason]
     bits = bit(reason) | sum(bit(r) for r in implied)
     venue = next(r for r in REASONS if r.name == reason).scope == "venue"
@@ -185,17 +194,17 @@ def test_trigger(reason):
     async def bench(b):
         await b.arm()
         await b.hold(2)
-        out = await b.cycle(**on)
+        out = await b.then(**on)
         assert out["pull"] and state(out, "active") and out["pull_reasons_set"] == bits
         assert out["pull_venues_set"] == (0b10 if venue else 0)
         out = await b.cycle()                               # cleared: still pulled
         assert out["pull"] and not state(out, "active") and out["pull_reasons_set"] == 0
         assert out["pull_first"] == bits and out["pull_count"] == 1
-        assert out["pull_cycle"] == (1 << 40) + 4
+        assert out["pull_cycle"] == (1 << 40) + 4 + 2 * LATENCY   # the cycle pull rose
         assert (await b.hold(30))["pull"]
         out = await b.cycle(arm=1, **on)                    # refused while it holds
         assert out["pull"]
-        out = await b.cycle()
+        out = await b.hold(LATENCY + 1)
         assert out["pull"] and state(out, "refused") and out["refused_count"] == 1
         await b.arm()
         assert not state(await b.cycle(), "refused")
@@ -208,9 +217,9 @@ def test_trigger(reason):
 def test_crossed_covers_locked_and_ignores_one_sided_books():
     async def bench(b):
         await b.arm()
-        out = await b.cycle(best_bid=[1000, 5000], book_valid=[1, 0])
+        out = await b.then(best_bid=[1000, 5000], book_valid=[1, 0])
         assert not out["pull"]
-        out = await b.cycle(best_bid=[1001, 1000])          # locked: bid == ask
+        out = await b.then(best_bid=[1001, 1000])           # locked: bid == ask
         assert out["pull"] and out["pull_reasons_set"] == bit("crossed")
         assert out["pull_venues_set"] == 0b01
     run(bench)
@@ -221,16 +230,16 @@ def test_kill_latches_until_arm():
         b.param("auto_arm", 1)
         b.param("cooldown", 0)
         await b.arm()
-        out = await b.cycle(kill=1)
+        out = await b.then(kill=1)
         assert out["pull"] and out["pull_reasons_set"] == bit("kill")
         b.param("pull_enable", 0)                           # kill cannot be disabled
         out = await b.hold(50)
         assert out["pull"] and state(out, "hold") and not state(out, "cooling")
         assert out["pull_reasons_set"] == bit("kill") and out["pull_first"] == bit("kill")
         out = await b.cycle(arm=1, kill=1)                  # a kill in the arm's cycle wins
-        assert (await b.cycle())["refused_count"] == 1
+        assert (await b.hold(LATENCY + 1))["refused_count"] == 1
         await b.arm()
-        out = await b.cycle(kill=1)
+        out = await b.then(kill=1)
         assert out["pull"] and (await b.cycle())["pull_count"] == 2
     run(bench)
 
@@ -245,12 +254,12 @@ def test_heartbeat_deadline():
             out = await b.cycle(heartbeat=1)
             assert not (await b.hold(timeout - 1))["pull"]
         assert not (await b.cycle(heartbeat=1))["pull"]
-        for _ in range(timeout):
+        for _ in range(timeout + LATENCY):
             assert not (await b.cycle())["pull"]
-        out = await b.cycle()                               # timeout + 1 after the last write
+        out = await b.cycle()               # timeout + 1 (+ LATENCY) after the last write
         assert out["pull"] and out["pull_reasons_set"] == bit("heartbeat")
         await b.cycle(arm=1)
-        out = await b.cycle(heartbeat=1)
+        out = await b.then(heartbeat=1)
         assert out["pull"] and out["refused_count"] == 1
         await b.arm()
     run(bench)
@@ -267,11 +276,11 @@ def test_stale_feed_deadline_per_venue():
             if out["pull"]:
                 break
         assert out["pull_reasons_set"] == bit("stale") and out["pull_venues_set"] == 0b10
-        assert b.cycles == 2 + timeout + 1
+        assert b.cycles == 2 + timeout + 1 + 2 * LATENCY    # the arm took LATENCY too
         await b.cycle(msg=[1, 1])
         await b.arm(msg=[1, 1])
         out = await b.hold(timeout, msg=[0, 0])
-        assert not out["pull"] and (await b.cycle())["pull_venues_set"] == 0b11
+        assert not out["pull"] and (await b.hold(LATENCY + 1))["pull_venues_set"] == 0b11
     run(bench)
 
 
@@ -282,7 +291,7 @@ def test_margin_bands_without_a_divider():
         b.param("equity", 100)
         out = await b.cycle()
         assert not out["pull"], "the margin products are registered"
-        out = await b.hold(MARGIN_LATENCY)
+        out = await b.hold(MARGIN_LATENCY + LATENCY)
         assert out["pull"] and out["pull_reasons_set"] == bit("margin")
         assert state(out, "margin_warn")
         b.param("equity", 410)                              # 41 %: warning band only
@@ -292,11 +301,11 @@ def test_margin_bands_without_a_divider():
         assert not out["pull"] and state(out, "margin_warn")
         assert out["size_scale"] == [SIZE_ONE // 2] * 2 and out["gamma_boost"] == [1, 1]
         b.param("equity", 500)                              # 50 %: not under the band
-        out = await b.hold(MARGIN_LATENCY + 1)
+        out = await b.hold(MARGIN_LATENCY + LATENCY + 1)
         assert not state(out, "margin_warn") and out["size_scale"] == [SIZE_ONE] * 2
         b.param("maint_margin", 0)                          # no position: infinitely safe
         b.param("equity", 0)
-        assert not state(await b.hold(2), "margin_warn")
+        assert not state(await b.hold(2 + LATENCY), "margin_warn")
     run(bench)
 
 
@@ -307,13 +316,13 @@ def test_auto_rearm_after_cooldown_restarts_on_flicker():
         b.param("auto_arm", 1)
         b.param("cooldown", cooldown)
         await b.arm()
-        await b.cycle(synced=[1, 0])
+        await b.then(synced=[1, 0])
         outs = [await b.cycle() for _ in range(cooldown + 2)]
         assert [o["pull"] for o in outs] == [1] * (cooldown + 1) + [0]
         assert all(state(o, "cooling") for o in outs[:-1])
-        await b.cycle(synced=[0, 1])
-        outs = [await b.cycle() for _ in range(cooldown - 2)]
-        out = await b.cycle(exact=[0, 1])                   # a flicker restarts the count
+        await b.then(synced=[0, 1])
+        outs = [await b.cycle() for _ in range(cooldown - 2 - LATENCY)]
+        out = await b.then(exact=[0, 1])                    # a flicker restarts the count
         assert out["pull"] and not state(out, "cooling")
         outs = [await b.cycle() for _ in range(cooldown + 2)]
         assert [o["pull"] for o in outs] == [1] * (cooldown + 1) + [0]
@@ -326,17 +335,16 @@ def test_warnings_follow_regime_and_margin():
         b.param("crisis_size", SIZE_ONE // 8)
         b.param("trend_size", SIZE_ONE // 2)
         regimes = [VolRegime.CRISIS.value, VolRegime.TREND.value]
-        out = await b.cycle(regime=regimes)
+        out = await b.then(regime=regimes)
         assert out["size_scale"] == [SIZE_ONE // 8, SIZE_ONE // 2]
         assert out["gamma_boost"] == [3, 0]
-        out = await b.cycle(regime=[VolRegime.RANGE.value, VolRegime.STABLE.value])
+        out = await b.then(regime=[VolRegime.RANGE.value, VolRegime.STABLE.value])
         assert out["size_scale"] == [SIZE_ONE] * 2 and out["gamma_boost"] == [1, 0]
         b.param("range_size", 0xFFFF)                       # above 1.0: never enlarges
         b.param("margin_gamma", 5)
         b.param("maint_margin", 100)
         b.param("equity", 30)
-        await b.hold(MARGIN_LATENCY + 1, regime=[VolRegime.RANGE.value, 0])
-        out = await b.cycle(regime=[VolRegime.RANGE.value, 0])
+        out = await b.hold(MARGIN_LATENCY + LATENCY + 2, regime=[VolRegime.RANGE.value, 0])
         assert out["size_scale"] == [SIZE_ONE // 2] * 2 and out["gamma_boost"] == [5, 5]
     run(bench)
 

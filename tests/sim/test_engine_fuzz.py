@@ -9,8 +9,9 @@ gateware, asserts on the order stream, the observations and the registers:
 - **never a quote out while an enabled trigger holds**: every book-level condition it
   recomputes from the observations (crossed or locked, spread over `spread_max`, depth under
   `depth_min` per side and both, gap, capacity) has begun a pull no later than the book
-  latency after its message; and after any pull (whatever its reason) the CANCEL_ALL leaves
-  in the cycle after `pull_cycle` and no NEW or REPLACE leaves until the next accepted arm;
+  latency plus the guard's `LATENCY` after its message; and after any pull (whatever its
+  reason) the CANCEL_ALL leaves in the cycle after `pull_cycle` and no NEW or REPLACE leaves
+  until the next accepted arm;
 - **never a crossed own quote**: per venue, max(our resting bids) < min(our resting asks);
 - **no lock-up**: every few batches, with the market calm again, an arm is accepted and all
   four quotes come back.
@@ -27,6 +28,7 @@ import pytest
 
 from obcore.control.registers import Registers
 from obcore.hw.book import BBO_LATENCY, STATUS_LATENCY
+from obcore.hw.guard import LATENCY as GUARD_LATENCY
 from obcore.hw.guard import REASON, REASONS, STATE
 from obcore.hw.layouts import FEED_DTYPE, FeedKind, ObsStatus, OrderKind, feed_array
 from obcore.hw.ratelimit import PULL_LATENCY
@@ -37,12 +39,14 @@ VENUES, BATCH, RECOVER_EVERY = 2, 5000, 8
 PULLED = 1 << STATE["pulled"].offset
 ALL = (1 << len(REASONS)) - 1
 # The arm is the bus phase's last write, in the cycle before the batch's first message; its
-# strobe reaches the guard in that message's cycle, which releases the latch one cycle later.
-ARM_RELEASE = 1
-# Triggers the checker recomputes from the observations: reason -> book latency.
-BOOK_TRIGGERS = {"crossed": BBO_LATENCY, "spread": BBO_LATENCY, "gap": BBO_LATENCY,
-                 "capacity": BBO_LATENCY, "depth_bid": STATUS_LATENCY,
-                 "depth_ask": STATUS_LATENCY, "depth_both": STATUS_LATENCY}
+# strobe reaches the guard in that message's cycle, its latch stage GUARD_LATENCY cycles
+# later, which releases the latch one cycle after that.
+ARM_RELEASE = GUARD_LATENCY + 1
+# Triggers the checker recomputes from the observations: reason -> latency to `pull`.
+BOOK_TRIGGERS = {name: book + GUARD_LATENCY for name, book in (
+    ("crossed", BBO_LATENCY), ("spread", BBO_LATENCY), ("gap", BBO_LATENCY),
+    ("capacity", BBO_LATENCY), ("depth_bid", STATUS_LATENCY), ("depth_ask", STATUS_LATENCY),
+    ("depth_both", STATUS_LATENCY))}
 # Left out of the recovery's enable mask: conditions that live in signal history (EWMAs,
 # windows) and need not clear within the recovery's few messages.
 HISTORY = ("vol_fast", "vol_slow", "cliff", "accel", "lvi", "lsafe", "misalign")
