@@ -131,6 +131,7 @@ class OrderEmitter(wiring.Component):
         act_price = [Signal(PRICE_BITS, name=f"act_price_{k}") for k in range(n)]
         act_size = [Signal(SIZE_BITS, name=f"act_size_{k}") for k in range(n)]
         timer = [Signal(TIMER_BITS, name=f"timer_{k}") for k in range(n)]
+        idle = [Signal(init=1, name=f"idle_{k}") for k in range(n)]     # timer == 0
         tokens = Signal(TOKEN_BITS, init=TOKEN_RESET)
         sent, pend = Signal(), Signal()        # CANCEL_ALL loaded this episode; still owed
         seq = Signal(SEQ_BITS)
@@ -145,19 +146,24 @@ class OrderEmitter(wiring.Component):
 
         # Self-cross guard: a slot's pending price against our quotes resting on the other
         # side of its venue (a bid at or above one of our asks, an ask at or below a bid).
+        # Registered: `cross` holds this cycle's answer, computed in the last cycle from the
+        # target (this cycle's pending price) against both states an opposite slot may rest
+        # in now, the one it rested in and the one it loaded, so the load only selects.
         cross = Signal(n)
+        cross_next = []
         for k, sk in enumerate(self._slots):
-            hits = [live[i] & (rest_price[i] <= act_price[k] if sk.side == 0
-                               else rest_price[i] >= act_price[k])
-                    for i, si in enumerate(self._slots)
-                    if si.venue == sk.venue and si.side != sk.side]
-            m.d.comb += cross[k].eq(reduce(or_, hits, 0))
+            price = self.target[k].price
+            ats = [r <= price if sk.side == 0 else r >= price for r in rest_price]
+            loads = [r <= price if sk.side == 0 else r >= price for r in act_price]
+            cross_next.append([(i, live[i] & ats[i], (act[i] != Act.CANCEL) & loads[i])
+                               for i, si in enumerate(self._slots)
+                               if si.venue == sk.venue and si.side != sk.side])
 
         elig, cancels = Signal(n), Signal(n)
         for k in range(n):
             m.d.comb += [
                 elig[k].eq((act[k] != Act.NONE) & ~just[k]
-                           & ((act[k] == Act.CANCEL) | ((timer[k] == 0) & ~cross[k]))),
+                           & ((act[k] == Act.CANCEL) | (idle[k] & ~cross[k]))),
                 cancels[k].eq(elig[k] & (act[k] == Act.CANCEL)),
             ]
         pool, grant = Signal(n), Signal(n)
@@ -182,13 +188,13 @@ class OrderEmitter(wiring.Component):
 
         m.d.sync += just.eq(0)
         for k in range(n):
-            m.d.sync += timer[k].eq(timer[k] - (timer[k] != 0))
+            m.d.sync += [timer[k].eq(timer[k] - ~idle[k]), idle[k].eq(timer[k] <= 1)]
         req = self.requote_cycles
         with m.If(load_ca):
             m.d.sync += [out.valid.eq(1), out.payload.eq(0), seq.eq(seq + 1),
                          out.payload.kind.eq(OrderKind.CANCEL_ALL), out.payload.seq.eq(seq),
-                         live.eq(0), just.eq((1 << n) - 1)]
-            m.d.sync += [t.eq(0) for t in timer]
+                         live.eq(0), just.eq((1 << n) - 1), cross.eq(0)]
+            m.d.sync += [t.eq(0) for t in timer] + [z.eq(1) for z in idle]
         with m.Elif(load):
             cancel = kind == Act.CANCEL
             p = out.payload
@@ -204,12 +210,20 @@ class OrderEmitter(wiring.Component):
                 with m.If(grant[k]):
                     m.d.sync += [live[k].eq(act[k] != Act.CANCEL),
                                  rest_price[k].eq(act_price[k]), rest_size[k].eq(act_size[k]),
-                                 timer[k].eq(Mux(req != 0, req - 1, 0))]
+                                 timer[k].eq(Mux(req != 0, req - 1, 0)), idle[k].eq(req <= 1)]
         with m.Elif(out.ready):
             m.d.sync += out.valid.eq(0)
+        with m.If(~load_ca):
+            for k, hits in enumerate(cross_next):
+                m.d.sync += cross[k].eq(reduce(or_, (Mux(load & grant[i], new, old)
+                                                     for i, old, new in hits), 0))
         m.d.sync += [pend.eq(need_ca & ~load_ca), sent.eq(self.pull & (sent | load_ca))]
 
-        filled = tokens - Mux(load, TOKEN_ONE, 0) + Mux(self.tick, self.rate_tokens, 0)
+        # The bucket's next level with and without this cycle's load, so that the load
+        # (the end of the slot selection) only picks one: one carry chain after it, not two.
         cap = self.rate_depth << TOKEN_FRAC
-        m.d.sync += tokens.eq(Mux(filled > cap, cap, filled))
+        refill = tokens + Mux(self.tick, self.rate_tokens, 0)
+        spent = tokens - TOKEN_ONE + Mux(self.tick, self.rate_tokens, 0)
+        m.d.sync += tokens.eq(Mux(load, Mux(spent > cap, cap, spent)[:TOKEN_BITS],
+                                  Mux(refill > cap, cap, refill)[:TOKEN_BITS]))
         return m
