@@ -23,14 +23,16 @@ __all__ = ["FILL", "FLAGS", "PARAMS", "VENUE_INPUTS", "DELAY", "LATENCY", "VENUE
            "LEVELS_MAX", "Q_BITS", "OP_BITS", "OP_MAX", "SIGMA2_FRAC", "SIG_SHIFT", "GAIN_SHIFT",
            "RISK_SHIFT", "RISK_FRAC", "ROUND", "SKEW_MAX", "DEPTH_FRAC", "REGIME_FRAC",
            "SCALE_ONE", "FACTOR_SHIFT", "FACTOR_FRAC", "VOL_STEPS", "TAU_ONE", "LEV_FRAC",
-           "LEV_SHIFT", "CAP_MAX", "DIV_BITS", "DIV_PERIOD", "lev_quotient", "check_build",
-           "Quoter"]
+           "LEV_SHIFT", "CAP_MAX", "DIV_BITS", "DIV_PERIOD", "MUL_STAGES", "lev_quotient",
+           "check_build", "Quoter"]
 
 VENUES_MAX = 4
 LEVELS_MAX = REGISTERS["level_gap"].count + 1
 Q_BITS = REGISTERS["position_net"].fmt.width
 SIGMA2_FRAC = REGISTERS["sigma2_fast"].fmt.frac_bits
 OP_BITS = 36                     # risk-path multiplier operands: two 18-bit DSP inputs each
+DSP_BITS = 18                    # one MULT18X18D operand, unsigned mode
+MUL_STAGES = 2                   # a product wider than one tile: partial products, sum
 OP_MAX = (1 << OP_BITS) - 1
 VAR_FRAC = 12                    # the mid's sigma2 operand: UQ24.12 ticks^2
 GAIN_FRAC = 24                   # G = gamma tau: UQ12.24
@@ -50,6 +52,7 @@ SCALE_ONE = 1 << SCALE_FRAC
 FACTOR_FRAC = 16                 # the size factor: UQ2.16, one 18-bit DSP input
 FACTOR_SHIFT = REGIME_FRAC + SCALE_FRAC - FACTOR_FRAC
 BOOST_BITS = 3                   # gamma_boost: log2 of the gamma multiplier, 0..7
+BOOST_MAX = (1 << BOOST_BITS) - 1
 VOL_STEPS = 16                   # at most 16 halvings of the size for volatility
 TAU_ONE = 1 << REGISTERS["tau"].fmt.frac_bits          # one TICK off tau_left per TICK
 # The L_safe position cap: floor(L_max lev_lots) and floor(K lev_lots / (sigma risk)) lots.
@@ -87,11 +90,12 @@ assert FLAGS.size == REGISTERS["quote_flags"].fmt.width
 # tau is the tau the quotes use (tau_left when tau_mode is 1); lev_quot the divider's
 # registered K lev_lots / (sigma risk) per venue (sigma, lsafe_k, liquidity_risk and lev_lots
 # reach it through the serial divider: docs/quoter.md).
-DELAY = {"best_bid": 4, "best_ask": 4, "book_valid": 4, "bid_depth": 10, "ask_depth": 10,
-         "sigma2_fast": 9, "sigma2_slow": 9, "sigma_sel": 9, "regime": 9, "regime_size": 9,
-         "depth_frac": 9, "gamma": 10, "tau": 10, "tau_mode": 10, "base_size": 8, "vol_ref": 8,
-         "size_scale": 8, "gamma_boost": 7, "q": 6, "kappa_term": 6, "leverage_max": 6,
-         "lev_lots": 6, "min_spread": 5, "size_cap": 5, "lev_quot": 5, "q_limit": 4,
+DELAY = {"best_bid": 4, "best_ask": 4, "book_valid": 4, "bid_depth": 12, "ask_depth": 12,
+         "sigma2_fast": 11, "sigma2_slow": 11, "sigma_sel": 11, "regime": 10, "regime_size": 10,
+         "depth_frac": 11, "gamma": 13, "tau": 13, "tau_mode": 13, "base_size": 9,
+         "vol_ref": 10, "size_scale": 9, "gamma_boost": 8, "q": 8, "kappa_term": 6,
+         "leverage_max": 8, "lev_lots": 8, "min_spread": 5, "size_cap": 5, "lev_quot": 6,
+         "q_limit": 4,
          "max_dist": 3, "level_gap": 3, "allow_cross": 2, "size_min": 2, "enable": 1, "pull": 1}
 LATENCY = 2        # targets -> first cycle the order is valid on `orders` (stage A, load)
 
@@ -115,6 +119,24 @@ def lev_quotient(num, den):
 
 def _min(a, b):
     return Mux(a < b, a, b)
+
+
+def _product(m, a, b, name):
+    """``a b`` (unsigned, each at most two DSP operands wide) in ``MUL_STAGES`` registered
+    stages: the 18 x 18 partial products (one MULT18X18D tile each), then their sum, so no
+    cycle holds a DSP and a carry chain, nor more than two chained adds."""
+    def chunks(x):
+        x = x.as_unsigned()
+        return [x[i:i + DSP_BITS] for i in range(0, len(x), DSP_BITS)]
+
+    weights = {}
+    for i, x in enumerate(chunks(a)):
+        for j, y in enumerate(chunks(b)):
+            weights.setdefault(i + j, []).append(delay(m, x * y, f"{name}_pp{i}{j}"))
+    assert len(weights) > 1 and max(weights) <= 2, f"{name}: not a two-stage product"
+    # The lowest and the highest partial products do not overlap: one word, one add.
+    ends = Cat(weights[0][0], weights[2][0]) if 2 in weights else weights[0][0]
+    return delay(m, ends + (sum(weights[1], 0) << DSP_BITS), name, unsigned(len(a) + len(b)))
 
 
 class Quoter(wiring.Component):
@@ -179,13 +201,15 @@ class Quoter(wiring.Component):
     def _inventory(self, m):
         """Saturating position registers per venue and net; returns the saturation strobe."""
         fill, lo, hi = self.fill, -(1 << (Q_BITS - 1)), (1 << (Q_BITS - 1)) - 1
-        delta = Mux(fill.side, -fill.size, fill.size)
         ours = fill.valid & (fill.venue < self._venues)
         hit = Signal(name="position_sat")
 
         def add(q, when):
-            total = q + delta
-            over, under = total > hi, total < lo
+            # Both sums at once, the side picks one; q +- size fits Q_BITS + 2 bits, and it
+            # is in range when the bits from the sign bit of Q_BITS up all agree.
+            total = Mux(fill.side, q - fill.size, q + fill.size)
+            top = total[Q_BITS - 1:]
+            over, under = ~total[-1] & (top != 0), total[-1] & ~top.all()
             with m.If(when):
                 m.d.sync += q.eq(Mux(over, hi, Mux(under, lo, total)))
             return when & (over | under)
@@ -199,37 +223,44 @@ class Quoter(wiring.Component):
     # Stage comments "dN": the register is loaded N cycles before the targets (d1), the
     # same N as the DELAY of the inputs consumed there.
 
-    def _risk(self, m, v, gain, q):
-        """Venue ``v``'s risk path: r = q gamma sigma2 tau and the spread, as the price offsets
-        (d9 .. d4). Returns the offsets, sigma2 (for the size path) and the saturations."""
+    def _risk(self, m, v, gain, qmag, qneg):
+        """Venue ``v``'s risk path: r = gamma sigma2 tau, the skew |q| r (``qneg``: q < 0)
+        and the spread, as the price offsets (d11 .. d4). Returns the offsets, sigma2 (for
+        the size path) and the saturations."""
         p, at = self, lambda name: self._at(name, v)
         fast, slow, sel = at("sigma2_fast"), at("sigma2_slow"), p.sigma_sel
         sig2 = Signal.like(fast, name=f"sig2_{v}")
         m.d.comb += sig2.eq(Mux(sel == 0, fast, Mux(sel == 1, slow,
                                                       Mux(fast > slow, fast, slow))))
-        sig2_r = delay(m, sig2, f"sig2r_{v}")                                      # d9
+        sig2_r = delay(m, sig2, f"sig2r_{v}")                                     # d11
         op_w = sig2 >> SIG_SHIFT
         sat_sig = (op_w >> OP_BITS) != 0
         sig2op = delay(m, Mux(sat_sig, OP_MAX, op_w), f"sig2op_{v}", unsigned(OP_BITS))
-        risk_p = delay(m, gain * sig2op, f"risk_p_{v}")                            # d8
-        risk_w = (risk_p >> RISK_SHIFT) << at("gamma_boost")
-        sat_risk = (risk_w >> OP_BITS) != 0
-        risk = delay(m, Mux(sat_risk, OP_MAX, risk_w), f"risk_{v}", unsigned(OP_BITS))  # d7
-        skew_p = delay(m, q * risk, f"skew_p_{v}")                                 # d6
-        spread = delay(m, risk + p.kappa_term, f"spread_{v}", unsigned(OP_BITS + 1))
-        sat_skew = (skew_p > SKEW_MAX) | (skew_p < -SKEW_MAX)
-        skew = delay(m, Mux(skew_p > SKEW_MAX, SKEW_MAX,                           # d5
-                            Mux(skew_p < -SKEW_MAX, -SKEW_MAX, skew_p)),
-                     f"skew_{v}", signed(SKEW_BITS))
-        floor = p.min_spread << RISK_FRAC
-        spread_e = delay(m, Mux(spread > floor, spread, floor), f"spread_e_{v}",
-                         unsigned(OP_BITS + 1))
+        risk_p = _product(m, gain, sig2op, f"risk_p_{v}")                         # d10, d9
+        # (x << boost) >= 2^OP_BITS: x's bits from OP_BITS - boost up, per boost value.
+        x = risk_p >> RISK_SHIFT
+        tops = Cat(*((x[OP_BITS - b:] != 0) for b in range(BOOST_MAX + 1)))
+        sat_risk = tops.bit_select(at("gamma_boost"), 1)
+        risk = delay(m, Mux(sat_risk, OP_MAX, x << at("gamma_boost")), f"risk_{v}",
+                     unsigned(OP_BITS))                                           # d8
+        skew_p = _product(m, qmag, risk, f"skew_p_{v}")                           # d7, d6
+        spread = delay(m, delay(m, risk, f"risk2_{v}") + p.kappa_term, f"spread_{v}",
+                       unsigned(OP_BITS + 1))                                     # d6
+        sat_skew = (skew_p >> (SKEW_BITS - 1)) != 0                   # |q| r > SKEW_MAX
+        skew = delay(m, Mux(sat_skew, SKEW_MAX, skew_p), f"skew_{v}",             # d5: |skew|
+                     unsigned(SKEW_BITS - 1))
+        floor, wider = p.min_spread << RISK_FRAC, spread > p.min_spread << RISK_FRAC
+        spread_e = delay(m, Mux(wider, spread, floor), f"spread_e_{v}", unsigned(OP_BITS + 1))
         # In units of 2^-ROUND ticks bid = mid2/2 - skew - spread/2; the ask's ceiling is a
-        # floor after adding one unit less than a tick. Both offsets are ready before the
-        # book arrives, so the book path has a single add.
-        off_bid = delay(m, (skew << 1) + spread_e, f"off_bid_{v}", signed(SKEW_BITS + 3))
-        off_ask = delay(m, spread_e - (skew << 1) + ((1 << ROUND) - 1), f"off_ask_{v}",
-                        signed(SKEW_BITS + 3))                                     # d4
+        # floor after adding one unit less than a tick (added here, before the skew).
+        spread_c = delay(m, Mux(wider, spread, floor) + ((1 << ROUND) - 1), f"spread_c_{v}",
+                         unsigned(OP_BITS + 2))
+        # Both offsets are ready before the book arrives, so the book path has a single
+        # add; each is one add of the skew's magnitude, the sign of q picks which.
+        off_bid = delay(m, Mux(qneg, spread_e - (skew << 1), spread_e + (skew << 1)),
+                        f"off_bid_{v}", signed(SKEW_BITS + 3))
+        off_ask = delay(m, Mux(qneg, spread_c + (skew << 1), spread_c - (skew << 1)),
+                        f"off_ask_{v}", signed(SKEW_BITS + 3))                  # d4
         return off_bid, off_ask, sig2_r, (sat_sig, sat_risk, sat_skew)
 
     def _book(self, m, v, off_bid, off_ask, offsets):
@@ -257,24 +288,27 @@ class Quoter(wiring.Component):
         return delay(m, ok2, f"ok3_{v}"), bid_c, ask_c, los, his
 
     def _size(self, m, v, sig2_r):
-        """Venue ``v``'s size before the position cap (d10 .. d5): base capped by depth,
+        """Venue ``v``'s size before the position cap (d12 .. d5): base capped by depth,
         halved per 4x sigma2, scaled by the regime and the guard, capped by size_cap."""
         p, at = self, lambda name: self._at(name, v)
         db, da = at("bid_depth"), at("ask_depth")
-        dmin = delay(m, _min(db, da), f"dmin_{v}")                                  # d10
-        dcap = delay(m, p.depth_frac * dmin, f"dcap_{v}")                           # d9
-        f0 = delay(m, p.regime_size.word_select(at("regime").as_value(), 4), f"f0_{v}")
-        s1 = delay(m, _min(dcap >> DEPTH_FRAC, p.base_size), f"s1_{v}",            # d8
+        dmin = delay(m, _min(db, da), f"dmin_{v}")                                  # d12
+        dcap = _product(m, p.depth_frac, dmin, f"dcap_{v}")                         # d11, d10
+        s1 = delay(m, _min(dcap >> DEPTH_FRAC, p.base_size), f"s1_{v}",            # d9
                    unsigned(SIZE_BITS))
-        # floor(x / 4^i) <= ref for integers is x <= ref 4^i: no wide product needed.
+        # floor(x / 4^i) <= ref for integers is x <= ref 4^i: no wide product needed. The
+        # compares, then the first that holds.
+        calm = delay(m, Cat(*((sig2_r >> (2 * i)) <= p.vol_ref for i in range(VOL_STEPS))),
+                     f"calm_{v}")                                                   # d10
         halvings = VOL_STEPS
         for i in reversed(range(VOL_STEPS)):
-            halvings = Mux((sig2_r >> (2 * i)) <= p.vol_ref, i, halvings)
-        n = delay(m, halvings, f"halvings_{v}", unsigned(5))
-        f1 = delay(m, f0 * at("size_scale"), f"f1_{v}")
-        s2 = delay(m, s1 >> n, f"s2_{v}")                                           # d7
+            halvings = Mux(calm[i], i, halvings)
+        n = delay(m, halvings, f"halvings_{v}", unsigned(5))                        # d9
+        f0 = delay(m, p.regime_size.word_select(at("regime").as_value(), 4), f"f0_{v}")
+        f1 = delay(m, f0 * at("size_scale"), f"f1_{v}")                # one tile: d9
+        s2 = delay(m, s1 >> n, f"s2_{v}")                                           # d8
         factor = delay(m, f1 >> FACTOR_SHIFT, f"factor_{v}", unsigned(FACTOR_FRAC + 2))
-        prod = delay(m, s2 * factor, f"prod_{v}")                                   # d6
+        prod = _product(m, s2, factor, f"prod_{v}")                                 # d7, d6
         return delay(m, _min(prod >> FACTOR_FRAC, p.size_cap), f"s4_{v}",           # d5
                      unsigned(SIZE_BITS))
 
@@ -289,7 +323,7 @@ class Quoter(wiring.Component):
         return Mux(self.tau_mode[0], left, self.tau)
 
     def _lev_cap(self, m):
-        """The position cap from L_safe (d6 .. d5): min over venues of floor(L_max lev_lots)
+        """The position cap from L_safe (d8 .. d5): min over venues of floor(L_max lev_lots)
         and the serial divider's floor(K lev_lots / (sigma risk)), in lots, <= CAP_MAX."""
         p, caps = self, []
         phase = Signal(range(DIV_PERIOD), name="div_phase")
@@ -297,8 +331,8 @@ class Quoter(wiring.Component):
         for v in range(self._venues):
             def at(name, v=v):
                 return self._at(name, v)
-            num = delay(m, at("lsafe_k") * p.lev_lots, f"div_num_{v}")
-            den = delay(m, at("sigma") * at("liquidity_risk"), f"div_den_{v}")
+            num = _product(m, at("lsafe_k"), p.lev_lots, f"div_num_{v}")
+            den = _product(m, at("sigma"), at("liquidity_risk"), f"div_den_{v}")
             wide = num << LEV_SHIFT
             d = Signal.like(den, name=f"div_d_{v}")
             rem = Signal(len(den) + 1, name=f"div_rem_{v}")
@@ -314,9 +348,10 @@ class Quoter(wiring.Component):
                 ge = step >= d
                 m.d.sync += [rem.eq(Mux(ge, step - d, step)), low.eq(low << 1),
                              quo.eq(Cat(ge, quo))]
-            lmax_p = delay(m, at("leverage_max") * p.lev_lots, f"lmax_p_{v}")       # d6
+            lmax_p = _product(m, at("leverage_max"), p.lev_lots, f"lmax_p_{v}")    # d8, d7
             lmax = lmax_p >> LEV_FRAC
-            caps.append(_min(Mux(lmax > CAP_MAX, CAP_MAX, lmax), quot))
+            caps.append(delay(m, _min(Mux(lmax > CAP_MAX, CAP_MAX, lmax), quot),    # d6
+                              f"lev_cap_{v}", unsigned(DIV_BITS)))
         cap = caps[0]
         for c in caps[1:]:
             cap = _min(cap, c)
@@ -330,14 +365,17 @@ class Quoter(wiring.Component):
         q = self.position_net
 
         # Parameter-only stages: G = gamma tau and the level offsets.
-        gain_p = delay(m, p.gamma * self._tau(m), "gain_p")                        # d10
+        gain_p = _product(m, p.gamma, self._tau(m), "gain_p")                     # d13, d12
         gain_w = gain_p >> GAIN_SHIFT
         sat_gain = (gain_w >> OP_BITS) != 0
-        gain = delay(m, Mux(sat_gain, OP_MAX, gain_w), "gain", unsigned(OP_BITS))  # d9
+        gain = delay(m, Mux(sat_gain, OP_MAX, gain_w), "gain", unsigned(OP_BITS))  # d11
         gaps = [p.level_gap[j] for j in range(LEVELS_MAX - 1)]
         off2 = [delay(m, sum(gaps[:j], 0), f"off{j}", unsigned(18)) for j in range(M)]  # d3
         off1 = [delay(m, o, f"off{j}_p4") for j, o in enumerate(off2)]
-        q4 = delay(m, q, "q4", n=2)                    # the q of the skew (d6), for the room
+        # The skew multiplies |q| (d8); the sign picks the offsets' adds (d4).
+        qneg = delay(m, q < 0, "qneg", n=4)
+        qmag = delay(m, Mux(q < 0, -q, q), "qmag", unsigned(Q_BITS))
+        q4 = delay(m, q, "q4", n=4)                    # the q of the skew (d8), for the room
         cap = self._lev_cap(m)
         limit = Mux(p.q_limit < cap, p.q_limit, cap)   # |q| <= min(q_limit, L_safe lev_lots)
         room = [delay(m, limit - q4, "room_bid", signed(Q_BITS + 2)),              # d4
@@ -345,7 +383,7 @@ class Quoter(wiring.Component):
 
         books, s4s, sats = [], [], []
         for v in range(V):
-            off_bid, off_ask, sig2_r, sat = self._risk(m, v, gain, q)
+            off_bid, off_ask, sig2_r, sat = self._risk(m, v, gain, qmag, qneg)
             books.append(self._book(m, v, off_bid, off_ask, off2))
             s4s.append(self._size(m, v, sig2_r))
             sats.append(sat)
@@ -376,9 +414,9 @@ class Quoter(wiring.Component):
         # Flags travel with the data they describe: they strobe with the targets.
         sigma, risk, skew = (Cat(*bits).any() for bits in zip(*sats, strict=True))
         flags = self.quote_flags_set
-        m.d.comb += [flags.sigma.eq(delay(m, sigma, "flag_sigma", n=9)),
-                     flags.gain.eq(delay(m, sat_gain, "flag_gain", n=9)),
-                     flags.risk.eq(delay(m, risk, "flag_risk", n=7)),
+        m.d.comb += [flags.sigma.eq(delay(m, sigma, "flag_sigma", n=11)),
+                     flags.gain.eq(delay(m, sat_gain, "flag_gain", n=11)),
+                     flags.risk.eq(delay(m, risk, "flag_risk", n=8)),
                      flags.skew.eq(delay(m, skew, "flag_skew", n=5)),
                      flags.position.eq(pos_sat)]
         m.d.comb += [emitter.target.eq(target), emitter.tick.eq(p.tick),

@@ -219,11 +219,26 @@ class OrderEmitter(wiring.Component):
                                                      for i, old, new in hits), 0))
         m.d.sync += [pend.eq(need_ca & ~load_ca), sent.eq(self.pull & (sent | load_ca))]
 
-        # The bucket's next level with and without this cycle's load, so that the load
-        # (the end of the slot selection) only picks one: one carry chain after it, not two.
-        cap = self.rate_depth << TOKEN_FRAC
-        refill = tokens + Mux(self.tick, self.rate_tokens, 0)
-        spent = tokens - TOKEN_ONE + Mux(self.tick, self.rate_tokens, 0)
-        m.d.sync += tokens.eq(Mux(load, Mux(spent > cap, cap, spent)[:TOKEN_BITS],
-                                  Mux(refill > cap, cap, refill)[:TOKEN_BITS]))
+        # The bucket: rate_tokens and rate_depth act through registers (a change one cycle
+        # later) that also hold every bound a next level is tested against, so each candidate
+        # level (tick or not, load or not) is one carry chain with its cap test beside it,
+        # and the load (the end of the slot selection) only picks one.
+        cap = Signal(TOKEN_BITS, init=TOKEN_RESET)
+        rate = Signal.like(self.rate_tokens, init=param_init("rate_tokens"))
+        wide = signed(TOKEN_BITS + 2)
+        # bounds[t][s]: tokens above it make tokens + t rate - s ONE exceed the cap.
+        bounds = [[Signal(wide, name=f"bound_{t}{s}", init=TOKEN_RESET - t * rate.init
+                          + s * TOKEN_ONE) for s in (0, 1)] for t in (0, 1)]
+        rate_m1 = Signal(wide, init=rate.init - TOKEN_ONE)
+        depth = self.rate_depth << TOKEN_FRAC
+        m.d.sync += [bounds[t][s].eq(depth - t * self.rate_tokens + s * TOKEN_ONE)
+                     for t in (0, 1) for s in (0, 1)]
+        m.d.sync += [cap.eq(depth), rate.eq(self.rate_tokens),
+                     rate_m1.eq(self.rate_tokens - TOKEN_ONE)]
+        tick = self.tick
+        refill = Mux(tick, tokens + rate, tokens)
+        spent = Mux(tick, tokens + rate_m1, tokens - TOKEN_ONE)
+        over_r = tokens > Mux(tick, bounds[1][0], bounds[0][0])
+        over_s = tokens > Mux(tick, bounds[1][1], bounds[0][1])
+        m.d.sync += tokens.eq(Mux(load, Mux(over_s, cap, spent), Mux(over_r, cap, refill)))
         return m
