@@ -124,7 +124,7 @@ class OrderEmitter(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         n, out = len(self._slots), self.orders
-        live, just = Signal(n), Signal(n)          # resting per slot; loaded last cycle
+        live = Signal(n)                           # resting per slot
         rest_price = [Signal(PRICE_BITS, name=f"rest_price_{k}") for k in range(n)]
         rest_size = [Signal(SIZE_BITS, name=f"rest_size_{k}") for k in range(n)]
         act = [Signal(2, name=f"act_{k}") for k in range(n)]
@@ -137,35 +137,20 @@ class OrderEmitter(wiring.Component):
         seq = Signal(SEQ_BITS)
 
         # Stage A: the action each target needs against what rests now.
+        need = []
         for k in range(n):
             t = self.target[k]
             changed = (t.price != rest_price[k]) | (t.size != rest_size[k])
-            need = Mux(t.placed, Mux(~live[k], Act.NEW, Mux(changed, Act.REPLACE, Act.NONE)),
-                       Mux(live[k], Act.CANCEL, Act.NONE))
-            m.d.sync += [act[k].eq(need), act_price[k].eq(t.price), act_size[k].eq(t.size)]
+            need.append(Mux(t.placed,
+                            Mux(~live[k], Act.NEW, Mux(changed, Act.REPLACE, Act.NONE)),
+                            Mux(live[k], Act.CANCEL, Act.NONE)))
+            m.d.sync += [act[k].eq(need[k]), act_price[k].eq(t.price),
+                         act_size[k].eq(t.size)]
 
-        # Self-cross guard: a slot's pending price against our quotes resting on the other
-        # side of its venue (a bid at or above one of our asks, an ask at or below a bid).
-        # Registered: `cross` holds this cycle's answer, computed in the last cycle from the
-        # target (this cycle's pending price) against both states an opposite slot may rest
-        # in now, the one it rested in and the one it loaded, so the load only selects.
-        cross = Signal(n)
-        cross_next = []
-        for k, sk in enumerate(self._slots):
-            price = self.target[k].price
-            ats = [r <= price if sk.side == 0 else r >= price for r in rest_price]
-            loads = [r <= price if sk.side == 0 else r >= price for r in act_price]
-            cross_next.append([(i, live[i] & ats[i], (act[i] != Act.CANCEL) & loads[i])
-                               for i, si in enumerate(self._slots)
-                               if si.venue == sk.venue and si.side != sk.side])
-
-        elig, cancels = Signal(n), Signal(n)
-        for k in range(n):
-            m.d.comb += [
-                elig[k].eq((act[k] != Act.NONE) & ~just[k]
-                           & ((act[k] == Act.CANCEL) | (idle[k] & ~cross[k]))),
-                cancels[k].eq(elig[k] & (act[k] == Act.CANCEL)),
-            ]
+        # Eligibility is a register: each slot's is computed in the cycle before from every
+        # state the load of that cycle may leave (which slot loads only selects), so the
+        # selection starts from flip-flops: elig -> grant -> load -> the loaded registers.
+        elig, cancels = Signal(n), Signal(n)          # eligible; eligible CANCELs
         pool, grant = Signal(n), Signal(n)
         m.d.comb += [pool.eq(Mux(cancels.any(), cancels, elig)),
                      grant.eq(pool & (~pool + 1))]          # the lowest set bit
@@ -185,16 +170,34 @@ class OrderEmitter(wiring.Component):
         need_ca = pend | (self.pull & ~sent)
         load_ca = need_ca & free
         load = ~(self.pull | pend) & free & elig.any() & has_token
+        loaded = [load & g for g in grant]
 
-        m.d.sync += just.eq(0)
-        for k in range(n):
-            m.d.sync += [timer[k].eq(timer[k] - ~idle[k]), idle[k].eq(timer[k] <= 1)]
         req = self.requote_cycles
+        for k, sk in enumerate(self._slots):
+            # Next cycle's timer == 0, and the self-cross guard: the pending price (this
+            # target) against our quotes that will rest on the other side of its venue (a
+            # bid at or above one of our asks, an ask at or below a bid): each opposite slot
+            # rests what it rests now, or what it loads.
+            idle_n = load_ca | Mux(loaded[k], req <= 1, timer[k] <= 1)
+            pending = self.target[k].price
+            crosses = [Mux(loaded[i], (act[i] != Act.CANCEL) & over,
+                           live[i] & (rest_price[i] <= pending if sk.side == 0
+                                      else rest_price[i] >= pending))
+                       for i, si in enumerate(self._slots)
+                       if si.venue == sk.venue and si.side != sk.side
+                       for over in [act_price[i] <= pending if sk.side == 0
+                                    else act_price[i] >= pending]]
+            cross_n = reduce(or_, crosses, 0)
+            go = (need[k] != Act.NONE) & ~load_ca & ~loaded[k] & (     # not loaded now
+                (need[k] == Act.CANCEL) | (idle_n & ~cross_n))
+            m.d.sync += [idle[k].eq(idle_n), timer[k].eq(timer[k] - ~idle[k]),
+                         elig[k].eq(go), cancels[k].eq(go & (need[k] == Act.CANCEL))]
+
         with m.If(load_ca):
             m.d.sync += [out.valid.eq(1), out.payload.eq(0), seq.eq(seq + 1),
                          out.payload.kind.eq(OrderKind.CANCEL_ALL), out.payload.seq.eq(seq),
-                         live.eq(0), just.eq((1 << n) - 1), cross.eq(0)]
-            m.d.sync += [t.eq(0) for t in timer] + [z.eq(1) for z in idle]
+                         live.eq(0)]
+            m.d.sync += [t.eq(0) for t in timer]
         with m.Elif(load):
             cancel = kind == Act.CANCEL
             p = out.payload
@@ -204,19 +207,14 @@ class OrderEmitter(wiring.Component):
                 p.side.eq(pick([s.side for s in self._slots], 1)),
                 p.slot.eq(pick([s.level for s in self._slots], p.slot.shape().width)),
                 p.price.eq(Mux(cancel, 0, price)), p.size.eq(Mux(cancel, 0, size)),
-                just.eq(grant),
             ]
             for k in range(n):
                 with m.If(grant[k]):
                     m.d.sync += [live[k].eq(act[k] != Act.CANCEL),
                                  rest_price[k].eq(act_price[k]), rest_size[k].eq(act_size[k]),
-                                 timer[k].eq(Mux(req != 0, req - 1, 0)), idle[k].eq(req <= 1)]
+                                 timer[k].eq(Mux(req != 0, req - 1, 0))]
         with m.Elif(out.ready):
             m.d.sync += out.valid.eq(0)
-        with m.If(~load_ca):
-            for k, hits in enumerate(cross_next):
-                m.d.sync += cross[k].eq(reduce(or_, (Mux(load & grant[i], new, old)
-                                                     for i, old, new in hits), 0))
         m.d.sync += [pend.eq(need_ca & ~load_ca), sent.eq(self.pull & (sent | load_ca))]
 
         # The bucket: rate_tokens and rate_depth act through registers (a change one cycle
