@@ -220,7 +220,8 @@ class OrderEmitter(wiring.Component):
         # The bucket: rate_tokens and rate_depth act through registers (a change one cycle
         # later) that also hold every bound a next level is tested against, so each candidate
         # level (tick or not, load or not) is one carry chain with its cap test beside it,
-        # and the load (the end of the slot selection) only picks one.
+        # both from registers only, and tick and the load (the end of the slot selection)
+        # only pick one.
         cap = Signal(TOKEN_BITS, init=TOKEN_RESET)
         rate = Signal.like(self.rate_tokens, init=param_init("rate_tokens"))
         wide = signed(TOKEN_BITS + 2)
@@ -233,10 +234,10 @@ class OrderEmitter(wiring.Component):
                      for t in (0, 1) for s in (0, 1)]
         m.d.sync += [cap.eq(depth), rate.eq(self.rate_tokens),
                      rate_m1.eq(self.rate_tokens - TOKEN_ONE)]
-        tick = self.tick
-        refill = Mux(tick, tokens + rate, tokens)
-        spent = Mux(tick, tokens + rate_m1, tokens - TOKEN_ONE)
-        over_r = tokens > Mux(tick, bounds[1][0], bounds[0][0])
-        over_s = tokens > Mux(tick, bounds[1][1], bounds[0][1])
-        m.d.sync += tokens.eq(Mux(load, Mux(over_s, cap, spent), Mux(over_r, cap, refill)))
+        # [tick][load]: each level and its cap test from registers only; tick and load pick.
+        levels = [[tokens, tokens - TOKEN_ONE], [tokens + rate, tokens + rate_m1]]
+        capped = [[Mux(tokens > bounds[t][s], cap, levels[t][s]) for s in (0, 1)]
+                  for t in (0, 1)]
+        m.d.sync += tokens.eq(Mux(load, Mux(self.tick, capped[1][1], capped[0][1]),
+                                  Mux(self.tick, capped[1][0], capped[0][0])))
         return m
