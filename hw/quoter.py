@@ -96,7 +96,7 @@ DELAY = {"best_bid": 4, "best_ask": 4, "book_valid": 4, "bid_depth": 12, "ask_de
          "vol_ref": 10, "size_scale": 9, "gamma_boost": 8, "q": 8, "kappa_term": 6,
          "leverage_max": 8, "lev_lots": 8, "min_spread": 5, "size_cap": 5, "lev_quot": 6,
          "q_limit": 4,
-         "max_dist": 3, "level_gap": 3, "allow_cross": 2, "size_min": 2, "enable": 1, "pull": 1}
+         "max_dist": 3, "level_gap": 3, "allow_cross": 2, "size_min": 3, "enable": 1, "pull": 1}
 LATENCY = 2        # targets -> first cycle the order is valid on `orders` (stage A, load)
 
 
@@ -253,7 +253,8 @@ class Quoter(wiring.Component):
         spread_e = delay(m, Mux(wider, spread, floor), f"spread_e_{v}", unsigned(OP_BITS + 1))
         # In units of 2^-ROUND ticks bid = mid2/2 - skew - spread/2; the ask's ceiling is a
         # floor after adding one unit less than a tick (added here, before the skew).
-        spread_c = delay(m, Mux(wider, spread, floor) + ((1 << ROUND) - 1), f"spread_c_{v}",
+        up = (1 << ROUND) - 1
+        spread_c = delay(m, Mux(wider, spread + up, floor + up), f"spread_c_{v}",
                          unsigned(OP_BITS + 2))
         # Both offsets are ready before the book arrives, so the book path has a single
         # add; each is one add of the skew's magnitude, the sign of q picks which.
@@ -393,7 +394,7 @@ class Quoter(wiring.Component):
         s4_2 = [delay(m, s, f"s4_2_{v}", n=2) for v, s in enumerate(s4s)]
         used = {(j, v): delay(m, total * j + sum(s4s[:v], 0), f"used{j}_{v}", unsigned(40))
                 for j in range(M) for v in range(V)}
-        min_size = Mux(p.size_min == 0, 1, p.size_min)
+        min_size = delay(m, Mux(p.size_min == 0, 1, p.size_min), "min_size")          # d3
         target = Signal(data.ArrayLayout(TARGET, len(slots)))
         for k, (v, side, j) in enumerate(slots):
             rem = delay(m, room[side] - used[(j, v)], f"rem{k}", signed(42))           # d3
