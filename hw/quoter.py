@@ -205,14 +205,15 @@ class Quoter(wiring.Component):
         hit = Signal(name="position_sat")
 
         def add(q, when):
-            # Both sums at once, the side picks one; q +- size fits Q_BITS + 2 bits, and it
-            # is in range when the bits from the sign bit of Q_BITS up all agree.
-            total = Mux(fill.side, q - fill.size, q + fill.size)
-            top = total[Q_BITS - 1:]
-            over, under = ~total[-1] & (top != 0), total[-1] & ~top.all()
+            # Both sums at once, each saturated on the only side it can leave the range by,
+            # and the side picks one: q +- size fits Q_BITS + 2 bits, and it is in range
+            # when the bits from the sign bit of Q_BITS up all agree.
+            up, down = q + fill.size, q - fill.size
+            over = ~up[-1] & (up[Q_BITS - 1:-1] != 0)
+            under = down[-1] & ~down[Q_BITS - 1:-1].all()
             with m.If(when):
-                m.d.sync += q.eq(Mux(over, hi, Mux(under, lo, total)))
-            return when & (over | under)
+                m.d.sync += q.eq(Mux(fill.side, Mux(under, lo, down), Mux(over, hi, up)))
+            return when & Mux(fill.side, under, over)
 
         sats = [add(self._at("position", v), ours & (fill.venue == v))
                 for v in range(self._venues)]
@@ -229,13 +230,18 @@ class Quoter(wiring.Component):
         the size path) and the saturations."""
         p, at = self, lambda name: self._at(name, v)
         fast, slow, sel = at("sigma2_fast"), at("sigma2_slow"), p.sigma_sel
+        faster = fast > slow
+
+        def choose(f, s):
+            return Mux(sel == 0, f, Mux(sel == 1, s, Mux(faster, f, s)))
+        # Each candidate's saturation beside the compare, picked with it.
         sig2 = Signal.like(fast, name=f"sig2_{v}")
-        m.d.comb += sig2.eq(Mux(sel == 0, fast, Mux(sel == 1, slow,
-                                                      Mux(fast > slow, fast, slow))))
+        sat_sig = Signal(name=f"sat_sig_{v}")
+        m.d.comb += [sig2.eq(choose(fast, slow)),
+                     sat_sig.eq(choose(*((x >> (SIG_SHIFT + OP_BITS)) != 0 for x in (fast, slow))))]
         sig2_r = delay(m, sig2, f"sig2r_{v}")                                     # d11
-        op_w = sig2 >> SIG_SHIFT
-        sat_sig = (op_w >> OP_BITS) != 0
-        sig2op = delay(m, Mux(sat_sig, OP_MAX, op_w), f"sig2op_{v}", unsigned(OP_BITS))
+        sig2op = delay(m, Mux(sat_sig, OP_MAX, sig2 >> SIG_SHIFT), f"sig2op_{v}",
+                       unsigned(OP_BITS))
         risk_p = _product(m, gain, sig2op, f"risk_p_{v}")                         # d10, d9
         # (x << boost) >= 2^OP_BITS: x's bits from OP_BITS - boost up, per boost value.
         x = risk_p >> RISK_SHIFT
