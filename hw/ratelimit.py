@@ -98,13 +98,20 @@ class OrderEmitter(wiring.Component):
     - ``rate_exceeded`` (a function of registers only): a slot is eligible and the bucket
       holds less than one token. Nothing is dropped: the slot stays pending (as does one
       held by the self-cross guard, which needs no token until it could go).
-    - bucket: ``+rate_tokens`` per cycle with ``tick``, capped at ``rate_depth`` tokens.
+    - bucket: ``+rate_tokens`` per cycle with ``tick``, capped at ``rate_depth`` tokens;
+      both parameters as they were the cycle before (the bucket registers them).
     - ``pull`` (level): the next order loaded is one CANCEL_ALL (venue, side, slot, price,
       size 0), in the cycle after ``pull`` is first seen high if the port is free, else as
       soon as it is; it bypasses the bucket, every slot is forgotten (empty, timers 0) and
       nothing else loads while ``pull`` is high or the CANCEL_ALL still waits. One pull
       episode gives exactly one CANCEL_ALL, however short the pulse.
     - ``seq`` is +1 per order loaded, from 0 after reset.
+
+    Timing: every decision of a cycle starts at flip-flops. Eligibility, the self-cross
+    test and timer == 0 are registers computed the cycle before for each state that
+    cycle's load can leave (the load only selects), and the bucket's four candidate levels
+    are tested against registered bounds, so the loop elig -> grant -> load -> registers
+    holds no compare or carry chain.
     """
 
     def __init__(self, slots):
