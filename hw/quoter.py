@@ -92,7 +92,7 @@ assert FLAGS.size == REGISTERS["quote_flags"].fmt.width
 # reach it through the serial divider: docs/quoter.md).
 DELAY = {"best_bid": 4, "best_ask": 4, "book_valid": 4, "bid_depth": 12, "ask_depth": 12,
          "sigma2_fast": 11, "sigma2_slow": 11, "sigma_sel": 11, "regime": 10, "regime_size": 10,
-         "depth_frac": 11, "gamma": 13, "tau": 13, "tau_mode": 13, "base_size": 9,
+         "depth_frac": 11, "gamma": 14, "tau": 14, "tau_mode": 14, "base_size": 9,
          "vol_ref": 10, "size_scale": 9, "gamma_boost": 8, "q": 8, "kappa_term": 6,
          "leverage_max": 8, "lev_lots": 8, "min_spread": 5, "size_cap": 5, "lev_quot": 6,
          "q_limit": 4,
@@ -372,7 +372,9 @@ class Quoter(wiring.Component):
         q = self.position_net
 
         # Parameter-only stages: G = gamma tau and the level offsets.
-        gain_p = _product(m, p.gamma, self._tau(m), "gain_p")                     # d13, d12
+        # The operands registered first (tau_mode picks tau): nothing before the DSPs.
+        gain_p = _product(m, delay(m, p.gamma, "gamma_q"), delay(m, self._tau(m), "tau_q"),
+                          "gain_p")                                         # d14; d13, d12
         gain_w = gain_p >> GAIN_SHIFT
         sat_gain = (gain_w >> OP_BITS) != 0
         gain = delay(m, Mux(sat_gain, OP_MAX, gain_w), "gain", unsigned(OP_BITS))  # d11
