@@ -32,7 +32,7 @@ Q_BITS = REGISTERS["position_net"].fmt.width
 SIGMA2_FRAC = REGISTERS["sigma2_fast"].fmt.frac_bits
 OP_BITS = 36                     # risk-path multiplier operands: two 18-bit DSP inputs each
 DSP_BITS = 18                    # one MULT18X18D operand, unsigned mode
-MUL_STAGES = 2                   # a product wider than one tile: partial products, sum
+MUL_STAGES = 3                   # a product wider than one tile: partials, middle sum, sum
 OP_MAX = (1 << OP_BITS) - 1
 VAR_FRAC = 12                    # the mid's sigma2 operand: UQ24.12 ticks^2
 GAIN_FRAC = 24                   # G = gamma tau: UQ12.24
@@ -90,13 +90,13 @@ assert FLAGS.size == REGISTERS["quote_flags"].fmt.width
 # tau is the tau the quotes use (tau_left when tau_mode is 1); lev_quot the divider's
 # registered K lev_lots / (sigma risk) per venue (sigma, lsafe_k, liquidity_risk and lev_lots
 # reach it through the serial divider: docs/quoter.md).
-DELAY = {"best_bid": 4, "best_ask": 4, "book_valid": 4, "bid_depth": 12, "ask_depth": 12,
-         "sigma2_fast": 11, "sigma2_slow": 11, "sigma_sel": 11, "regime": 10, "regime_size": 10,
-         "depth_frac": 11, "gamma": 14, "tau": 14, "tau_mode": 14, "base_size": 9,
-         "vol_ref": 10, "size_scale": 9, "gamma_boost": 8, "q": 8, "kappa_term": 6,
-         "leverage_max": 8, "lev_lots": 8, "min_spread": 5, "size_cap": 5, "lev_quot": 6,
-         "q_limit": 4,
-         "max_dist": 3, "level_gap": 3, "allow_cross": 2, "size_min": 3, "enable": 1, "pull": 1}
+DELAY = {"best_bid": 4, "best_ask": 4, "book_valid": 4, "bid_depth": 14, "ask_depth": 14,
+         "sigma2_fast": 13, "sigma2_slow": 13, "sigma_sel": 13, "regime": 11, "regime_size": 11,
+         "depth_frac": 13, "gamma": 17, "tau": 17, "tau_mode": 17, "base_size": 10,
+         "vol_ref": 11, "size_scale": 10, "gamma_boost": 9, "q": 9, "kappa_term": 6,
+         "leverage_max": 10, "lev_lots": 10, "min_spread": 5, "size_cap": 5, "lev_quot": 6,
+         "q_limit": 4, "max_dist": 4, "level_gap": 3, "allow_cross": 2, "size_min": 3,
+         "enable": 1, "pull": 1}
 LATENCY = 2        # targets -> first cycle the order is valid on `orders` (stage A, load)
 
 
@@ -123,8 +123,8 @@ def _min(a, b):
 
 def _product(m, a, b, name):
     """``a b`` (unsigned, each at most two DSP operands wide) in ``MUL_STAGES`` registered
-    stages: the 18 x 18 partial products (one MULT18X18D tile each), then their sum, so no
-    cycle holds a DSP and a carry chain, nor more than two chained adds."""
+    stages: the 18 x 18 partial products (one MULT18X18D tile each), the sum of the middle
+    ones, then the whole sum, so no cycle holds a DSP and a carry chain, nor two chains."""
     def chunks(x):
         x = x.as_unsigned()
         return [x[i:i + DSP_BITS] for i in range(0, len(x), DSP_BITS)]
@@ -135,8 +135,10 @@ def _product(m, a, b, name):
             weights.setdefault(i + j, []).append(delay(m, x * y, f"{name}_pp{i}{j}"))
     assert len(weights) > 1 and max(weights) <= 2, f"{name}: not a two-stage product"
     # The lowest and the highest partial products do not overlap: one word, one add.
-    ends = Cat(weights[0][0], weights[2][0]) if 2 in weights else weights[0][0]
-    return delay(m, ends + (sum(weights[1], 0) << DSP_BITS), name, unsigned(len(a) + len(b)))
+    ends = delay(m, Cat(weights[0][0], weights[2][0]) if 2 in weights else weights[0][0],
+                 f"{name}_ends")
+    middle = delay(m, sum(weights[1], 0), f"{name}_mid")
+    return delay(m, ends + (middle << DSP_BITS), name, unsigned(len(a) + len(b)))
 
 
 class Quoter(wiring.Component):
@@ -226,7 +228,7 @@ class Quoter(wiring.Component):
 
     def _risk(self, m, v, gain, qmag, qneg):
         """Venue ``v``'s risk path: r = gamma sigma2 tau, the skew |q| r (``qneg``: q < 0)
-        and the spread, as the price offsets (d11 .. d4). Returns the offsets, sigma2 (for
+        and the spread, as the price offsets (d13 .. d4). Returns the offsets, sigma2 (for
         the size path) and the saturations."""
         p, at = self, lambda name: self._at(name, v)
         fast, slow, sel = at("sigma2_fast"), at("sigma2_slow"), p.sigma_sel
@@ -239,18 +241,18 @@ class Quoter(wiring.Component):
         sat_sig = Signal(name=f"sat_sig_{v}")
         m.d.comb += [sig2.eq(choose(fast, slow)),
                      sat_sig.eq(choose(*((x >> (SIG_SHIFT + OP_BITS)) != 0 for x in (fast, slow))))]
-        sig2_r = delay(m, sig2, f"sig2r_{v}")                                     # d11
+        sig2_r = delay(m, sig2, f"sig2r_{v}")                                     # d13
         sig2op = delay(m, Mux(sat_sig, OP_MAX, sig2 >> SIG_SHIFT), f"sig2op_{v}",
                        unsigned(OP_BITS))
-        risk_p = _product(m, gain, sig2op, f"risk_p_{v}")                         # d10, d9
+        risk_p = _product(m, gain, sig2op, f"risk_p_{v}")                   # d12 .. d10
         # (x << boost) >= 2^OP_BITS: x's bits from OP_BITS - boost up, per boost value.
         x = risk_p >> RISK_SHIFT
         tops = Cat(*((x[OP_BITS - b:] != 0) for b in range(BOOST_MAX + 1)))
         sat_risk = tops.bit_select(at("gamma_boost"), 1)
         risk = delay(m, Mux(sat_risk, OP_MAX, x << at("gamma_boost")), f"risk_{v}",
-                     unsigned(OP_BITS))                                           # d8
-        skew_p = _product(m, qmag, risk, f"skew_p_{v}")                           # d7, d6
-        spread = delay(m, delay(m, risk, f"risk2_{v}") + p.kappa_term, f"spread_{v}",
+                     unsigned(OP_BITS))                                           # d9
+        skew_p = _product(m, qmag, risk, f"skew_p_{v}")                     # d8 .. d6
+        spread = delay(m, delay(m, risk, f"risk2_{v}", n=2) + p.kappa_term, f"spread_{v}",
                        unsigned(OP_BITS + 1))                                     # d6
         sat_skew = (skew_p >> (SKEW_BITS - 1)) != 0                   # |q| r > SKEW_MAX
         skew = delay(m, Mux(sat_skew, SKEW_MAX, skew_p), f"skew_{v}",             # d5: |skew|
@@ -270,9 +272,10 @@ class Quoter(wiring.Component):
                         f"off_ask_{v}", signed(SKEW_BITS + 3))                  # d4
         return off_bid, off_ask, sig2_r, (sat_sig, sat_risk, sat_skew)
 
-    def _book(self, m, v, off_bid, off_ask, offsets):
+    def _book(self, m, v, off_bid, off_ask, offsets, dist):
         """Venue ``v``'s price path (d4 .. d2): the book rounded outward, the no-cross clamp
-        and the max_dist bounds per level. Returns (ok, bid, ask, bid floors, ask ceilings)."""
+        and the max_dist bounds per level (``dist``: max_dist and 2 max_dist - 1, d4).
+        Returns (ok, bid, ask, bid floors, ask ceilings)."""
         p, at = self, lambda name: self._at(name, v)
         a, b = at("best_ask"), at("best_bid")
         mid2 = delay(m, a + b, f"mid2_{v}", unsigned(PRICE_BITS + 1))              # d4
@@ -283,8 +286,9 @@ class Quoter(wiring.Component):
         ask = delay(m, (wide + off_ask) >> ROUND, f"ask_{v}", signed(WIDE))
         below = delay(m, a1 - 1, f"below_{v}", unsigned(PRICE_BITS))   # wraps only if not ok
         above = delay(m, b1 + 1, f"above_{v}", unsigned(PRICE_BITS + 1))
-        lo = delay(m, ((mid2 + 1) >> 1) - p.max_dist, f"lo_{v}", signed(PRICE_BITS + 2))
-        hi = delay(m, (mid2 >> 1) + p.max_dist, f"hi_{v}", unsigned(PRICE_BITS + 2))
+        # ceil(mid2 / 2) - max_dist = floor((mid2 - (2 max_dist - 1)) / 2): one add.
+        lo = delay(m, (mid2 - dist[1]) >> 1, f"lo_{v}", signed(PRICE_BITS + 2))
+        hi = delay(m, (mid2 >> 1) + dist[0], f"hi_{v}", unsigned(PRICE_BITS + 2))
         ok2 = delay(m, ok1, f"ok2_{v}")
         clamp = ~p.allow_cross                                                     # d2
         bid_c = delay(m, Mux(clamp & (bid > below), below, bid), f"bid_c_{v}", signed(WIDE))
@@ -295,27 +299,28 @@ class Quoter(wiring.Component):
         return delay(m, ok2, f"ok3_{v}"), bid_c, ask_c, los, his
 
     def _size(self, m, v, sig2_r):
-        """Venue ``v``'s size before the position cap (d12 .. d5): base capped by depth,
+        """Venue ``v``'s size before the position cap (d14 .. d5): base capped by depth,
         halved per 4x sigma2, scaled by the regime and the guard, capped by size_cap."""
         p, at = self, lambda name: self._at(name, v)
         db, da = at("bid_depth"), at("ask_depth")
-        dmin = delay(m, _min(db, da), f"dmin_{v}")                                  # d12
-        dcap = _product(m, p.depth_frac, dmin, f"dcap_{v}")                         # d11, d10
-        s1 = delay(m, _min(dcap >> DEPTH_FRAC, p.base_size), f"s1_{v}",            # d9
+        dmin = delay(m, _min(db, da), f"dmin_{v}")                                  # d14
+        dcap = _product(m, p.depth_frac, dmin, f"dcap_{v}")                   # d13 .. d11
+        s1 = delay(m, _min(dcap >> DEPTH_FRAC, p.base_size), f"s1_{v}",            # d10
                    unsigned(SIZE_BITS))
         # floor(x / 4^i) <= ref for integers is x <= ref 4^i: no wide product needed. The
         # compares, then the first that holds.
-        calm = delay(m, Cat(*((sig2_r >> (2 * i)) <= p.vol_ref for i in range(VOL_STEPS))),
-                     f"calm_{v}")                                                   # d10
+        sig2_s = delay(m, sig2_r, f"sig2s_{v}")                                    # d12
+        calm = delay(m, Cat(*((sig2_s >> (2 * i)) <= p.vol_ref for i in range(VOL_STEPS))),
+                     f"calm_{v}")                                                   # d11
         halvings = VOL_STEPS
         for i in reversed(range(VOL_STEPS)):
             halvings = Mux(calm[i], i, halvings)
-        n = delay(m, halvings, f"halvings_{v}", unsigned(5))                        # d9
+        n = delay(m, halvings, f"halvings_{v}", unsigned(5))                        # d10
         f0 = delay(m, p.regime_size.word_select(at("regime").as_value(), 4), f"f0_{v}")
-        f1 = delay(m, f0 * at("size_scale"), f"f1_{v}")                # one tile: d9
-        s2 = delay(m, s1 >> n, f"s2_{v}")                                           # d8
+        f1 = delay(m, f0 * at("size_scale"), f"f1_{v}")                # one tile: d10
+        s2 = delay(m, s1 >> n, f"s2_{v}")                                           # d9
         factor = delay(m, f1 >> FACTOR_SHIFT, f"factor_{v}", unsigned(FACTOR_FRAC + 2))
-        prod = _product(m, s2, factor, f"prod_{v}")                                 # d7, d6
+        prod = _product(m, s2, factor, f"prod_{v}")                           # d8 .. d6
         return delay(m, _min(prod >> FACTOR_FRAC, p.size_cap), f"s4_{v}",           # d5
                      unsigned(SIZE_BITS))
 
@@ -330,7 +335,7 @@ class Quoter(wiring.Component):
         return Mux(self.tau_mode[0], left, self.tau)
 
     def _lev_cap(self, m):
-        """The position cap from L_safe (d8 .. d5): min over venues of floor(L_max lev_lots)
+        """The position cap from L_safe (d10 .. d5): min over venues of floor(L_max lev_lots)
         and the serial divider's floor(K lev_lots / (sigma risk)), in lots, <= CAP_MAX."""
         p, caps = self, []
         phase = Signal(range(DIV_PERIOD), name="div_phase")
@@ -355,10 +360,11 @@ class Quoter(wiring.Component):
                 ge = step >= d
                 m.d.sync += [rem.eq(Mux(ge, step - d, step)), low.eq(low << 1),
                              quo.eq(Cat(ge, quo))]
-            lmax_p = _product(m, at("leverage_max"), p.lev_lots, f"lmax_p_{v}")    # d8, d7
-            lmax = lmax_p >> LEV_FRAC
-            caps.append(delay(m, _min(Mux(lmax > CAP_MAX, CAP_MAX, lmax), quot),    # d6
-                              f"lev_cap_{v}", unsigned(DIV_BITS)))
+            lmax_p = _product(m, at("leverage_max"), p.lev_lots, f"lmax_p_{v}")  # d10 .. d8
+            high = lmax_p[LEV_FRAC + DIV_BITS:] != 0                     # > CAP_MAX lots
+            lmax = delay(m, Mux(high, CAP_MAX, lmax_p[LEV_FRAC:]), f"lmax_{v}",      # d7
+                         unsigned(DIV_BITS))
+            caps.append(delay(m, _min(lmax, quot), f"lev_cap_{v}"))                  # d6
         cap = caps[0]
         for c in caps[1:]:
             cap = _min(cap, c)
@@ -374,26 +380,30 @@ class Quoter(wiring.Component):
         # Parameter-only stages: G = gamma tau and the level offsets.
         # The operands registered first (tau_mode picks tau): nothing before the DSPs.
         gain_p = _product(m, delay(m, p.gamma, "gamma_q"), delay(m, self._tau(m), "tau_q"),
-                          "gain_p")                                         # d14; d13, d12
+                          "gain_p")                                   # d17; d16 .. d14
         gain_w = gain_p >> GAIN_SHIFT
         sat_gain = (gain_w >> OP_BITS) != 0
-        gain = delay(m, Mux(sat_gain, OP_MAX, gain_w), "gain", unsigned(OP_BITS))  # d11
+        gain = delay(m, Mux(sat_gain, OP_MAX, gain_w), "gain", unsigned(OP_BITS))  # d13
         gaps = [p.level_gap[j] for j in range(LEVELS_MAX - 1)]
         off2 = [delay(m, sum(gaps[:j], 0), f"off{j}", unsigned(18)) for j in range(M)]  # d3
         off1 = [delay(m, o, f"off{j}_p4") for j, o in enumerate(off2)]
-        # The skew multiplies |q| (d8); the sign picks the offsets' adds (d4).
-        qneg = delay(m, q < 0, "qneg", n=4)
+        # The skew multiplies |q| (d9); the sign picks the offsets' adds (d4).
+        qneg = delay(m, q < 0, "qneg", n=5)
         qmag = delay(m, Mux(q < 0, -q, q), "qmag", unsigned(Q_BITS))
-        q4 = delay(m, q, "q4", n=4)                    # the q of the skew (d8), for the room
+        q4 = delay(m, q, "q4", n=5)                    # the q of the skew (d9), for the room
         cap = self._lev_cap(m)
-        limit = Mux(p.q_limit < cap, p.q_limit, cap)   # |q| <= min(q_limit, L_safe lev_lots)
-        room = [delay(m, limit - q4, "room_bid", signed(Q_BITS + 2)),              # d4
-                delay(m, limit + q4, "room_ask", signed(Q_BITS + 2))]
+        # |q| <= min(q_limit, L_safe lev_lots): both rooms of both limits, the compare picks.
+        lower = p.q_limit < cap
+        room = [delay(m, Mux(lower, p.q_limit - q4, cap - q4), "room_bid", signed(Q_BITS + 2)),
+                delay(m, Mux(lower, p.q_limit + q4, cap + q4), "room_ask",        # d4
+                      signed(Q_BITS + 2))]
+        dist = [delay(m, p.max_dist, "max_dist"),
+                delay(m, (p.max_dist << 1) - 1, "max_dist2", signed(PRICE_BITS + 2))]
 
         books, s4s, sats = [], [], []
         for v in range(V):
             off_bid, off_ask, sig2_r, sat = self._risk(m, v, gain, qmag, qneg)
-            books.append(self._book(m, v, off_bid, off_ask, off2))
+            books.append(self._book(m, v, off_bid, off_ask, off2, dist))
             s4s.append(self._size(m, v, sig2_r))
             sats.append(sat)
 
@@ -423,9 +433,9 @@ class Quoter(wiring.Component):
         # Flags travel with the data they describe: they strobe with the targets.
         sigma, risk, skew = (Cat(*bits).any() for bits in zip(*sats, strict=True))
         flags = self.quote_flags_set
-        m.d.comb += [flags.sigma.eq(delay(m, sigma, "flag_sigma", n=11)),
-                     flags.gain.eq(delay(m, sat_gain, "flag_gain", n=11)),
-                     flags.risk.eq(delay(m, risk, "flag_risk", n=8)),
+        m.d.comb += [flags.sigma.eq(delay(m, sigma, "flag_sigma", n=13)),
+                     flags.gain.eq(delay(m, sat_gain, "flag_gain", n=13)),
+                     flags.risk.eq(delay(m, risk, "flag_risk", n=9)),
                      flags.skew.eq(delay(m, skew, "flag_skew", n=5)),
                      flags.position.eq(pos_sat)]
         m.d.comb += [emitter.target.eq(target), emitter.tick.eq(p.tick),
