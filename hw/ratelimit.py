@@ -159,8 +159,9 @@ class OrderEmitter(wiring.Component):
         # selection starts from flip-flops: elig -> grant -> load -> the loaded registers.
         elig, cancels = Signal(n), Signal(n)          # eligible; eligible CANCELs
         pool, grant = Signal(n), Signal(n)
-        m.d.comb += [pool.eq(Mux(cancels.any(), cancels, elig)),
-                     grant.eq(pool & (~pool + 1))]          # the lowest set bit
+        m.d.comb += pool.eq(Mux(cancels.any(), cancels, elig))
+        # The lowest set bit, as plain logic (pool & -pool would be a carry chain).
+        m.d.comb += [grant[k].eq(pool[k] & ~pool[:k].any()) for k in range(n)]
 
         def pick(values, width):
             """The value of the granted slot (an AND-OR multiplexer, one-hot select)."""
