@@ -170,7 +170,10 @@ class OrderEmitter(wiring.Component):
             return sig
 
         kind = pick(act, 2)
-        price, size = pick(act_price, PRICE_BITS), pick(act_size, SIZE_BITS)
+        # A CANCEL carries price and size 0: masked per slot, beside the selection.
+        price, size = (pick([Mux(a == Act.CANCEL, 0, v) for a, v in zip(act, values, strict=True)],
+                            width) for values, width in ((act_price, PRICE_BITS),
+                                                         (act_size, SIZE_BITS)))
         has_token = tokens[TOKEN_FRAC:] != 0
         m.d.comb += self.rate_exceeded.eq(elig.any() & ~has_token)
 
@@ -207,14 +210,13 @@ class OrderEmitter(wiring.Component):
                          live.eq(0)]
             m.d.sync += [t.eq(0) for t in timer]
         with m.Elif(load):
-            cancel = kind == Act.CANCEL
             p = out.payload
             m.d.sync += [
                 out.valid.eq(1), seq.eq(seq + 1), p.kind.eq(kind), p.seq.eq(seq),
                 p.venue.eq(pick([s.venue for s in self._slots], p.venue.shape().width)),
                 p.side.eq(pick([s.side for s in self._slots], 1)),
                 p.slot.eq(pick([s.level for s in self._slots], p.slot.shape().width)),
-                p.price.eq(Mux(cancel, 0, price)), p.size.eq(Mux(cancel, 0, size)),
+                p.price.eq(price), p.size.eq(size),
             ]
             for k in range(n):
                 with m.If(grant[k]):
