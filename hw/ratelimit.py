@@ -174,7 +174,7 @@ class OrderEmitter(wiring.Component):
         price, size = (pick([Mux(a == Act.CANCEL, 0, v) for a, v in zip(act, values, strict=True)],
                             width) for values, width in ((act_price, PRICE_BITS),
                                                          (act_size, SIZE_BITS)))
-        has_token = tokens[TOKEN_FRAC:] != 0
+        has_token = Signal(init=TOKEN_RESET >= TOKEN_ONE)    # tokens >= 1, a register
         m.d.comb += self.rate_exceeded.eq(elig.any() & ~has_token)
 
         free = ~out.valid | out.ready
@@ -250,4 +250,15 @@ class OrderEmitter(wiring.Component):
                   for t in (0, 1)]
         m.d.sync += tokens.eq(Mux(load, Mux(self.tick, capped[1][1], capped[0][1]),
                                   Mux(self.tick, capped[1][0], capped[0][0])))
+        # Whether each candidate level holds a whole token, the same way: tokens + t rate -
+        # s ONE >= ONE is tokens >= (1 + s) ONE - t rate, or the cap's when it is capped.
+        floor_1 = [Signal(wide, name=f"floor_1{s}", init=(1 + s) * TOKEN_ONE - rate.init)
+                   for s in (0, 1)]
+        m.d.sync += [floor_1[s].eq((1 + s) * TOKEN_ONE - self.rate_tokens) for s in (0, 1)]
+        floors = [[TOKEN_ONE, 2 * TOKEN_ONE], floor_1]
+        cap_whole = cap[TOKEN_FRAC:] != 0
+        whole = [[Mux(tokens > bounds[t][s], cap_whole, tokens >= floors[t][s])
+                  for s in (0, 1)] for t in (0, 1)]
+        m.d.sync += has_token.eq(Mux(load, Mux(self.tick, whole[1][1], whole[0][1]),
+                                     Mux(self.tick, whole[1][0], whole[0][0])))
         return m
