@@ -110,8 +110,9 @@ class OrderEmitter(wiring.Component):
     Timing: every decision of a cycle starts at flip-flops. Eligibility, the self-cross
     test and timer == 0 are registers computed the cycle before for each state that
     cycle's load can leave (the load only selects), and the bucket's four candidate levels
-    are tested against registered bounds, so the loop elig -> grant -> load -> registers
-    holds no compare or carry chain.
+    and whether each holds a whole token are tested against registered bounds (the token
+    bit is a register too), so the loop elig -> grant -> load -> registers holds no
+    compare or carry chain.
     """
 
     def __init__(self, slots):
