@@ -23,14 +23,16 @@ __all__ = ["FILL", "FLAGS", "PARAMS", "VENUE_INPUTS", "DELAY", "LATENCY", "VENUE
            "LEVELS_MAX", "Q_BITS", "OP_BITS", "OP_MAX", "SIGMA2_FRAC", "SIG_SHIFT", "GAIN_SHIFT",
            "RISK_SHIFT", "RISK_FRAC", "ROUND", "SKEW_MAX", "DEPTH_FRAC", "REGIME_FRAC",
            "SCALE_ONE", "FACTOR_SHIFT", "FACTOR_FRAC", "VOL_STEPS", "TAU_ONE", "LEV_FRAC",
-           "LEV_SHIFT", "CAP_MAX", "DIV_BITS", "DIV_PERIOD", "lev_quotient", "check_build",
-           "Quoter"]
+           "LEV_SHIFT", "CAP_MAX", "DIV_BITS", "DIV_PERIOD", "MUL_STAGES", "lev_quotient",
+           "check_build", "Quoter"]
 
 VENUES_MAX = 4
 LEVELS_MAX = REGISTERS["level_gap"].count + 1
 Q_BITS = REGISTERS["position_net"].fmt.width
 SIGMA2_FRAC = REGISTERS["sigma2_fast"].fmt.frac_bits
 OP_BITS = 36                     # risk-path multiplier operands: two 18-bit DSP inputs each
+DSP_BITS = 18                    # one MULT18X18D operand, unsigned mode
+MUL_STAGES = 3                   # a product wider than one tile: partials, middle sum, sum
 OP_MAX = (1 << OP_BITS) - 1
 VAR_FRAC = 12                    # the mid's sigma2 operand: UQ24.12 ticks^2
 GAIN_FRAC = 24                   # G = gamma tau: UQ12.24
@@ -50,6 +52,7 @@ SCALE_ONE = 1 << SCALE_FRAC
 FACTOR_FRAC = 16                 # the size factor: UQ2.16, one 18-bit DSP input
 FACTOR_SHIFT = REGIME_FRAC + SCALE_FRAC - FACTOR_FRAC
 BOOST_BITS = 3                   # gamma_boost: log2 of the gamma multiplier, 0..7
+BOOST_MAX = (1 << BOOST_BITS) - 1
 VOL_STEPS = 16                   # at most 16 halvings of the size for volatility
 TAU_ONE = 1 << REGISTERS["tau"].fmt.frac_bits          # one TICK off tau_left per TICK
 # The L_safe position cap: floor(L_max lev_lots) and floor(K lev_lots / (sigma risk)) lots.
@@ -87,12 +90,13 @@ assert FLAGS.size == REGISTERS["quote_flags"].fmt.width
 # tau is the tau the quotes use (tau_left when tau_mode is 1); lev_quot the divider's
 # registered K lev_lots / (sigma risk) per venue (sigma, lsafe_k, liquidity_risk and lev_lots
 # reach it through the serial divider: docs/quoter.md).
-DELAY = {"best_bid": 4, "best_ask": 4, "book_valid": 4, "bid_depth": 10, "ask_depth": 10,
-         "sigma2_fast": 9, "sigma2_slow": 9, "sigma_sel": 9, "regime": 9, "regime_size": 9,
-         "depth_frac": 9, "gamma": 10, "tau": 10, "tau_mode": 10, "base_size": 8, "vol_ref": 8,
-         "size_scale": 8, "gamma_boost": 7, "q": 6, "kappa_term": 6, "leverage_max": 6,
-         "lev_lots": 6, "min_spread": 5, "size_cap": 5, "lev_quot": 5, "q_limit": 4,
-         "max_dist": 3, "level_gap": 3, "allow_cross": 2, "size_min": 2, "enable": 1, "pull": 1}
+DELAY = {"best_bid": 4, "best_ask": 4, "book_valid": 4, "bid_depth": 14, "ask_depth": 14,
+         "sigma2_fast": 13, "sigma2_slow": 13, "sigma_sel": 13, "regime": 11, "regime_size": 11,
+         "depth_frac": 13, "gamma": 17, "tau": 17, "tau_mode": 17, "base_size": 10,
+         "vol_ref": 11, "size_scale": 10, "gamma_boost": 9, "q": 9, "kappa_term": 6,
+         "leverage_max": 10, "lev_lots": 10, "min_spread": 5, "size_cap": 5, "lev_quot": 6,
+         "q_limit": 4, "max_dist": 4, "level_gap": 3, "allow_cross": 2, "size_min": 3,
+         "enable": 1, "pull": 1}
 LATENCY = 2        # targets -> first cycle the order is valid on `orders` (stage A, load)
 
 
@@ -115,6 +119,26 @@ def lev_quotient(num, den):
 
 def _min(a, b):
     return Mux(a < b, a, b)
+
+
+def _product(m, a, b, name):
+    """``a b`` (unsigned, each at most two DSP operands wide) in ``MUL_STAGES`` registered
+    stages: the 18 x 18 partial products (one MULT18X18D tile each), the sum of the middle
+    ones, then the whole sum, so no cycle holds a DSP and a carry chain, nor two chains."""
+    def chunks(x):
+        x = x.as_unsigned()
+        return [x[i:i + DSP_BITS] for i in range(0, len(x), DSP_BITS)]
+
+    weights = {}
+    for i, x in enumerate(chunks(a)):
+        for j, y in enumerate(chunks(b)):
+            weights.setdefault(i + j, []).append(delay(m, x * y, f"{name}_pp{i}{j}"))
+    assert len(weights) > 1 and max(weights) <= 2, f"{name}: not a two-stage product"
+    # The lowest and the highest partial products do not overlap: one word, one add.
+    ends = delay(m, Cat(weights[0][0], weights[2][0]) if 2 in weights else weights[0][0],
+                 f"{name}_ends")
+    middle = delay(m, sum(weights[1], 0), f"{name}_mid")
+    return delay(m, ends + (middle << DSP_BITS), name, unsigned(len(a) + len(b)))
 
 
 class Quoter(wiring.Component):
@@ -179,16 +203,19 @@ class Quoter(wiring.Component):
     def _inventory(self, m):
         """Saturating position registers per venue and net; returns the saturation strobe."""
         fill, lo, hi = self.fill, -(1 << (Q_BITS - 1)), (1 << (Q_BITS - 1)) - 1
-        delta = Mux(fill.side, -fill.size, fill.size)
         ours = fill.valid & (fill.venue < self._venues)
         hit = Signal(name="position_sat")
 
         def add(q, when):
-            total = q + delta
-            over, under = total > hi, total < lo
+            # Both sums at once, each saturated on the only side it can leave the range by,
+            # and the side picks one: q +- size fits Q_BITS + 2 bits, and it is in range
+            # when the bits from the sign bit of Q_BITS up all agree.
+            up, down = q + fill.size, q - fill.size
+            over = ~up[-1] & (up[Q_BITS - 1:-1] != 0)
+            under = down[-1] & ~down[Q_BITS - 1:-1].all()
             with m.If(when):
-                m.d.sync += q.eq(Mux(over, hi, Mux(under, lo, total)))
-            return when & (over | under)
+                m.d.sync += q.eq(Mux(fill.side, Mux(under, lo, down), Mux(over, hi, up)))
+            return when & Mux(fill.side, under, over)
 
         sats = [add(self._at("position", v), ours & (fill.venue == v))
                 for v in range(self._venues)]
@@ -199,42 +226,56 @@ class Quoter(wiring.Component):
     # Stage comments "dN": the register is loaded N cycles before the targets (d1), the
     # same N as the DELAY of the inputs consumed there.
 
-    def _risk(self, m, v, gain, q):
-        """Venue ``v``'s risk path: r = q gamma sigma2 tau and the spread, as the price offsets
-        (d9 .. d4). Returns the offsets, sigma2 (for the size path) and the saturations."""
+    def _risk(self, m, v, gain, qmag, qneg):
+        """Venue ``v``'s risk path: r = gamma sigma2 tau, the skew |q| r (``qneg``: q < 0)
+        and the spread, as the price offsets (d13 .. d4). Returns the offsets, sigma2 (for
+        the size path) and the saturations."""
         p, at = self, lambda name: self._at(name, v)
         fast, slow, sel = at("sigma2_fast"), at("sigma2_slow"), p.sigma_sel
+        faster = fast > slow
+
+        def choose(f, s):
+            return Mux(sel == 0, f, Mux(sel == 1, s, Mux(faster, f, s)))
+        # Each candidate's saturation beside the compare, picked with it.
         sig2 = Signal.like(fast, name=f"sig2_{v}")
-        m.d.comb += sig2.eq(Mux(sel == 0, fast, Mux(sel == 1, slow,
-                                                      Mux(fast > slow, fast, slow))))
-        sig2_r = delay(m, sig2, f"sig2r_{v}")                                      # d9
-        op_w = sig2 >> SIG_SHIFT
-        sat_sig = (op_w >> OP_BITS) != 0
-        sig2op = delay(m, Mux(sat_sig, OP_MAX, op_w), f"sig2op_{v}", unsigned(OP_BITS))
-        risk_p = delay(m, gain * sig2op, f"risk_p_{v}")                            # d8
-        risk_w = (risk_p >> RISK_SHIFT) << at("gamma_boost")
-        sat_risk = (risk_w >> OP_BITS) != 0
-        risk = delay(m, Mux(sat_risk, OP_MAX, risk_w), f"risk_{v}", unsigned(OP_BITS))  # d7
-        skew_p = delay(m, q * risk, f"skew_p_{v}")                                 # d6
-        spread = delay(m, risk + p.kappa_term, f"spread_{v}", unsigned(OP_BITS + 1))
-        sat_skew = (skew_p > SKEW_MAX) | (skew_p < -SKEW_MAX)
-        skew = delay(m, Mux(skew_p > SKEW_MAX, SKEW_MAX,                           # d5
-                            Mux(skew_p < -SKEW_MAX, -SKEW_MAX, skew_p)),
-                     f"skew_{v}", signed(SKEW_BITS))
-        floor = p.min_spread << RISK_FRAC
-        spread_e = delay(m, Mux(spread > floor, spread, floor), f"spread_e_{v}",
-                         unsigned(OP_BITS + 1))
+        sat_sig = Signal(name=f"sat_sig_{v}")
+        m.d.comb += [sig2.eq(choose(fast, slow)),
+                     sat_sig.eq(choose(*((x >> (SIG_SHIFT + OP_BITS)) != 0 for x in (fast, slow))))]
+        sig2_r = delay(m, sig2, f"sig2r_{v}")                                     # d13
+        sig2op = delay(m, Mux(sat_sig, OP_MAX, sig2 >> SIG_SHIFT), f"sig2op_{v}",
+                       unsigned(OP_BITS))
+        risk_p = _product(m, gain, sig2op, f"risk_p_{v}")                   # d12 .. d10
+        # (x << boost) >= 2^OP_BITS: x's bits from OP_BITS - boost up, per boost value.
+        x = risk_p >> RISK_SHIFT
+        tops = Cat(*((x[OP_BITS - b:] != 0) for b in range(BOOST_MAX + 1)))
+        sat_risk = tops.bit_select(at("gamma_boost"), 1)
+        risk = delay(m, Mux(sat_risk, OP_MAX, x << at("gamma_boost")), f"risk_{v}",
+                     unsigned(OP_BITS))                                           # d9
+        skew_p = _product(m, qmag, risk, f"skew_p_{v}")                     # d8 .. d6
+        spread = delay(m, delay(m, risk, f"risk2_{v}", n=2) + p.kappa_term, f"spread_{v}",
+                       unsigned(OP_BITS + 1))                                     # d6
+        sat_skew = (skew_p >> (SKEW_BITS - 1)) != 0                   # |q| r > SKEW_MAX
+        skew = delay(m, Mux(sat_skew, SKEW_MAX, skew_p), f"skew_{v}",             # d5: |skew|
+                     unsigned(SKEW_BITS - 1))
+        floor, wider = p.min_spread << RISK_FRAC, spread > p.min_spread << RISK_FRAC
+        spread_e = delay(m, Mux(wider, spread, floor), f"spread_e_{v}", unsigned(OP_BITS + 1))
         # In units of 2^-ROUND ticks bid = mid2/2 - skew - spread/2; the ask's ceiling is a
-        # floor after adding one unit less than a tick. Both offsets are ready before the
-        # book arrives, so the book path has a single add.
-        off_bid = delay(m, (skew << 1) + spread_e, f"off_bid_{v}", signed(SKEW_BITS + 3))
-        off_ask = delay(m, spread_e - (skew << 1) + ((1 << ROUND) - 1), f"off_ask_{v}",
-                        signed(SKEW_BITS + 3))                                     # d4
+        # floor after adding one unit less than a tick (added here, before the skew).
+        up = (1 << ROUND) - 1
+        spread_c = delay(m, Mux(wider, spread + up, floor + up), f"spread_c_{v}",
+                         unsigned(OP_BITS + 2))
+        # Both offsets are ready before the book arrives, so the book path has a single
+        # add; each is one add of the skew's magnitude, the sign of q picks which.
+        off_bid = delay(m, Mux(qneg, spread_e - (skew << 1), spread_e + (skew << 1)),
+                        f"off_bid_{v}", signed(SKEW_BITS + 3))
+        off_ask = delay(m, Mux(qneg, spread_c + (skew << 1), spread_c - (skew << 1)),
+                        f"off_ask_{v}", signed(SKEW_BITS + 3))                  # d4
         return off_bid, off_ask, sig2_r, (sat_sig, sat_risk, sat_skew)
 
-    def _book(self, m, v, off_bid, off_ask, offsets):
+    def _book(self, m, v, off_bid, off_ask, offsets, dist):
         """Venue ``v``'s price path (d4 .. d2): the book rounded outward, the no-cross clamp
-        and the max_dist bounds per level. Returns (ok, bid, ask, bid floors, ask ceilings)."""
+        and the max_dist bounds per level (``dist``: max_dist and 2 max_dist - 1, d4).
+        Returns (ok, bid, ask, bid floors, ask ceilings)."""
         p, at = self, lambda name: self._at(name, v)
         a, b = at("best_ask"), at("best_bid")
         mid2 = delay(m, a + b, f"mid2_{v}", unsigned(PRICE_BITS + 1))              # d4
@@ -245,8 +286,9 @@ class Quoter(wiring.Component):
         ask = delay(m, (wide + off_ask) >> ROUND, f"ask_{v}", signed(WIDE))
         below = delay(m, a1 - 1, f"below_{v}", unsigned(PRICE_BITS))   # wraps only if not ok
         above = delay(m, b1 + 1, f"above_{v}", unsigned(PRICE_BITS + 1))
-        lo = delay(m, ((mid2 + 1) >> 1) - p.max_dist, f"lo_{v}", signed(PRICE_BITS + 2))
-        hi = delay(m, (mid2 >> 1) + p.max_dist, f"hi_{v}", unsigned(PRICE_BITS + 2))
+        # ceil(mid2 / 2) - max_dist = floor((mid2 - (2 max_dist - 1)) / 2): one add.
+        lo = delay(m, (mid2 - dist[1]) >> 1, f"lo_{v}", signed(PRICE_BITS + 2))
+        hi = delay(m, (mid2 >> 1) + dist[0], f"hi_{v}", unsigned(PRICE_BITS + 2))
         ok2 = delay(m, ok1, f"ok2_{v}")
         clamp = ~p.allow_cross                                                     # d2
         bid_c = delay(m, Mux(clamp & (bid > below), below, bid), f"bid_c_{v}", signed(WIDE))
@@ -257,24 +299,28 @@ class Quoter(wiring.Component):
         return delay(m, ok2, f"ok3_{v}"), bid_c, ask_c, los, his
 
     def _size(self, m, v, sig2_r):
-        """Venue ``v``'s size before the position cap (d10 .. d5): base capped by depth,
+        """Venue ``v``'s size before the position cap (d14 .. d5): base capped by depth,
         halved per 4x sigma2, scaled by the regime and the guard, capped by size_cap."""
         p, at = self, lambda name: self._at(name, v)
         db, da = at("bid_depth"), at("ask_depth")
-        dmin = delay(m, _min(db, da), f"dmin_{v}")                                  # d10
-        dcap = delay(m, p.depth_frac * dmin, f"dcap_{v}")                           # d9
-        f0 = delay(m, p.regime_size.word_select(at("regime").as_value(), 4), f"f0_{v}")
-        s1 = delay(m, _min(dcap >> DEPTH_FRAC, p.base_size), f"s1_{v}",            # d8
+        dmin = delay(m, _min(db, da), f"dmin_{v}")                                  # d14
+        dcap = _product(m, p.depth_frac, dmin, f"dcap_{v}")                   # d13 .. d11
+        s1 = delay(m, _min(dcap >> DEPTH_FRAC, p.base_size), f"s1_{v}",            # d10
                    unsigned(SIZE_BITS))
-        # floor(x / 4^i) <= ref for integers is x <= ref 4^i: no wide product needed.
+        # floor(x / 4^i) <= ref for integers is x <= ref 4^i: no wide product needed. The
+        # compares, then the first that holds.
+        sig2_s = delay(m, sig2_r, f"sig2s_{v}")                                    # d12
+        calm = delay(m, Cat(*((sig2_s >> (2 * i)) <= p.vol_ref for i in range(VOL_STEPS))),
+                     f"calm_{v}")                                                   # d11
         halvings = VOL_STEPS
         for i in reversed(range(VOL_STEPS)):
-            halvings = Mux((sig2_r >> (2 * i)) <= p.vol_ref, i, halvings)
-        n = delay(m, halvings, f"halvings_{v}", unsigned(5))
-        f1 = delay(m, f0 * at("size_scale"), f"f1_{v}")
-        s2 = delay(m, s1 >> n, f"s2_{v}")                                           # d7
+            halvings = Mux(calm[i], i, halvings)
+        n = delay(m, halvings, f"halvings_{v}", unsigned(5))                        # d10
+        f0 = delay(m, p.regime_size.word_select(at("regime").as_value(), 4), f"f0_{v}")
+        f1 = delay(m, f0 * at("size_scale"), f"f1_{v}")                # one tile: d10
+        s2 = delay(m, s1 >> n, f"s2_{v}")                                           # d9
         factor = delay(m, f1 >> FACTOR_SHIFT, f"factor_{v}", unsigned(FACTOR_FRAC + 2))
-        prod = delay(m, s2 * factor, f"prod_{v}")                                   # d6
+        prod = _product(m, s2, factor, f"prod_{v}")                           # d8 .. d6
         return delay(m, _min(prod >> FACTOR_FRAC, p.size_cap), f"s4_{v}",           # d5
                      unsigned(SIZE_BITS))
 
@@ -289,7 +335,7 @@ class Quoter(wiring.Component):
         return Mux(self.tau_mode[0], left, self.tau)
 
     def _lev_cap(self, m):
-        """The position cap from L_safe (d6 .. d5): min over venues of floor(L_max lev_lots)
+        """The position cap from L_safe (d10 .. d5): min over venues of floor(L_max lev_lots)
         and the serial divider's floor(K lev_lots / (sigma risk)), in lots, <= CAP_MAX."""
         p, caps = self, []
         phase = Signal(range(DIV_PERIOD), name="div_phase")
@@ -297,8 +343,8 @@ class Quoter(wiring.Component):
         for v in range(self._venues):
             def at(name, v=v):
                 return self._at(name, v)
-            num = delay(m, at("lsafe_k") * p.lev_lots, f"div_num_{v}")
-            den = delay(m, at("sigma") * at("liquidity_risk"), f"div_den_{v}")
+            num = _product(m, at("lsafe_k"), p.lev_lots, f"div_num_{v}")
+            den = _product(m, at("sigma"), at("liquidity_risk"), f"div_den_{v}")
             wide = num << LEV_SHIFT
             d = Signal.like(den, name=f"div_d_{v}")
             rem = Signal(len(den) + 1, name=f"div_rem_{v}")
@@ -314,9 +360,11 @@ class Quoter(wiring.Component):
                 ge = step >= d
                 m.d.sync += [rem.eq(Mux(ge, step - d, step)), low.eq(low << 1),
                              quo.eq(Cat(ge, quo))]
-            lmax_p = delay(m, at("leverage_max") * p.lev_lots, f"lmax_p_{v}")       # d6
-            lmax = lmax_p >> LEV_FRAC
-            caps.append(_min(Mux(lmax > CAP_MAX, CAP_MAX, lmax), quot))
+            lmax_p = _product(m, at("leverage_max"), p.lev_lots, f"lmax_p_{v}")  # d10 .. d8
+            high = lmax_p[LEV_FRAC + DIV_BITS:] != 0                     # > CAP_MAX lots
+            lmax = delay(m, Mux(high, CAP_MAX, lmax_p[LEV_FRAC:]), f"lmax_{v}",      # d7
+                         unsigned(DIV_BITS))
+            caps.append(delay(m, _min(lmax, quot), f"lev_cap_{v}"))                  # d6
         cap = caps[0]
         for c in caps[1:]:
             cap = _min(cap, c)
@@ -330,23 +378,32 @@ class Quoter(wiring.Component):
         q = self.position_net
 
         # Parameter-only stages: G = gamma tau and the level offsets.
-        gain_p = delay(m, p.gamma * self._tau(m), "gain_p")                        # d10
+        # The operands registered first (tau_mode picks tau): nothing before the DSPs.
+        gain_p = _product(m, delay(m, p.gamma, "gamma_q"), delay(m, self._tau(m), "tau_q"),
+                          "gain_p")                                   # d17; d16 .. d14
         gain_w = gain_p >> GAIN_SHIFT
         sat_gain = (gain_w >> OP_BITS) != 0
-        gain = delay(m, Mux(sat_gain, OP_MAX, gain_w), "gain", unsigned(OP_BITS))  # d9
+        gain = delay(m, Mux(sat_gain, OP_MAX, gain_w), "gain", unsigned(OP_BITS))  # d13
         gaps = [p.level_gap[j] for j in range(LEVELS_MAX - 1)]
         off2 = [delay(m, sum(gaps[:j], 0), f"off{j}", unsigned(18)) for j in range(M)]  # d3
         off1 = [delay(m, o, f"off{j}_p4") for j, o in enumerate(off2)]
-        q4 = delay(m, q, "q4", n=2)                    # the q of the skew (d6), for the room
+        # The skew multiplies |q| (d9); the sign picks the offsets' adds (d4).
+        qneg = delay(m, q < 0, "qneg", n=5)
+        qmag = delay(m, Mux(q < 0, -q, q), "qmag", unsigned(Q_BITS))
+        q4 = delay(m, q, "q4", n=5)                    # the q of the skew (d9), for the room
         cap = self._lev_cap(m)
-        limit = Mux(p.q_limit < cap, p.q_limit, cap)   # |q| <= min(q_limit, L_safe lev_lots)
-        room = [delay(m, limit - q4, "room_bid", signed(Q_BITS + 2)),              # d4
-                delay(m, limit + q4, "room_ask", signed(Q_BITS + 2))]
+        # |q| <= min(q_limit, L_safe lev_lots): both rooms of both limits, the compare picks.
+        lower = p.q_limit < cap
+        room = [delay(m, Mux(lower, p.q_limit - q4, cap - q4), "room_bid", signed(Q_BITS + 2)),
+                delay(m, Mux(lower, p.q_limit + q4, cap + q4), "room_ask",        # d4
+                      signed(Q_BITS + 2))]
+        dist = [delay(m, p.max_dist, "max_dist"),
+                delay(m, (p.max_dist << 1) - 1, "max_dist2", signed(PRICE_BITS + 2))]
 
         books, s4s, sats = [], [], []
         for v in range(V):
-            off_bid, off_ask, sig2_r, sat = self._risk(m, v, gain, q)
-            books.append(self._book(m, v, off_bid, off_ask, off2))
+            off_bid, off_ask, sig2_r, sat = self._risk(m, v, gain, qmag, qneg)
+            books.append(self._book(m, v, off_bid, off_ask, off2, dist))
             s4s.append(self._size(m, v, sig2_r))
             sats.append(sat)
 
@@ -355,7 +412,7 @@ class Quoter(wiring.Component):
         s4_2 = [delay(m, s, f"s4_2_{v}", n=2) for v, s in enumerate(s4s)]
         used = {(j, v): delay(m, total * j + sum(s4s[:v], 0), f"used{j}_{v}", unsigned(40))
                 for j in range(M) for v in range(V)}
-        min_size = Mux(p.size_min == 0, 1, p.size_min)
+        min_size = delay(m, Mux(p.size_min == 0, 1, p.size_min), "min_size")          # d3
         target = Signal(data.ArrayLayout(TARGET, len(slots)))
         for k, (v, side, j) in enumerate(slots):
             rem = delay(m, room[side] - used[(j, v)], f"rem{k}", signed(42))           # d3
@@ -376,9 +433,9 @@ class Quoter(wiring.Component):
         # Flags travel with the data they describe: they strobe with the targets.
         sigma, risk, skew = (Cat(*bits).any() for bits in zip(*sats, strict=True))
         flags = self.quote_flags_set
-        m.d.comb += [flags.sigma.eq(delay(m, sigma, "flag_sigma", n=9)),
-                     flags.gain.eq(delay(m, sat_gain, "flag_gain", n=9)),
-                     flags.risk.eq(delay(m, risk, "flag_risk", n=7)),
+        m.d.comb += [flags.sigma.eq(delay(m, sigma, "flag_sigma", n=13)),
+                     flags.gain.eq(delay(m, sat_gain, "flag_gain", n=13)),
+                     flags.risk.eq(delay(m, risk, "flag_risk", n=9)),
                      flags.skew.eq(delay(m, skew, "flag_skew", n=5)),
                      flags.position.eq(pos_sat)]
         m.d.comb += [emitter.target.eq(target), emitter.tick.eq(p.tick),

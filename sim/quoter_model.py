@@ -23,6 +23,7 @@ from ..hw.quoter import (
     FLAGS,
     GAIN_SHIFT,
     LEV_FRAC,
+    MUL_STAGES,
     OP_MAX,
     PARAMS,
     Q_BITS,
@@ -193,6 +194,8 @@ class EmitterModel:
         self.act, self.act_ps = [Act.NONE] * n, [(0, 0)] * n
         self.just, self.timer = [False] * n, [0] * n
         self.tokens, self.sent, self.pend, self.seq = TOKEN_RESET, False, False, 0
+        # The bucket's parameters as it uses them: those of the cycle before.
+        self.rate, self.depth = param_init("rate_tokens"), param_init("rate_depth")
         self.valid, self.word = False, 0
 
     def crosses(self, k):
@@ -254,8 +257,9 @@ class EmitterModel:
             self.valid = False
         self.pend = need_ca and not load_ca
         self.sent = bool(pull) and (self.sent or load_ca)
-        filled = self.tokens - (TOKEN_ONE if load else 0) + (params["rate_tokens"] if tick else 0)
-        self.tokens = min(filled, params["rate_depth"] << TOKEN_FRAC)
+        filled = self.tokens - (TOKEN_ONE if load else 0) + (self.rate if tick else 0)
+        self.tokens = min(filled, self.depth << TOKEN_FRAC)
+        self.rate, self.depth = params["rate_tokens"], params["rate_depth"]
         self.act = new_act
         self.act_ps = [(price, size) for _, price, size in targets]
         return taken
@@ -263,21 +267,24 @@ class EmitterModel:
 
 class CapDivider:
     """The L_safe divider per venue (hw/quoter.py ``_lev_cap``), one :meth:`step` a cycle:
-    registered products K lev_lots and sigma risk; every ``DIV_PERIOD`` cycles (phase 0) the
-    result of the last run is published in ``quot`` and a run starts on the products."""
+    the products K lev_lots and sigma risk, ``MUL_STAGES`` cycles deep; every
+    ``DIV_PERIOD`` cycles (phase 0) the result of the last run is published in ``quot`` and a
+    run starts on the products then out of the pipeline."""
 
     def __init__(self, venues):
         self.quot = [CAP_MAX] * venues
         self.pending = [CAP_MAX] * venues
-        self.num, self.den = [0] * venues, [0] * venues
+        zero = ([0] * venues, [0] * venues)
+        self.products = deque([zero] * MUL_STAGES, maxlen=MUL_STAGES)   # (num, den), oldest first
         self.phase = 0
 
     def step(self, inputs, lev_lots):
         if self.phase == 0:
             self.quot = self.pending
-            self.pending = [lev_quotient(n, d) for n, d in zip(self.num, self.den, strict=True)]
+            self.pending = [lev_quotient(n, d) for n, d in zip(*self.products[0], strict=True)]
         k, s, r = (inputs[n][:len(self.quot)] for n in ("lsafe_k", "sigma", "liquidity_risk"))
-        self.num, self.den = [x * lev_lots for x in k], [a * b for a, b in zip(s, r, strict=True)]
+        self.products.append(([x * lev_lots for x in k],
+                              [a * b for a, b in zip(s, r, strict=True)]))
         self.phase = (self.phase + 1) % DIV_PERIOD
 
 

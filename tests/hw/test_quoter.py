@@ -316,7 +316,7 @@ def test_the_lmax_cap_and_q():
 
 
 # Every product of Quoter(1, 1) (docs/quoter.md "Multipliers"): name, operand shapes.
-PRODUCTS = (("gamma tau", 32, 32), ("G sigma2_mid", 36, 36), ("q risk", -32, 36),
+PRODUCTS = (("gamma tau", 32, 32), ("G sigma2_mid", 36, 36), ("|q| risk", 32, 36),
             ("depth_frac min(Db, Da)", 16, 36), ("regime factor size_scale", 4, 16),
             ("s2 F", 32, 18), ("K lev_lots", 32, 32), ("sigma liquidity_risk", 25, 16),
             ("L_max lev_lots", 16, 32))
@@ -343,15 +343,14 @@ def _dsp_tiles(component):
 def test_multipliers_map_to_dsp_tiles():
     """Each product alone (registered operands and result) maps to DSP tiles, and the whole
     quoter uses exactly their sum: no product is left in LUTs or duplicated."""
-    from amaranth.hdl import Module, Signal, signed, unsigned
+    from amaranth.hdl import Module, Signal, unsigned
     from amaranth.lib import wiring
     from amaranth.lib.wiring import In, Out
 
     class Product(wiring.Component):
         def __init__(self, a, b):
-            self._a = signed(-a) if a < 0 else unsigned(a)
-            self._b = unsigned(b)
-            super().__init__({"a": In(self._a), "b": In(self._b), "y": Out(abs(a) + b)})
+            self._a, self._b = unsigned(a), unsigned(b)
+            super().__init__({"a": In(self._a), "b": In(self._b), "y": Out(a + b)})
 
         def elaborate(self, platform):
             m = Module()
