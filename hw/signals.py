@@ -30,7 +30,7 @@ SIGMA_LAG = 2 * SIGMA_BITS + 1
 FRAC_BITS = REGISTERS["obi_touch_th"].fmt.frac_bits          # fractions theta and delta: UQ1.15
 assert FRAC_BITS == REGISTERS["obi_depth_th"].fmt.frac_bits == REGISTERS[
     "depth_drop_th"].fmt.frac_bits
-IMB_LATENCY = 1 + len(IMB_STAGES)   # book inputs -> obi_touch_q / obi_depth_q, cycles
+IMB_LATENCY = 1 + IMB_STAGES   # book inputs -> obi_touch_q / obi_depth_q, cycles
 IMB_OUTPUTS = ("obi_touch_q", "obi_depth_q")
 WINDOW_MAX = int(REGISTERS["depth_window"].limits()[1])
 assert WINDOW_MAX & (WINDOW_MAX - 1) == 0, "the depth history wraps as a power of two"
@@ -212,7 +212,10 @@ class VenueSignals(wiring.Component):
         m.d.comb += delta.eq(ask + bid - prev)
         top = delta[CLAMP_BITS - 1:]
         delta_sat = ~(~top.any() | (top.all() & delta[:CLAMP_BITS - 1].any()))
-        low = delta[:CLAMP_BITS].as_signed()
+        # The DSP operand from its own CLAMP_BITS-wide sum (the low bits of `delta`): a short
+        # carry chain into the DSP, the full-width one only decides the clamp beside it.
+        low = Signal(signed(CLAMP_BITS), name="delta_low")
+        m.d.comb += low.eq(ask[:CLAMP_BITS] + bid[:CLAMP_BITS] - prev[:CLAMP_BITS])
         sample = tick & ok & have_prev
         with m.If(tick & ok):
             m.d.sync += [prev.eq(mid2), have_prev.eq(1)]
@@ -287,13 +290,21 @@ class VenueSignals(wiring.Component):
         vol_valid = Signal()
         for state, param, name in ((sf, p.vol_fast_shift, "fast"),
                                    (ss, p.vol_slow_shift, "slow")):
-            shift = _reg(m, param, f"{name}_shift_a")
-            mask = _reg(m, Cat(param > i for i in range(len(state))), f"{name}_mask_a")
+            width = len(state)
+            # A shift of `width` or more clears both terms: the shifter sees 0..width only.
+            shift = _reg(m, Mux(param > width, width, param), f"{name}_shift_a",
+                         range(width + 1))
+            mask = _reg(m, Cat(param > i for i in range(width)), f"{name}_mask_a")
             borrow = (big_x & mask) < (state & mask)
-            # Between state and X: the sum fits the state, no overflow.
+            # state + ~(state >> k) + (X >> k) + ~borrow, modulo 2^width (the result lies
+            # between state and X, so it fits): one carry-save level, written out so the
+            # borrow rides in the free carry-in of the carry vector, then one carry chain.
+            neg = ~(state >> shift)
+            xk = (big_x >> shift)[:width]
+            csa_sum = state ^ neg ^ xk
+            csa_carry = Cat(~borrow, ((state & neg) | (state & xk) | (neg & xk))[:width - 1])
             with m.If(sample_a):
-                m.d.sync += state.eq((state - (state >> shift) + (big_x >> shift) - borrow)
-                                     [:len(state)])
+                m.d.sync += state.eq((csa_sum + csa_carry)[:width])
         with m.If(sample_a):
             m.d.sync += vol_valid.eq(1)
 
@@ -431,12 +442,16 @@ class Signals(wiring.Component):
         if self._venues >= 2:
             # Stage C of the cross-venue path: venue devs are registered at stage B.
             a, b = units[0], units[1]
-            limit = _reg(m, self.misalign_max, "misalign_max", n=2)
+            # |mis| > limit as the signs of two three-operand sums (~limit = -limit - 1)
+            # beside the difference, not compares behind it: one carry chain each.
+            limit = _reg(m, self.misalign_max, "misalign_max")
+            not_limit = _reg(m, -limit - 1, "misalign_not_max", signed(len(limit) + 1))
             valid = a.dev_valid & b.dev_valid
             mis = Signal(_shape("misalign"))
             m.d.comb += mis.eq(a.dev - b.dev)
+            above, below = a.dev - b.dev + not_limit, b.dev - a.dev + not_limit
             m.d.sync += [self.misalign.eq(Mux(valid, mis, 0)), self.xv_status.valid.eq(valid),
-                         self.xv_status.over.eq(valid & ((mis > limit) | (mis < -limit)))]
+                         self.xv_status.over.eq(valid & ((above >= 0) | (below >= 0)))]
         return m
 
 

@@ -9,7 +9,7 @@ from amaranth.hdl import Value
 from amaranth.sim import Simulator
 
 from obcore.hw.registers import REGISTERS, build_map, to_fixed
-from obcore.hw.signal_units import SerialSqrt
+from obcore.hw.signal_units import IMB_STAGES, ImbalanceDivider, SerialSqrt
 from obcore.hw.signals import (
     CROSS_OUTPUTS,
     CROSS_PARAMS,
@@ -29,6 +29,7 @@ from obcore.sim.signals_model import (
     OUTPUT_PORTS,
     BookStimulus,
     SignalsModel,
+    imbalance,
     mismatches,
     random_params,
 )
@@ -87,6 +88,33 @@ def test_serial_sqrt_exact():
                 await ctx.tick()
                 cycles += 1
             assert cycles == 25 and ctx.get(dut.root) == math.isqrt(value)
+
+    run(dut, bench)
+
+
+@pytest.mark.parametrize("bits", [32, 37])
+def test_imbalance_divider_against_model(bits):
+    """One (num, den) a cycle, each checked ``IMB_STAGES`` cycles later against the model's
+    ``imbalance``: edges (one-sided, empty, |num| = den - 1, widest den) and random pairs."""
+    seed = random.randrange(1 << 31)
+    print(f"seed={seed}")
+    rng, top = random.Random(seed), (1 << bits) - 1
+    pairs = [(0, 0), (0, 1), (1, 1), (-1, 1), (top, top), (-top, top), (top - 1, top),
+             (-(top - 1), top), (1, top), (-1, top), (1, 3), (-2, 3), (2, 3), (5, 7)]
+    for _ in range(300):
+        den = int(2 ** rng.uniform(0, bits)) if rng.random() < 0.9 else rng.randrange(top + 1)
+        num = rng.choice((rng.randrange(den + 1), den, den - (den > 0), den // 2))
+        pairs.append((num if rng.random() < 0.5 else -num, den))
+    dut = ImbalanceDivider(bits + 1, bits)
+
+    async def bench(ctx):
+        for cycle, (num, den) in enumerate([*pairs, *[(0, 0)] * (IMB_STAGES - 1)]):
+            ctx.set(dut.num, num)
+            ctx.set(dut.den, den)
+            await ctx.tick()
+            if cycle + 1 >= IMB_STAGES:
+                num, den = pairs[cycle + 1 - IMB_STAGES]
+                assert ctx.get(dut.q) == imbalance(num, den), (num, den)
 
     run(dut, bench)
 
