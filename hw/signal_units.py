@@ -80,10 +80,12 @@ class ImbalanceDivider(wiring.Component):
             # trial 2 |num| is below 3 den and 3 den is not needed yet (it is made beside it).
             trial = (rem << (1 if digit == 0 else 2))[:width]
             multiples = [den, den << 1] + ([den3] if digit else [])
-            fits = [trial >= mult for mult in multiples]          # monotone: fits[i+1] -> fits[i]
+            # One carry chain per multiple: `fits` is the sign of the difference itself.
+            diffs = [trial - mult for mult in multiples]
+            fits = [~diff[-1] for diff in diffs]            # monotone: fits[i+1] -> fits[i]
             rest = trial
-            for fit, mult in zip(fits, multiples, strict=True):
-                rest = Mux(fit, trial - mult, rest)
+            for fit, diff in zip(fits, diffs, strict=True):
+                rest = Mux(fit, diff[:width], rest)
             q = sum(fits)
             regs = [Signal(width, name=f"rem_{digit}"), Signal(len(den), name=f"den_{digit}"),
                     Signal(width, name=f"den3_{digit}"), Signal(name=f"neg_{digit}"),
