@@ -56,15 +56,16 @@ class SerialSqrt(wiring.Component):
 
 class ImbalanceDivider(wiring.Component):
     """``q = (num << IMB_FRAC) / den`` in SQ1.15, truncated toward 0, the magnitude limited
-    to ``IMB_MAX``; 0 when ``den`` is 0. Needs ``|num| <= den`` (an imbalance: (Vb - Va) /
-    (Vb + Va)). Pipelined radix-4 restoring division: a result every cycle, ``IMB_STAGES``
-    cycles after its inputs. Off the hot path: thresholds compare by cross-multiplication.
+    to ``IMB_MAX``; 0 when ``den`` is 0, where ``num`` is ``mag`` (unsigned), negated when
+    ``neg``. Needs ``mag <= den`` (an imbalance: (Vb - Va) / (Vb + Va)). Pipelined radix-4
+    restoring division: a result every cycle, ``IMB_STAGES`` cycles after its inputs. Off
+    the hot path: thresholds compare by cross-multiplication.
     """
 
-    def __init__(self, num_bits, den_bits):
+    def __init__(self, mag_bits, den_bits):
         self._den_bits = den_bits
-        super().__init__({"num": In(signed(num_bits)), "den": In(unsigned(den_bits)),
-                          "q": Out(signed(IMB_FRAC + 1))})
+        super().__init__({"mag": In(unsigned(mag_bits)), "neg": In(1),
+                          "den": In(unsigned(den_bits)), "q": Out(signed(IMB_FRAC + 1))})
 
     def elaborate(self, platform):
         m = Module()
@@ -72,9 +73,9 @@ class ImbalanceDivider(wiring.Component):
         acc_bits = IMB_FRAC + 1
         rem = Signal(width, name="rem_in")
         den, den3 = self.den, None
-        neg, zero = self.num < 0, self.den == 0
+        neg, zero = self.neg, self.den == 0
         acc = Const(0, acc_bits)
-        m.d.comb += rem.eq(abs(self.num))
+        m.d.comb += rem.eq(self.mag)
         for digit in range(IMB_DIGITS):
             # Digit 0 is the integer bit and the first fraction bit: |num| <= den, so the
             # trial 2 |num| is below 3 den and 3 den is not needed yet (it is made beside it).

@@ -129,6 +129,15 @@ def _partials(m, a, b, name):
     return [_reg(m, x * y, f"{name}_p{i}_{j}") << (i + j) for i, x in cut(a) for j, y in cut(b)]
 
 
+def _magnitude(m, a, b, name):
+    """Registered ``|a - b|``, ``a < b`` and ``a > b`` for unsigned ``a``, ``b``: both
+    differences side by side and the sign of one picks, so no negation (a second carry
+    chain) follows a difference, here or in the divider that takes the magnitude."""
+    ab, ba = a - b, b - a
+    mag = _reg(m, Mux(ab[-1], ba, ab)[:max(len(a), len(b))], f"{name}mag_a")
+    return mag, _reg(m, ab[-1], f"{name}neg_a"), _reg(m, ba[-1], f"{name}bid_a")
+
+
 def _clamp(m, value, name):
     """``value`` saturated to +-CLAMP_MAX (a signed DSP operand) and whether it saturated."""
     over, under = value > CLAMP_MAX, value < -CLAMP_MAX
@@ -227,16 +236,17 @@ class VenueSignals(wiring.Component):
         micro_s, micro_sat = _clamp(m, spread, "micro_s")
         micro_s_a, vb_a = _reg(m, micro_s, "micro_s_a"), _reg(m, vb, "vb_a")
         sat_micro = _reg(m, ok & micro_sat, "sat_micro", n=LATENCY - 1)
-        tdiff_a = _reg(m, vb - va, "tdiff_a", signed(QTY_BITS + 1))
+        tmag_a, tneg_a, tbid_a = _magnitude(m, vb, va, "t")
         tsum_a = _reg(m, vb + va, "tsum_a", unsigned(QTY_BITS + 1))
-        ddiff_a = _reg(m, db - da, "ddiff_a", signed(DEPTH_BITS + 1))
+        dmag_a, dneg_a, dbid_a = _magnitude(m, db, da, "d")
         dsum_a = _reg(m, db + da, "dsum_a", unsigned(DEPTH_BITS + 1))
         dmin_a = _reg(m, Mux(db < da, db, da), "dmin_a", unsigned(DEPTH_BITS))
         # The imbalances as values, for telemetry only: IMB_LATENCY cycles after the inputs.
-        for name, diff, total in (("obi_touch_q", tdiff_a, tsum_a),
-                                  ("obi_depth_q", ddiff_a, dsum_a)):
-            div = m.submodules[f"{name}_div"] = ImbalanceDivider(len(diff), len(total))
-            m.d.comb += [div.num.eq(diff), div.den.eq(total), getattr(self, name).eq(div.q)]
+        for name, mag, neg, total in (("obi_touch_q", tmag_a, tneg_a, tsum_a),
+                                       ("obi_depth_q", dmag_a, dneg_a, dsum_a)):
+            div = m.submodules[f"{name}_div"] = ImbalanceDivider(len(mag), len(total))
+            m.d.comb += [div.mag.eq(mag), div.neg.eq(neg), div.den.eq(total),
+                         getattr(self, name).eq(div.q)]
 
         # Depth history: one (Db, Da) sample per tick. `then` is the sample W ticks back,
         # counting this cycle's tick (W = 1 compares with the depth being sampled now).
@@ -321,12 +331,12 @@ class VenueSignals(wiring.Component):
 
         th_t, th_d = _reg(m, p.obi_touch_th, "th_t_a"), _reg(m, p.obi_depth_th, "th_d_a")
         drop_th, thin_th = _reg(m, p.depth_drop_th, "drop_th_a"), _reg(m, p.depth_thin, "thin_a")
-        tmag_b = _reg(m, abs(tdiff_a), "tmag_b")
+        tmag_b = _reg(m, tmag_a, "tmag_b")
         tprod_b = sum(_partials(m, th_t, tsum_a, "tprod_b"))
-        tvalid_b, tbid_b = _reg(m, tsum_a != 0, "tvalid_b"), _reg(m, tdiff_a > 0, "tbid_b")
-        dmag_b = _reg(m, abs(ddiff_a), "dmag_b")
+        tvalid_b, tbid_b = _reg(m, tsum_a != 0, "tvalid_b"), _reg(m, tbid_a, "tbid_b")
+        dmag_b = _reg(m, dmag_a, "dmag_b")
         dprod_b = sum(_partials(m, th_d, dsum_a, "dprod_b"))
-        dvalid_b, dbid_b = _reg(m, dsum_a != 0, "dvalid_b"), _reg(m, ddiff_a > 0, "dbid_b")
+        dvalid_b, dbid_b = _reg(m, dsum_a != 0, "dvalid_b"), _reg(m, dbid_a, "dbid_b")
         lost_b = _reg(m, then_b - now_b, "lost_b_b", signed(DEPTH_BITS + 1))
         lost_a = _reg(m, then_a - now_a, "lost_a_b", signed(DEPTH_BITS + 1))
         lim_b = sum(_partials(m, drop_th, then_b, "lim_b_b"))

@@ -105,11 +105,12 @@ def test_imbalance_divider_against_model(bits):
         den = int(2 ** rng.uniform(0, bits)) if rng.random() < 0.9 else rng.randrange(top + 1)
         num = rng.choice((rng.randrange(den + 1), den, den - (den > 0), den // 2))
         pairs.append((num if rng.random() < 0.5 else -num, den))
-    dut = ImbalanceDivider(bits + 1, bits)
+    dut = ImbalanceDivider(bits, bits)
 
     async def bench(ctx):
         for cycle, (num, den) in enumerate([*pairs, *[(0, 0)] * (IMB_STAGES - 1)]):
-            ctx.set(dut.num, num)
+            ctx.set(dut.mag, abs(num))
+            ctx.set(dut.neg, num < 0)
             ctx.set(dut.den, den)
             await ctx.tick()
             if cycle + 1 >= IMB_STAGES:
