@@ -11,6 +11,7 @@ from amaranth.sim import Simulator
 from obcore.hw.registers import REGISTERS, build_map, to_fixed
 from obcore.hw.signal_units import IMB_STAGES, ImbalanceDivider, SerialSqrt
 from obcore.hw.signals import (
+    CLAMP_MAX,
     CROSS_OUTPUTS,
     CROSS_PARAMS,
     IMB_LATENCY,
@@ -230,3 +231,13 @@ def test_strict_compares_at_their_edges():
     steps += [([_book(ask=1005), _book()], False, _raw(misalign_max=1)),
               ([_book(ask=1006), _book()], False, {})]
     _run_against_model(steps)
+
+
+def test_vol_clamp_at_its_edges():
+    """The mid change `a + b - prev` on both sides of the clamp: +-CLAMP_MAX passes,
+    one more saturates (`sat_vol`), so the full-width sum behind the clamp is exact."""
+    asks = [1004]
+    for step in (CLAMP_MAX, CLAMP_MAX + 1, -CLAMP_MAX, -(CLAMP_MAX + 1)):
+        asks.append(asks[-1] + step)
+    steps = [([_book(ask=a)] * 2, True, {}) for a in asks]
+    _run_against_model(steps + [([_book(ask=asks[-1])] * 2, False, {})] * LATENCY)
