@@ -6,14 +6,16 @@ from amaranth.lib.wiring import In, Out
 
 from .registers import REGISTERS
 
-__all__ = ["IMB_FRAC", "IMB_MAX", "IMB_STAGES", "SerialSqrt", "ImbalanceDivider"]
+__all__ = ["IMB_FRAC", "IMB_MAX", "IMB_DIGITS", "IMB_STAGES", "SerialSqrt", "ImbalanceDivider"]
 
 IMB_FRAC = REGISTERS["obi_touch_th"].fmt.frac_bits   # SQ1.15, like the thresholds' UQ1.15
 IMB_MAX = (1 << IMB_FRAC) - 1  # +-1.0 (a one-sided touch) reads as +-IMB_MAX
-# Restoring division, one quotient bit per step: the integer bit and IMB_FRAC fraction bits,
-# 4 steps a cycle (39-bit compares: short enough for the clock target).
-IMB_STAGES = (4, 4, 4, 4)
-assert sum(IMB_STAGES) == IMB_FRAC + 1
+# Restoring division in radix 4: two quotient bits (the integer bit and IMB_FRAC fraction bits)
+# per cycle from three trial subtractions side by side, then one cycle for the sign. One
+# compare-subtract in a cycle, never two in a row: the clock target, not the step count.
+IMB_DIGITS = (IMB_FRAC + 2) // 2
+IMB_STAGES = IMB_DIGITS + 1            # cycles from the divider's inputs to ``q``
+assert 2 * IMB_DIGITS == IMB_FRAC + 1
 
 
 class SerialSqrt(wiring.Component):
@@ -54,40 +56,46 @@ class SerialSqrt(wiring.Component):
 
 class ImbalanceDivider(wiring.Component):
     """``q = (num << IMB_FRAC) / den`` in SQ1.15, truncated toward 0, the magnitude limited
-    to ``IMB_MAX``; 0 when ``den`` is 0. Needs ``|num| <= den`` (an imbalance: (Vb - Va) /
-    (Vb + Va)). Pipelined restoring division: a result every cycle, ``len(IMB_STAGES)``
-    cycles after its inputs. Off the hot path: thresholds compare by cross-multiplication.
+    to ``IMB_MAX``; 0 when ``den`` is 0, where ``num`` is ``mag`` (unsigned), negated when
+    ``neg``. Needs ``mag <= den`` (an imbalance: (Vb - Va) / (Vb + Va)). Pipelined radix-4
+    restoring division: a result every cycle, ``IMB_STAGES`` cycles after its inputs. Off
+    the hot path: thresholds compare by cross-multiplication.
     """
 
-    def __init__(self, num_bits, den_bits):
+    def __init__(self, mag_bits, den_bits):
         self._den_bits = den_bits
-        super().__init__({"num": In(signed(num_bits)), "den": In(unsigned(den_bits)),
-                          "q": Out(signed(IMB_FRAC + 1))})
+        super().__init__({"mag": In(unsigned(mag_bits)), "neg": In(1),
+                          "den": In(unsigned(den_bits)), "q": Out(signed(IMB_FRAC + 1))})
 
     def elaborate(self, platform):
         m = Module()
-        width = self._den_bits + 1            # remainder < den, doubled: < 2^(den_bits+1)
-        rem, den = Signal(width, name="rem_in"), self.den
-        neg, zero = self.num < 0, self.den == 0
-        acc = Const(0, IMB_FRAC + 1)
-        m.d.comb += rem.eq(abs(self.num))
-        step = 0
-        for stage, steps in enumerate(IMB_STAGES):
-            for _ in range(steps):
-                trial = rem if step == 0 else (rem << 1)[:width]   # the integer bit first
-                fits = trial >= den
-                rem = Mux(fits, trial - den, trial)[:width]
-                acc = Cat(fits, acc)[:IMB_FRAC + 1]
-                step += 1
-            last = stage == len(IMB_STAGES) - 1
-            if last:
-                mag = Mux(acc > IMB_MAX, IMB_MAX, acc)
-                m.d.sync += self.q.eq(Mux(zero, 0, Mux(neg, -mag, mag)))
-            else:
-                regs = [Signal(width, name=f"rem_{stage}"), Signal(len(den), name=f"den_{stage}"),
-                        Signal(name=f"neg_{stage}"), Signal(name=f"zero_{stage}"),
-                        Signal(IMB_FRAC + 1, name=f"acc_{stage}")]
-                m.d.sync += [r.eq(v) for r, v in zip(regs, (rem, den, neg, zero, acc),
-                                                     strict=True)]
-                rem, den, neg, zero, acc = regs
+        width = self._den_bits + 2             # 4 x a remainder < den, and 3 x den
+        acc_bits = IMB_FRAC + 1
+        rem = Signal(width, name="rem_in")
+        den, den3 = self.den, None
+        neg, zero = self.neg, self.den == 0
+        acc = Const(0, acc_bits)
+        m.d.comb += rem.eq(self.mag)
+        for digit in range(IMB_DIGITS):
+            # Digit 0 is the integer bit and the first fraction bit: |num| <= den, so the
+            # trial 2 |num| is below 3 den and 3 den is not needed yet (it is made beside it).
+            trial = (rem << (1 if digit == 0 else 2))[:width]
+            multiples = [den, den << 1] + ([den3] if digit else [])
+            # One carry chain per multiple: `fits` is the sign of the difference itself.
+            diffs = [trial - mult for mult in multiples]
+            fits = [~diff[-1] for diff in diffs]            # monotone: fits[i+1] -> fits[i]
+            rest = trial
+            for fit, diff in zip(fits, diffs, strict=True):
+                rest = Mux(fit, diff[:width], rest)
+            q = sum(fits)
+            regs = [Signal(width, name=f"rem_{digit}"), Signal(len(den), name=f"den_{digit}"),
+                    Signal(width, name=f"den3_{digit}"), Signal(name=f"neg_{digit}"),
+                    Signal(name=f"zero_{digit}"), Signal(acc_bits, name=f"acc_{digit}")]
+            vals = (rest[:width], den, den + (den << 1) if digit == 0 else den3, neg, zero,
+                    (Cat(q[:2], acc))[:acc_bits])
+            m.d.sync += [r.eq(v) for r, v in zip(regs, vals, strict=True)]
+            rem, den, den3, neg, zero, acc = regs
+        # The sign in a cycle of its own: a negation is one more carry chain.
+        mag = Mux(acc > IMB_MAX, IMB_MAX, acc)
+        m.d.sync += self.q.eq(Mux(zero, 0, Mux(neg, -mag, mag)))
         return m

@@ -1,6 +1,6 @@
 """Market signals from the book outputs: spread, imbalance, volatility, depth drop, leverage."""
 
-from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -30,7 +30,7 @@ SIGMA_LAG = 2 * SIGMA_BITS + 1
 FRAC_BITS = REGISTERS["obi_touch_th"].fmt.frac_bits          # fractions theta and delta: UQ1.15
 assert FRAC_BITS == REGISTERS["obi_depth_th"].fmt.frac_bits == REGISTERS[
     "depth_drop_th"].fmt.frac_bits
-IMB_LATENCY = 1 + len(IMB_STAGES)   # book inputs -> obi_touch_q / obi_depth_q, cycles
+IMB_LATENCY = 1 + IMB_STAGES   # book inputs -> obi_touch_q / obi_depth_q, cycles
 IMB_OUTPUTS = ("obi_touch_q", "obi_depth_q")
 WINDOW_MAX = int(REGISTERS["depth_window"].limits()[1])
 assert WINDOW_MAX & (WINDOW_MAX - 1) == 0, "the depth history wraps as a power of two"
@@ -129,6 +129,15 @@ def _partials(m, a, b, name):
     return [_reg(m, x * y, f"{name}_p{i}_{j}") << (i + j) for i, x in cut(a) for j, y in cut(b)]
 
 
+def _magnitude(m, a, b, name):
+    """Registered ``|a - b|``, ``a < b`` and ``a > b`` for unsigned ``a``, ``b``: both
+    differences side by side and the sign of one picks, so no negation (a second carry
+    chain) follows a difference, here or in the divider that takes the magnitude."""
+    ab, ba = a - b, b - a
+    mag = _reg(m, Mux(ab[-1], ba, ab)[:max(len(a), len(b))], f"{name}mag_a")
+    return mag, _reg(m, ab[-1], f"{name}neg_a"), _reg(m, ba[-1], f"{name}bid_a")
+
+
 def _clamp(m, value, name):
     """``value`` saturated to +-CLAMP_MAX (a signed DSP operand) and whether it saturated."""
     over, under = value > CLAMP_MAX, value < -CLAMP_MAX
@@ -209,10 +218,21 @@ class VenueSignals(wiring.Component):
         # (the top bits all copies of bit 17, and not -2^17) instead of two compares: the
         # longest path of stage A (17.8 ns routed) was add, subtract, compares, clamp.
         delta = Signal(signed(PRICE_BITS + 2), name="delta")
-        m.d.comb += delta.eq(ask + bid - prev)
+        # Written out as one carry-save level and one chain: yosys otherwise reuses
+        # `a + b` (mid2) and subtracts after it, two chains in a row (14.8 ns routed).
+        # a + b + ~prev + 1 modulo 2^width (~prev sign-extended: -prev - 1).
+        width = len(delta)
+        a = Cat(ask, Const(0, width - len(ask)))
+        b = Cat(bid, Const(0, width - len(bid)))
+        c = Cat(~prev, Const((1 << (width - len(prev))) - 1, width - len(prev)))
+        carry = (a & b) | (a & c) | (b & c)
+        m.d.comb += delta.eq((a ^ b ^ c) + Cat(Const(1, 1), carry[:width - 1]))
         top = delta[CLAMP_BITS - 1:]
         delta_sat = ~(~top.any() | (top.all() & delta[:CLAMP_BITS - 1].any()))
-        low = delta[:CLAMP_BITS].as_signed()
+        # The DSP operand from its own CLAMP_BITS-wide sum (the low bits of `delta`): a short
+        # carry chain into the DSP, the full-width one only decides the clamp beside it.
+        low = Signal(signed(CLAMP_BITS), name="delta_low")
+        m.d.comb += low.eq(ask[:CLAMP_BITS] + bid[:CLAMP_BITS] - prev[:CLAMP_BITS])
         sample = tick & ok & have_prev
         with m.If(tick & ok):
             m.d.sync += [prev.eq(mid2), have_prev.eq(1)]
@@ -224,16 +244,17 @@ class VenueSignals(wiring.Component):
         micro_s, micro_sat = _clamp(m, spread, "micro_s")
         micro_s_a, vb_a = _reg(m, micro_s, "micro_s_a"), _reg(m, vb, "vb_a")
         sat_micro = _reg(m, ok & micro_sat, "sat_micro", n=LATENCY - 1)
-        tdiff_a = _reg(m, vb - va, "tdiff_a", signed(QTY_BITS + 1))
+        tmag_a, tneg_a, tbid_a = _magnitude(m, vb, va, "t")
         tsum_a = _reg(m, vb + va, "tsum_a", unsigned(QTY_BITS + 1))
-        ddiff_a = _reg(m, db - da, "ddiff_a", signed(DEPTH_BITS + 1))
+        dmag_a, dneg_a, dbid_a = _magnitude(m, db, da, "d")
         dsum_a = _reg(m, db + da, "dsum_a", unsigned(DEPTH_BITS + 1))
         dmin_a = _reg(m, Mux(db < da, db, da), "dmin_a", unsigned(DEPTH_BITS))
         # The imbalances as values, for telemetry only: IMB_LATENCY cycles after the inputs.
-        for name, diff, total in (("obi_touch_q", tdiff_a, tsum_a),
-                                  ("obi_depth_q", ddiff_a, dsum_a)):
-            div = m.submodules[f"{name}_div"] = ImbalanceDivider(len(diff), len(total))
-            m.d.comb += [div.num.eq(diff), div.den.eq(total), getattr(self, name).eq(div.q)]
+        for name, mag, neg, total in (("obi_touch_q", tmag_a, tneg_a, tsum_a),
+                                       ("obi_depth_q", dmag_a, dneg_a, dsum_a)):
+            div = m.submodules[f"{name}_div"] = ImbalanceDivider(len(mag), len(total))
+            m.d.comb += [div.mag.eq(mag), div.neg.eq(neg), div.den.eq(total),
+                         getattr(self, name).eq(div.q)]
 
         # Depth history: one (Db, Da) sample per tick. `then` is the sample W ticks back,
         # counting this cycle's tick (W = 1 compares with the depth being sampled now).
@@ -287,13 +308,21 @@ class VenueSignals(wiring.Component):
         vol_valid = Signal()
         for state, param, name in ((sf, p.vol_fast_shift, "fast"),
                                    (ss, p.vol_slow_shift, "slow")):
-            shift = _reg(m, param, f"{name}_shift_a")
-            mask = _reg(m, Cat(param > i for i in range(len(state))), f"{name}_mask_a")
+            width = len(state)
+            # A shift of `width` or more clears both terms: the shifter sees 0..width only.
+            shift = _reg(m, Mux(param > width, width, param), f"{name}_shift_a",
+                         range(width + 1))
+            mask = _reg(m, Cat(param > i for i in range(width)), f"{name}_mask_a")
             borrow = (big_x & mask) < (state & mask)
-            # Between state and X: the sum fits the state, no overflow.
+            # state + ~(state >> k) + (X >> k) + ~borrow, modulo 2^width (the result lies
+            # between state and X, so it fits): one carry-save level, written out so the
+            # borrow rides in the free carry-in of the carry vector, then one carry chain.
+            neg = ~(state >> shift)
+            xk = (big_x >> shift)[:width]
+            csa_sum = state ^ neg ^ xk
+            csa_carry = Cat(~borrow, ((state & neg) | (state & xk) | (neg & xk))[:width - 1])
             with m.If(sample_a):
-                m.d.sync += state.eq((state - (state >> shift) + (big_x >> shift) - borrow)
-                                     [:len(state)])
+                m.d.sync += state.eq((csa_sum + csa_carry)[:width])
         with m.If(sample_a):
             m.d.sync += vol_valid.eq(1)
 
@@ -310,12 +339,12 @@ class VenueSignals(wiring.Component):
 
         th_t, th_d = _reg(m, p.obi_touch_th, "th_t_a"), _reg(m, p.obi_depth_th, "th_d_a")
         drop_th, thin_th = _reg(m, p.depth_drop_th, "drop_th_a"), _reg(m, p.depth_thin, "thin_a")
-        tmag_b = _reg(m, abs(tdiff_a), "tmag_b")
+        tmag_b = _reg(m, tmag_a, "tmag_b")
         tprod_b = sum(_partials(m, th_t, tsum_a, "tprod_b"))
-        tvalid_b, tbid_b = _reg(m, tsum_a != 0, "tvalid_b"), _reg(m, tdiff_a > 0, "tbid_b")
-        dmag_b = _reg(m, abs(ddiff_a), "dmag_b")
+        tvalid_b, tbid_b = _reg(m, tsum_a != 0, "tvalid_b"), _reg(m, tbid_a, "tbid_b")
+        dmag_b = _reg(m, dmag_a, "dmag_b")
         dprod_b = sum(_partials(m, th_d, dsum_a, "dprod_b"))
-        dvalid_b, dbid_b = _reg(m, dsum_a != 0, "dvalid_b"), _reg(m, ddiff_a > 0, "dbid_b")
+        dvalid_b, dbid_b = _reg(m, dsum_a != 0, "dvalid_b"), _reg(m, dbid_a, "dbid_b")
         lost_b = _reg(m, then_b - now_b, "lost_b_b", signed(DEPTH_BITS + 1))
         lost_a = _reg(m, then_a - now_a, "lost_a_b", signed(DEPTH_BITS + 1))
         lim_b = sum(_partials(m, drop_th, then_b, "lim_b_b"))
@@ -431,12 +460,16 @@ class Signals(wiring.Component):
         if self._venues >= 2:
             # Stage C of the cross-venue path: venue devs are registered at stage B.
             a, b = units[0], units[1]
-            limit = _reg(m, self.misalign_max, "misalign_max", n=2)
+            # |mis| > limit as the signs of two three-operand sums (~limit = -limit - 1)
+            # beside the difference, not compares behind it: one carry chain each.
+            limit = _reg(m, self.misalign_max, "misalign_max")
+            not_limit = _reg(m, -limit - 1, "misalign_not_max", signed(len(limit) + 1))
             valid = a.dev_valid & b.dev_valid
             mis = Signal(_shape("misalign"))
             m.d.comb += mis.eq(a.dev - b.dev)
+            above, below = a.dev - b.dev + not_limit, b.dev - a.dev + not_limit
             m.d.sync += [self.misalign.eq(Mux(valid, mis, 0)), self.xv_status.valid.eq(valid),
-                         self.xv_status.over.eq(valid & ((mis > limit) | (mis < -limit)))]
+                         self.xv_status.over.eq(valid & ((above >= 0) | (below >= 0)))]
         return m
 
 

@@ -13,11 +13,12 @@ from .quoter import Quoter
 from .registers import build_map
 from .signals import IMB_LATENCY, IMB_OUTPUTS, LATENCY, Signals
 
-__all__ = ["Engine", "wire_registers", "TELEM_LATENCY"]
+__all__ = ["Engine", "wire_registers", "OBS_LATENCY", "TELEM_LATENCY"]
 
 # Accept -> telemetry record: the book shows the message, the imbalance dividers finish, and
 # one output register.
 TELEM_LATENCY = STATUS_LATENCY + IMB_LATENCY + 1
+OBS_LATENCY = STATUS_LATENCY + 1     # accept -> observation record: the book, one register
 _TAGS = ("venue", "kind", "seq", "cycle")
 _TELEM_SIGNALS = tuple(f.name for f in TELEM.fields if f.name not in (*_TAGS, "obi_touch",
                                                                       "obi_depth"))
@@ -72,7 +73,7 @@ class Engine(wiring.Component):
         self.venues, self.levels, self.capacity, self.slots = venues, levels, capacity, slots
         self.window = window    # ticks of price ladder behind each book side; None: none
         self.obs_format = OBS
-        self.obs_latency = STATUS_LATENCY + 1
+        self.obs_latency = OBS_LATENCY
         self.telem_format, self.telem_latency = TELEM, TELEM_LATENCY
         super().__init__({
             "feed": In(stream.Signature(feed_layout)),

@@ -28,6 +28,7 @@ from ..hw.layouts import (
 )
 from ..hw.registers import build_map
 from ..hw.signals import FLAGS, REGIME, VENUE_OUTPUTS, XV_STATUS
+from ..hw.top import OBS_LATENCY, TELEM_LATENCY
 from .guard_model import GuardModel
 from .model import BookModel, malformed
 from .quoter_model import QuoterModel
@@ -37,8 +38,11 @@ __all__ = ["ModelEngine", "open_engine", "ENGINES", "RUN_DRAIN"]
 
 ENGINES = ("verilator", "model")
 # Cycles every engine clocks after a batch's last message so its observations and telemetry
-# come out; with one cycle per message and one per bus access, every engine counts alike.
-RUN_DRAIN = 8
+# come out: the top's longest record latency (from the blocks' latency constants), plus
+# DRAIN_SPARE cycles so the drain does not end on the edge of the last record. With one cycle
+# per message and one per bus access, every engine counts alike.
+DRAIN_SPARE = 2
+RUN_DRAIN = max(OBS_LATENCY, TELEM_LATENCY) + DRAIN_SPARE
 _COUNTERS = (("msg_count", "msgs"), ("gap_count", "gaps"), ("missing_count", "missing"),
              ("crossed_count", "crossed"), ("capacity_count", "capacity"))
 _BBO = ("best_bid", "best_ask", "best_bid_qty", "best_ask_qty", "valid", "synced", "exact")

@@ -9,8 +9,9 @@ from amaranth.hdl import Value
 from amaranth.sim import Simulator
 
 from obcore.hw.registers import REGISTERS, build_map, to_fixed
-from obcore.hw.signal_units import SerialSqrt
+from obcore.hw.signal_units import IMB_STAGES, ImbalanceDivider, SerialSqrt
 from obcore.hw.signals import (
+    CLAMP_MAX,
     CROSS_OUTPUTS,
     CROSS_PARAMS,
     IMB_LATENCY,
@@ -29,6 +30,7 @@ from obcore.sim.signals_model import (
     OUTPUT_PORTS,
     BookStimulus,
     SignalsModel,
+    imbalance,
     mismatches,
     random_params,
 )
@@ -87,6 +89,34 @@ def test_serial_sqrt_exact():
                 await ctx.tick()
                 cycles += 1
             assert cycles == 25 and ctx.get(dut.root) == math.isqrt(value)
+
+    run(dut, bench)
+
+
+@pytest.mark.parametrize("bits", [32, 37])
+def test_imbalance_divider_against_model(bits):
+    """One (num, den) a cycle, each checked ``IMB_STAGES`` cycles later against the model's
+    ``imbalance``: edges (one-sided, empty, |num| = den - 1, widest den) and random pairs."""
+    seed = random.randrange(1 << 31)
+    print(f"seed={seed}")
+    rng, top = random.Random(seed), (1 << bits) - 1
+    pairs = [(0, 0), (0, 1), (1, 1), (-1, 1), (top, top), (-top, top), (top - 1, top),
+             (-(top - 1), top), (1, top), (-1, top), (1, 3), (-2, 3), (2, 3), (5, 7)]
+    for _ in range(300):
+        den = int(2 ** rng.uniform(0, bits)) if rng.random() < 0.9 else rng.randrange(top + 1)
+        num = rng.choice((rng.randrange(den + 1), den, den - (den > 0), den // 2))
+        pairs.append((num if rng.random() < 0.5 else -num, den))
+    dut = ImbalanceDivider(bits, bits)
+
+    async def bench(ctx):
+        for cycle, (num, den) in enumerate([*pairs, *[(0, 0)] * (IMB_STAGES - 1)]):
+            ctx.set(dut.mag, abs(num))
+            ctx.set(dut.neg, num < 0)
+            ctx.set(dut.den, den)
+            await ctx.tick()
+            if cycle + 1 >= IMB_STAGES:
+                num, den = pairs[cycle + 1 - IMB_STAGES]
+                assert ctx.get(dut.q) == imbalance(num, den), (num, den)
 
     run(dut, bench)
 
@@ -201,3 +231,13 @@ def test_strict_compares_at_their_edges():
     steps += [([_book(ask=1005), _book()], False, _raw(misalign_max=1)),
               ([_book(ask=1006), _book()], False, {})]
     _run_against_model(steps)
+
+
+def test_vol_clamp_at_its_edges():
+    """The mid change `a + b - prev` on both sides of the clamp: +-CLAMP_MAX passes,
+    one more saturates (`sat_vol`), so the full-width sum behind the clamp is exact."""
+    asks = [1004]
+    for step in (CLAMP_MAX, CLAMP_MAX + 1, -CLAMP_MAX, -(CLAMP_MAX + 1)):
+        asks.append(asks[-1] + step)
+    steps = [([_book(ask=a)] * 2, True, {}) for a in asks]
+    _run_against_model(steps + [([_book(ask=asks[-1])] * 2, False, {})] * LATENCY)
