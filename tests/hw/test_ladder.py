@@ -2,6 +2,8 @@
 """PriceLadder in the Amaranth simulator: hand-worked cases, the hazard rule, latency, random
 streams against the model and the dict property, back-pressure, arguments."""
 
+import itertools
+import os
 import random
 
 import pytest
@@ -12,27 +14,34 @@ from obcore.hw.layouts import Side
 from obcore.sim.ladder_model import CENTRE, CLEAR, DELETE, REBASE, SET, LadderModel
 
 BID, ASK = Side.BID, Side.ASK
+STALL = 256   # cycles without progress after which ``simulate`` stops waiting for answers
 
 
 def simulate(dut, plan, ready=None, tail=QUERY_LATENCY + 8):
     """Drive ``plan``: one ``(update, query)`` per cycle, each ``None`` or a tuple
     (``(op, price, size)``, ``(price, inclusive)``). A query is held until accepted; a later
     one waits behind it. ``ready`` is an iterator of ``answer.ready`` values (default 1).
+    After the plan it runs until every accepted query is answered, then ``tail`` more cycles
+    (so an extra answer shows); it gives up after ``STALL`` cycles with neither an acceptance
+    nor an answer, so a lost answer fails the comparison instead of hanging.
 
     Returns ``(updates, accepted, answers, status)``: the update of each cycle, the query
     accepted in each cycle (or None), ``(cycle, answer)`` per answer transfer (``None`` for
     none), and the status outputs seen at the end of each cycle.
     """
-    plan, idle = list(plan), 0
+    plan = list(plan)
     updates, accepted, answers, status = [], [], [], []
     waiting = []
 
     async def bench(ctx):
-        nonlocal idle
-        c = 0
-        while c < len(plan) or waiting or idle < tail:   # drain: tail idle cycles at the end
+        c = idle = stalled = 0
+        while c < len(plan) or waiting or idle < tail:
             update, query = plan[c] if c < len(plan) else (None, None)
-            idle = idle + 1 if c >= len(plan) and not waiting else 0
+            # Answers held by back-pressure can come out long after the last acceptance: the
+            # drain's idle cycles count only once nothing is outstanding.
+            outstanding = sum(q is not None for q in accepted) - len(answers)
+            done = c >= len(plan) and not waiting and (outstanding == 0 or stalled >= STALL)
+            idle = idle + 1 if done else 0
             if query is not None:
                 waiting.append(query)
             ctx.set(dut.update.valid, update is not None)
@@ -49,6 +58,8 @@ def simulate(dut, plan, ready=None, tail=QUERY_LATENCY + 8):
             assert ctx.get(dut.update.ready)
             updates.append(update)
             accepted.append(waiting.pop(0) if waiting and ctx.get(dut.query.ready) else None)
+            progress = accepted[-1] is not None or bool(take and ctx.get(dut.answer.valid))
+            stalled = 0 if progress else stalled + 1
             if take and ctx.get(dut.answer.valid):
                 a = ctx.get(dut.answer.payload)
                 answers.append((c, None if a.none else (a.price, a.size)))
@@ -163,6 +174,13 @@ def test_full_rate():
     assert [a for _, a in answers] == expected(LadderModel(BID, 128), updates, accepted)[0]
 
 
+def ladder_seed():
+    """The random tests' seed: ``LADDER_SEED`` when set, else a fresh one; printed."""
+    seed = int(os.environ.get("LADDER_SEED") or random.randrange(1 << 31))
+    print(f"LADDER_SEED={seed}")
+    return seed
+
+
 def random_plan(rng, side, window, cycles, base):
     """Updates clustered on the window (a few outside), queries on and around it."""
     sign = -1 if side == BID else 1
@@ -194,8 +212,7 @@ def random_plan(rng, side, window, cycles, base):
 def test_random_against_model(side, window, backpressure):
     """Random updates, queries and answer back-pressure; every answer and every status
     output equals the model's, cycle by cycle."""
-    seed = random.randrange(1 << 31)
-    print(f"seed={seed}")
+    seed = ladder_seed()
     rng = random.Random(seed)
     base = 1 << 20
     cycles = 2000 if window < 4096 else 600
@@ -209,8 +226,7 @@ def test_random_against_model(side, window, backpressure):
 def test_next_is_min_over_true_levels(side):
     """Property, apart from the model: with the window covering every price used, ``next``
     equals the best key in a dict of the true levels beyond the query price."""
-    seed = random.randrange(1 << 31)
-    print(f"seed={seed}")
+    seed = ladder_seed()
     rng = random.Random(seed)
     window, base = 512, 50_000
     prices = [base - i if side == BID else base + i for i in range(window)]
@@ -243,6 +259,19 @@ def test_answer_held_under_backpressure():
     ready = iter([1] * 10 + [0] * 6 + [1, 0, 0, 1] + [1] * 20)
     answers = check(dut, plan, ready)
     assert [a for _, a in answers] == [(3, 3), (9, 9), (17, 17), None]
+
+
+def test_answers_drained_after_long_backpressure():
+    """Regression (LADDER_SEED=1404266147, asks, window 256, back-pressure 0.5): answers still
+    held in the FIFO well after the last query is accepted all come out, in order, once
+    ``answer.ready`` rises; the drain used to stop QUERY_LATENCY + 8 cycles after the last
+    acceptance and so missed the last answer, which neither the ladder nor the model lost."""
+    dut = PriceLadder(ASK, window=64)
+    plan = [((SET, p, p), None) for p in (3, 9, 17)] + [(None, (0, 1)), (None, (3, 0)),
+                                                         (None, (9, 0)), (None, (17, 0))]
+    held = 30   # cycles of answer.ready = 0 from the start: all four answers wait
+    answers = check(dut, plan, itertools.chain([0] * held, itertools.repeat(1)))
+    assert answers == [(held + i, a) for i, a in enumerate([(3, 3), (9, 9), (17, 17), None])]
 
 
 @pytest.mark.parametrize(("kwargs", "text"), [
