@@ -13,6 +13,7 @@ import numpy as np
 
 from ..control import params
 from ..control.registers import Registers
+from ..hw.guard import REASON
 from ..hw.layouts import FeedKind, OrderKind, Side, feed_array
 from . import control_bench, latency
 from .demo import PARAMS, drive
@@ -82,15 +83,20 @@ def _pull_latencies(engine, rng, trials):
             engine, [_msg(FeedKind.LEVEL_SET, Side.BID, ask + 1, 5, seq)]))
         regs, seq = _armed(engine, rng.randrange(1 << 30))
         bid = regs.get_raw("best_bid", 0)
+        # Only the depth triggers: deleting the best bids also widens the spread, whose
+        # trigger would otherwise pull first.
+        regs.set("pull_enable", sum(1 << REASON[name]
+                                    for name in ("depth_bid", "depth_ask", "depth_both")))
         deletes = [_msg(FeedKind.LEVEL_DELETE, Side.BID, bid - i, 0, seq + i) for i in range(40)]
         obs, orders = engine.run(feed_array(deletes))
         cancel = engine.last_order_cycles[orders["kind"] == OrderKind.CANCEL_ALL]
         if not len(cancel):
             raise RuntimeError("deleting the bids did not pull the quotes")
-        # The trigger is the delete that took bid depth under depth_min: the last one
-        # accepted before the pull rose.
-        before = obs["cycle"][obs["cycle"] < regs.get_raw("pull_cycle")]
-        out["depth collapse"].append(int(cancel[0]) - int(before[-1]))
+        # The trigger is the first delete whose observation shows bid depth under depth_min.
+        under = obs["cycle"][obs["bid_depth"] < regs.get_raw("depth_min", 0)]
+        if not len(under):
+            raise RuntimeError("the deletes never took bid depth under depth_min")
+        out["depth collapse"].append(int(cancel[0]) - int(under[0]))
     return out
 
 
