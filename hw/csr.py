@@ -9,10 +9,12 @@ from amaranth.lib.wiring import In, Out
 from .registers import WORD, Register, RegisterMap, to_fixed
 
 __all__ = ["CSRBus", "CSR", "Word", "word_table", "addr_width", "is_constant",
-           "BUS_ERRORS", "COMMIT"]
+           "BUS_ERRORS", "COMMIT", "READ_LATENCY", "READ_GROUP"]
 
 COMMIT = "commit"           # the wo register whose bit 0 makes every staged rw value live
 BUS_ERRORS = "bus_errors"   # a ro register of this name reads the CSR's own error counter
+READ_LATENCY = 2            # r_en in cycle t -> r_valid and r_data in cycle t + 2
+READ_GROUP = 16             # words per first-stage read mux (a power of two)
 _MASK = (1 << WORD) - 1
 
 
@@ -55,10 +57,12 @@ class CSRBus(wiring.Signature):
     """The register bus, seen from its initiator (the host bridge); one word per access.
 
     Write: ``w_en`` with ``addr`` and ``w_data`` for one cycle; the write takes effect at
-    that clock edge. Read: ``r_en`` with ``addr`` for one cycle; ``r_valid`` is high and
-    ``r_data`` holds the word in the NEXT cycle (``r_data`` then holds until the next read).
+    that clock edge. Read: ``r_en`` with ``addr`` for one cycle; the word is the register's
+    value at that clock edge, and ``r_valid`` is high and ``r_data`` holds it
+    ``READ_LATENCY`` (2) cycles later (``r_data`` then holds until the next read's word).
     A read and a write in the same cycle go to the same address; the read returns the value
-    from before the write. Reads and writes may be issued on every cycle.
+    from before the write. Reads and writes may be issued on every cycle (reads are
+    pipelined: one word per cycle).
     """
 
     def __init__(self, addr_width):
@@ -113,6 +117,18 @@ class CSR(wiring.Component):
     - ``bus_errors`` output: writes to ro registers and to unmapped addresses, which are
       otherwise ignored; it saturates at 2^32-1. A ro register named ``bus_errors`` in the
       map reads this counter. Unmapped reads return 0 and are not counted.
+
+    Timing (the default map, 2 venues, 188 words, alone on the LFE5U-85F-6,
+    ``obcore synth --board ulx3s-85f --block csr``, seed 1): the single-cycle read (a
+    188-way one-hot mux per data bit, every register converging on ``r_data``, with decode
+    nets of fan-out ~100 across the block) did not route: router2 stalled at ~840 overused
+    wires, 5,756 LUT / 8,852 FF. Read as a two-stage tree (:meth:`_reads`,
+    ``READ_LATENCY`` 2) it routes, 5,553 LUT / 9,240 FF (+388: the twelve group registers),
+    but at 69.8 MHz (77.8 MHz for the same logic under other net names): the critical path
+    is now the commit, ``addr`` -> decode -> the clock enable of all 2,162 live flip-flops,
+    8.1 ns of its 14.3 ns on that one net. Shortening it needs the commit a cycle later (a
+    registered, replicated enable), which changes when the engine and the host model see a
+    committed value; left for a change of the commit timing.
     """
 
     def __init__(self, regmap):
@@ -228,22 +244,45 @@ class CSR(wiring.Component):
         with m.If(error & (self.bus_errors != _MASK)):
             m.d.sync += self.bus_errors.eq(self.bus_errors + 1)
 
-        # Reads: registered, one cycle after r_en.
-        m.d.sync += bus.r_valid.eq(bus.r_en)
-        with m.If(bus.r_en), m.Switch(bus.addr):
-            for addr, word in table.items():
-                reg, key = word.reg, (word.reg.name, word.index)
-                value = source(reg, word.index)
-                if value is None:
-                    continue
-                with m.Case(addr):
-                    if reg.words == 1:
-                        m.d.sync += bus.r_data.eq(value)
-                    elif word.word == 0:
-                        m.d.sync += [bus.r_data.eq(value[:WORD]),
-                                     shadow[key].eq(value[WORD:])]
-                    else:
-                        m.d.sync += bus.r_data.eq(shadow[key][word.lo - WORD:][:WORD])
+        self._reads(m, table, source, shadow)
+        return m
+
+    def _reads(self, m, table, source, shadow):
+        """The read mux as a two-stage tree, so no cycle has to gather every register to one
+        place: at the ``r_en`` edge each group of ``READ_GROUP`` consecutive words registers
+        the word its low address bits pick (next to its sources, so the wide decode stays
+        local); one cycle later the group the high bits pick goes to ``r_data``."""
+        bus = self.bus
+        low = READ_GROUP.bit_length() - 1
+        groups = {}
+        for addr, word in table.items():
+            groups.setdefault(addr >> low, {})[addr & (READ_GROUP - 1)] = word
+        picked = {g: Signal(WORD, name=f"read_group{g}") for g in groups}
+        high, valid = Signal(max(1, len(bus.addr) - low), name="read_high"), Signal()
+        m.d.sync += [valid.eq(bus.r_en), bus.r_valid.eq(valid)]
+        with m.If(bus.r_en):
+            m.d.sync += high.eq(bus.addr[low:])
+            for g, words in groups.items():
+                with m.Switch(bus.addr[:low]):
+                    for offset, word in words.items():
+                        reg, key = word.reg, (word.reg.name, word.index)
+                        value = source(reg, word.index)
+                        if value is None:
+                            continue
+                        with m.Case(offset):
+                            if reg.words == 1:
+                                m.d.sync += picked[g].eq(value)
+                            elif word.word == 0:
+                                m.d.sync += picked[g].eq(value[:WORD])
+                                with m.If(bus.addr[low:] == g):
+                                    m.d.sync += shadow[key].eq(value[WORD:])
+                            else:
+                                m.d.sync += picked[g].eq(shadow[key][word.lo - WORD:][:WORD])
+                    with m.Default():
+                        m.d.sync += picked[g].eq(0)
+        with m.If(valid), m.Switch(high):
+            for g in groups:
+                with m.Case(g):
+                    m.d.sync += bus.r_data.eq(picked[g])
             with m.Default():
                 m.d.sync += bus.r_data.eq(0)
-        return m

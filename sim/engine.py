@@ -15,6 +15,7 @@ from collections import deque
 import numpy as np
 
 from ..control.registers import CSRModel
+from ..hw.csr import READ_LATENCY
 from ..hw.guard import OUTPUTS as GUARD_OUTPUTS
 from ..hw.layouts import (
     FEED,
@@ -40,7 +41,7 @@ ENGINES = ("verilator", "model")
 # Cycles every engine clocks after a batch's last message so its observations and telemetry
 # come out: the top's longest record latency (from the blocks' latency constants), plus
 # DRAIN_SPARE cycles so the drain does not end on the edge of the last record. With one cycle
-# per message and one per bus access, every engine counts alike.
+# per message and write and READ_LATENCY per read, every engine counts alike.
 DRAIN_SPARE = 2
 RUN_DRAIN = max(OBS_LATENCY, TELEM_LATENCY) + DRAIN_SPARE
 _COUNTERS = (("msg_count", "msgs"), ("gap_count", "gaps"), ("missing_count", "missing"),
@@ -68,7 +69,8 @@ _IDLE = _Cycle()
 
 class ModelEngine:
     """The bit-accurate, cycle-exact reference model of ``hw.top.Engine``: books, signals,
-    guard and quoter chained with the top's latencies, one message (or bus access) a cycle.
+    guard and quoter chained with the top's latencies, one message (or bus write) a cycle, a
+    bus read ``READ_LATENCY`` cycles.
 
     Cycle ``t`` of the model: the message accepted at ``t`` updates the books; the guard and
     quoter see the best prices of ``t - 1`` (``BBO_LATENCY``) and the depths, ``updated``, tick
@@ -210,7 +212,7 @@ class ModelEngine:
         if q["quote_flags_set"]:
             sets["quote_flags", 0] = sets.get(("quote_flags", 0), 0) | q["quote_flags_set"]
 
-    # The register bus: one cycle per access.
+    # The register bus: one cycle per write, READ_LATENCY per read.
 
     def _sync_status(self):
         """Pass the pending w1c sets to the CSR, then drive its ro inputs with this cycle's
@@ -259,10 +261,12 @@ class ModelEngine:
             drive("position_net", q["position_net"])
 
     def read(self, addr):
-        """A bus read takes one cycle and sees the state of that cycle, as the CSR does."""
+        """A bus read takes ``READ_LATENCY`` cycles and sees the state of its first, as the
+        CSR does (the host waits for ``r_valid``)."""
         self._sync_status()
         word = self.csr.read(addr)
-        self._bus_cycle()
+        for _ in range(READ_LATENCY):
+            self._bus_cycle()
         return word
 
     def write(self, addr, word):

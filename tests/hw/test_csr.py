@@ -6,7 +6,7 @@ from amaranth.hdl import Value
 from amaranth.sim import Simulator
 
 from obcore.control.registers import CSRModel
-from obcore.hw.csr import CSR, CSRBus, addr_width, is_constant
+from obcore.hw.csr import CSR, READ_LATENCY, CSRBus, addr_width, is_constant
 from obcore.hw.registers import MAGIC, VERSION, Q, Register, RegisterMap, build_map, to_fixed
 
 REGS = build_map(venues=2, levels=16)
@@ -42,6 +42,9 @@ async def read(ctx, dut, addr):
     ctx.set(dut.bus.r_en, 1)
     await ctx.tick()
     ctx.set(dut.bus.r_en, 0)
+    for _ in range(READ_LATENCY - 1):
+        assert ctx.get(dut.bus.r_valid) == 0
+        await ctx.tick()
     assert ctx.get(dut.bus.r_valid) == 1
     return ctx.get(dut.bus.r_data)
 
@@ -191,6 +194,8 @@ def test_read_and_write_in_one_cycle_reads_the_old_value():
         await ctx.tick()
         ctx.set(dut.bus.w_en, 0)
         ctx.set(dut.bus.r_en, 0)
+        for _ in range(READ_LATENCY - 1):
+            await ctx.tick()
         assert ctx.get(dut.bus.r_data) == to_fixed(REGS["tau"], 1)
         assert await read(ctx, dut, addr) == 42
     run(dut, bench)
