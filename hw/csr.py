@@ -9,12 +9,13 @@ from amaranth.lib.wiring import In, Out
 from .registers import WORD, Register, RegisterMap, to_fixed
 
 __all__ = ["CSRBus", "CSR", "Word", "word_table", "addr_width", "is_constant",
-           "BUS_ERRORS", "COMMIT", "READ_LATENCY", "READ_GROUP"]
+           "BUS_ERRORS", "COMMIT", "READ_LATENCY", "READ_GROUP", "COMMIT_LATENCY"]
 
 COMMIT = "commit"           # the wo register whose bit 0 makes every staged rw value live
 BUS_ERRORS = "bus_errors"   # a ro register of this name reads the CSR's own error counter
 READ_LATENCY = 2            # r_en in cycle t -> r_valid and r_data in cycle t + 2
 READ_GROUP = 16             # words per first-stage read mux (a power of two)
+COMMIT_LATENCY = 2          # commit written in cycle t -> staged values on the rw ports in t + 2
 _MASK = (1 << WORD) - 1
 
 
@@ -100,8 +101,11 @@ class CSR(wiring.Component):
       return the shadow: read low then high for a consistent 64-bit value.
     - ``rw`` -> ``<name>`` output: the LIVE value the gateware uses. Bus writes go to a
       separate STAGED copy, and bus reads of an rw register return the staged value. Writing
-      the ``commit`` register with bit 0 set copies every staged value to live at the same
-      clock edge, so the gateware never sees half of a parameter change. Both copies reset
+      the ``commit`` register with bit 0 set copies every staged value to live at one clock
+      edge, so the gateware never sees half of a parameter change: the edge after the
+      write's (the commit is registered first), so a commit written in cycle t shows on the
+      ``rw`` ports in cycle t + ``COMMIT_LATENCY`` (2). A write in cycle t + 1 is not
+      part of that commit. Both copies reset
       to ``to_fixed(reg, reg.reset)``. The CSR does not range-check: the host does, with
       ``to_fixed``, before it writes.
     - ``ro`` -> ``<name>`` input the gateware drives, read as is; no port for constants
@@ -220,8 +224,9 @@ class CSR(wiring.Component):
                 return Const(to_fixed(reg, reg.reset), reg.fmt.width)
             return self._port(reg.name, reg, i)
 
-        # Writes.
-        error = Signal()
+        # Writes. A commit is registered before it enables every live flip-flop, so the
+        # address decode and that fan-out are in different cycles (COMMIT_LATENCY).
+        error, commit, committing = Signal(), Signal(), Signal()
         with m.If(bus.w_en), m.Switch(bus.addr):
             for addr, word in table.items():
                 reg, key, lo, n = word.reg, (word.reg.name, word.index), word.lo, word.bits
@@ -235,12 +240,14 @@ class CSR(wiring.Component):
                         if word.word == reg.words - 1:
                             m.d.comb += wo_next[key].eq(1)
                         if reg.name == COMMIT:
-                            with m.If(bus.w_data[0]):
-                                m.d.sync += [live[k].eq(staged[k]) for k in live]
+                            m.d.comb += commit.eq(bus.w_data[0])
                     else:
                         m.d.comb += error.eq(1)
             with m.Default():
                 m.d.comb += error.eq(1)
+        m.d.sync += committing.eq(commit)
+        with m.If(committing):
+            m.d.sync += [live[k].eq(staged[k]) for k in live]
         with m.If(error & (self.bus_errors != _MASK)):
             m.d.sync += self.bus_errors.eq(self.bus_errors + 1)
 

@@ -15,7 +15,7 @@ from collections import deque
 import numpy as np
 
 from ..control.registers import CSRModel
-from ..hw.csr import READ_LATENCY
+from ..hw.csr import COMMIT, COMMIT_LATENCY, READ_LATENCY
 from ..hw.guard import OUTPUTS as GUARD_OUTPUTS
 from ..hw.layouts import (
     FEED,
@@ -75,7 +75,8 @@ class ModelEngine:
     Cycle ``t`` of the model: the message accepted at ``t`` updates the books; the guard and
     quoter see the best prices of ``t - 1`` (``BBO_LATENCY``) and the depths, ``updated``, tick
     and fill of ``t - 2`` (``STATUS_LATENCY``); the signals step on that book and show their
-    result from ``t + 3`` (``LATENCY``); the message's telemetry is its venue's result.
+    result from ``t + 3`` (``LATENCY``); the message's telemetry is its venue's result. A
+    commit written in cycle ``t`` gives the blocks its values from ``t + COMMIT_LATENCY``.
     """
 
     def __init__(self, venues=2, levels=16, capacity=None, slots=1, window=None):
@@ -90,7 +91,8 @@ class ModelEngine:
         self.csr = CSRModel(self.regmap)
         self.signals, self.guard = SignalsModel(v), GuardModel(v)
         self.quoter = QuoterModel(v, self.slots)
-        self._load_params()
+        self._load_params(self.csr.live)
+        self._commits = deque()                   # (cycle it shows, live values) per commit
         self.cycle = 0
         empty = self.book.outputs(0)
         self._now = [empty] * v                   # book outputs after the latest message
@@ -107,9 +109,8 @@ class ModelEngine:
     def close(self):
         pass
 
-    def _load_params(self):
-        """Every block's parameters from the CSR's live values (after a commit)."""
-        live = self.csr.live
+    def _load_params(self, live):
+        """Every block's parameters from the CSR's ``live`` values (a commit's)."""
         for block in (self.signals, self.guard, self.quoter):
             for name, value in block.params.items():
                 if (name, 0) not in live:     # a map without it: the block keeps its reset
@@ -124,6 +125,8 @@ class ModelEngine:
         result of the message two cycles back to ``telemetry``. Returns ``(order word that
         left the engine in this cycle or None, the message's OBS record as a tuple)``."""
         t, venues = self.cycle, self.venues
+        while self._commits and self._commits[0][0] == t:
+            self._load_params(self._commits.popleft()[1])
         now, rec = _IDLE, None
         if msg is not None:
             venue = self.book.step(msg)
@@ -271,13 +274,13 @@ class ModelEngine:
 
     def write(self, addr, word):
         self._sync_status()
-        committed = len(self.csr.strobes)
+        committed, at = len(self.csr.strobes), self.cycle
         self.csr.write(addr, word)
         self._bus_cycle()
         new = self.csr.strobes[committed:]
         self._strobes = {name for name, _, _ in new}   # the command strobes follow the write
-        if any(name == "commit" for name in self._strobes):
-            self._load_params()
+        if any(name == COMMIT and raw & 1 for name, _, raw in new):
+            self._commits.append((at + COMMIT_LATENCY, dict(self.csr.live)))
         del self.csr.strobes[:]
 
     def _bus_cycle(self):

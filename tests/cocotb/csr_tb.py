@@ -11,7 +11,7 @@ from cocotb.triggers import FallingEdge
 from tb import TB
 
 from obcore.control.registers import CSRModel
-from obcore.hw.csr import BUS_ERRORS, READ_LATENCY, addr_width, is_constant
+from obcore.hw.csr import BUS_ERRORS, COMMIT_LATENCY, READ_LATENCY, addr_width, is_constant
 from obcore.hw.registers import build_map, to_fixed
 
 REGS = build_map()          # must match tests/cocotb/test_csr.py
@@ -41,6 +41,8 @@ class CSRBench(TB):
         self.wo = [r for r in REGS if r.access == "wo"]
         self.pending_read = None                    # the read whose word is due now
         self.in_flight = [None] * (READ_LATENCY - 1)  # reads issued, words not out yet
+        # The live values the rw ports show: the model's, COMMIT_LATENCY - 1 cycles late.
+        self.live_due = [dict(self.model.live) for _ in range(COMMIT_LATENCY)]
         self.strobed = 0
         self.checks = {"reads": 0, "writes": 0, "commits": 0, "flag_sets": 0, "errors": 0}
         bus = "bus__"
@@ -58,6 +60,8 @@ class CSRBench(TB):
         ``READ_LATENCY`` - 1 cycles ago is the one checked at the next falling edge."""
         self.in_flight.append(read)
         self.pending_read = self.in_flight.pop(0)
+        self.live_due.append(dict(self.model.live))
+        self.live_due.pop(0)
 
     def check(self):
         """Compare every output with the model (at a falling edge)."""
@@ -70,7 +74,7 @@ class CSRBench(TB):
             got = _vec(dut, "bus__r_data")
             assert got == want, f"read {addr:#x}: got {got:#x}, model says {want:#x}"
         for reg in self.rw:
-            want = _pack(reg, [model.live[reg.name, i] for i in range(reg.count)])
+            want = _pack(reg, [self.live_due[0][reg.name, i] for i in range(reg.count)])
             assert _vec(dut, reg.name) == want, f"live {reg.name}"
         for reg in self.w1c:
             want = _pack(reg, [model.value[reg.name, i] for i in range(reg.count)])
