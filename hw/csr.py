@@ -127,12 +127,13 @@ class CSR(wiring.Component):
     188-way one-hot mux per data bit, every register converging on ``r_data``, with decode
     nets of fan-out ~100 across the block) did not route: router2 stalled at ~840 overused
     wires, 5,756 LUT / 8,852 FF. Read as a two-stage tree (:meth:`_reads`,
-    ``READ_LATENCY`` 2) it routes, 5,553 LUT / 9,240 FF (+388: the twelve group registers),
-    but at 69.8 MHz (77.8 MHz for the same logic under other net names): the critical path
-    is now the commit, ``addr`` -> decode -> the clock enable of all 2,162 live flip-flops,
-    8.1 ns of its 14.3 ns on that one net. Shortening it needs the commit a cycle later (a
-    registered, replicated enable), which changes when the engine and the host model see a
-    committed value; left for a change of the commit timing.
+    ``READ_LATENCY`` 2) it routes, 5,553 LUT / 9,240 FF, at 69.8 MHz, limited by the commit:
+    ``addr`` -> decode -> the clock enable of all 2,162 live flip-flops (8.1 ns on that one
+    net). With the commit registered first (``COMMIT_LATENCY`` 2): 76.2 MHz, 5,571 LUT /
+    9,241 FF; the critical path is now the read address: ``addr`` -> a shared decode LUT
+    -> 7.6 ns of routing to a first-stage group mux -> four LUT levels into the group
+    register (13.1 ns, 11.4 of it routing). Next: the address registered per group before
+    its mux (a third read cycle) and the shadow latch enables decoded beside each group.
     """
 
     def __init__(self, regmap):
