@@ -9,10 +9,13 @@ from amaranth.lib.wiring import In, Out
 from .registers import WORD, Register, RegisterMap, to_fixed
 
 __all__ = ["CSRBus", "CSR", "Word", "word_table", "addr_width", "is_constant",
-           "BUS_ERRORS", "COMMIT"]
+           "BUS_ERRORS", "COMMIT", "READ_LATENCY", "READ_GROUP", "COMMIT_LATENCY"]
 
 COMMIT = "commit"           # the wo register whose bit 0 makes every staged rw value live
 BUS_ERRORS = "bus_errors"   # a ro register of this name reads the CSR's own error counter
+READ_LATENCY = 2            # r_en in cycle t -> r_valid and r_data in cycle t + 2
+READ_GROUP = 16             # words per first-stage read mux (a power of two)
+COMMIT_LATENCY = 2          # commit written in cycle t -> staged values on the rw ports in t + 2
 _MASK = (1 << WORD) - 1
 
 
@@ -55,10 +58,12 @@ class CSRBus(wiring.Signature):
     """The register bus, seen from its initiator (the host bridge); one word per access.
 
     Write: ``w_en`` with ``addr`` and ``w_data`` for one cycle; the write takes effect at
-    that clock edge. Read: ``r_en`` with ``addr`` for one cycle; ``r_valid`` is high and
-    ``r_data`` holds the word in the NEXT cycle (``r_data`` then holds until the next read).
+    that clock edge. Read: ``r_en`` with ``addr`` for one cycle; the word is the register's
+    value at that clock edge, and ``r_valid`` is high and ``r_data`` holds it
+    ``READ_LATENCY`` (2) cycles later (``r_data`` then holds until the next read's word).
     A read and a write in the same cycle go to the same address; the read returns the value
-    from before the write. Reads and writes may be issued on every cycle.
+    from before the write. Reads and writes may be issued on every cycle (reads are
+    pipelined: one word per cycle).
     """
 
     def __init__(self, addr_width):
@@ -96,8 +101,11 @@ class CSR(wiring.Component):
       return the shadow: read low then high for a consistent 64-bit value.
     - ``rw`` -> ``<name>`` output: the LIVE value the gateware uses. Bus writes go to a
       separate STAGED copy, and bus reads of an rw register return the staged value. Writing
-      the ``commit`` register with bit 0 set copies every staged value to live at the same
-      clock edge, so the gateware never sees half of a parameter change. Both copies reset
+      the ``commit`` register with bit 0 set copies every staged value to live at one clock
+      edge, so the gateware never sees half of a parameter change: the edge after the
+      write's (the commit is registered first), so a commit written in cycle t shows on the
+      ``rw`` ports in cycle t + ``COMMIT_LATENCY`` (2). A write in cycle t + 1 is not
+      part of that commit. Both copies reset
       to ``to_fixed(reg, reg.reset)``. The CSR does not range-check: the host does, with
       ``to_fixed``, before it writes.
     - ``ro`` -> ``<name>`` input the gateware drives, read as is; no port for constants
@@ -113,6 +121,19 @@ class CSR(wiring.Component):
     - ``bus_errors`` output: writes to ro registers and to unmapped addresses, which are
       otherwise ignored; it saturates at 2^32-1. A ro register named ``bus_errors`` in the
       map reads this counter. Unmapped reads return 0 and are not counted.
+
+    Timing (the default map, 2 venues, 188 words, alone on the LFE5U-85F-6,
+    ``obcore synth --board ulx3s-85f --block csr``, seed 1): the single-cycle read (a
+    188-way one-hot mux per data bit, every register converging on ``r_data``, with decode
+    nets of fan-out ~100 across the block) did not route: router2 stalled at ~840 overused
+    wires, 5,756 LUT / 8,852 FF. Read as a two-stage tree (:meth:`_reads`,
+    ``READ_LATENCY`` 2) it routes, 5,553 LUT / 9,240 FF, at 69.8 MHz, limited by the commit:
+    ``addr`` -> decode -> the clock enable of all 2,162 live flip-flops (8.1 ns on that one
+    net). With the commit registered first (``COMMIT_LATENCY`` 2): 76.2 MHz, 5,571 LUT /
+    9,241 FF; the critical path is now the read address: ``addr`` -> a shared decode LUT
+    -> 7.6 ns of routing to a first-stage group mux -> four LUT levels into the group
+    register (13.1 ns, 11.4 of it routing). Next: the address registered per group before
+    its mux (a third read cycle) and the shadow latch enables decoded beside each group.
     """
 
     def __init__(self, regmap):
@@ -204,8 +225,9 @@ class CSR(wiring.Component):
                 return Const(to_fixed(reg, reg.reset), reg.fmt.width)
             return self._port(reg.name, reg, i)
 
-        # Writes.
-        error = Signal()
+        # Writes. A commit is registered before it enables every live flip-flop, so the
+        # address decode and that fan-out are in different cycles (COMMIT_LATENCY).
+        error, commit, committing = Signal(), Signal(), Signal()
         with m.If(bus.w_en), m.Switch(bus.addr):
             for addr, word in table.items():
                 reg, key, lo, n = word.reg, (word.reg.name, word.index), word.lo, word.bits
@@ -219,31 +241,56 @@ class CSR(wiring.Component):
                         if word.word == reg.words - 1:
                             m.d.comb += wo_next[key].eq(1)
                         if reg.name == COMMIT:
-                            with m.If(bus.w_data[0]):
-                                m.d.sync += [live[k].eq(staged[k]) for k in live]
+                            m.d.comb += commit.eq(bus.w_data[0])
                     else:
                         m.d.comb += error.eq(1)
             with m.Default():
                 m.d.comb += error.eq(1)
+        m.d.sync += committing.eq(commit)
+        with m.If(committing):
+            m.d.sync += [live[k].eq(staged[k]) for k in live]
         with m.If(error & (self.bus_errors != _MASK)):
             m.d.sync += self.bus_errors.eq(self.bus_errors + 1)
 
-        # Reads: registered, one cycle after r_en.
-        m.d.sync += bus.r_valid.eq(bus.r_en)
-        with m.If(bus.r_en), m.Switch(bus.addr):
-            for addr, word in table.items():
-                reg, key = word.reg, (word.reg.name, word.index)
-                value = source(reg, word.index)
-                if value is None:
-                    continue
-                with m.Case(addr):
-                    if reg.words == 1:
-                        m.d.sync += bus.r_data.eq(value)
-                    elif word.word == 0:
-                        m.d.sync += [bus.r_data.eq(value[:WORD]),
-                                     shadow[key].eq(value[WORD:])]
-                    else:
-                        m.d.sync += bus.r_data.eq(shadow[key][word.lo - WORD:][:WORD])
+        self._reads(m, table, source, shadow)
+        return m
+
+    def _reads(self, m, table, source, shadow):
+        """The read mux as a two-stage tree, so no cycle has to gather every register to one
+        place: at the ``r_en`` edge each group of ``READ_GROUP`` consecutive words registers
+        the word its low address bits pick (next to its sources, so the wide decode stays
+        local); one cycle later the group the high bits pick goes to ``r_data``."""
+        bus = self.bus
+        low = READ_GROUP.bit_length() - 1
+        groups = {}
+        for addr, word in table.items():
+            groups.setdefault(addr >> low, {})[addr & (READ_GROUP - 1)] = word
+        picked = {g: Signal(WORD, name=f"read_group{g}") for g in groups}
+        high, valid = Signal(max(1, len(bus.addr) - low), name="read_high"), Signal()
+        m.d.sync += [valid.eq(bus.r_en), bus.r_valid.eq(valid)]
+        with m.If(bus.r_en):
+            m.d.sync += high.eq(bus.addr[low:])
+            for g, words in groups.items():
+                with m.Switch(bus.addr[:low]):
+                    for offset, word in words.items():
+                        reg, key = word.reg, (word.reg.name, word.index)
+                        value = source(reg, word.index)
+                        if value is None:
+                            continue
+                        with m.Case(offset):
+                            if reg.words == 1:
+                                m.d.sync += picked[g].eq(value)
+                            elif word.word == 0:
+                                m.d.sync += picked[g].eq(value[:WORD])
+                                with m.If(bus.addr[low:] == g):
+                                    m.d.sync += shadow[key].eq(value[WORD:])
+                            else:
+                                m.d.sync += picked[g].eq(shadow[key][word.lo - WORD:][:WORD])
+                    with m.Default():
+                        m.d.sync += picked[g].eq(0)
+        with m.If(valid), m.Switch(high):
+            for g in groups:
+                with m.Case(g):
+                    m.d.sync += bus.r_data.eq(picked[g])
             with m.Default():
                 m.d.sync += bus.r_data.eq(0)
-        return m

@@ -15,6 +15,7 @@ from collections import deque
 import numpy as np
 
 from ..control.registers import CSRModel
+from ..hw.csr import COMMIT, COMMIT_LATENCY, READ_LATENCY
 from ..hw.guard import OUTPUTS as GUARD_OUTPUTS
 from ..hw.layouts import (
     FEED,
@@ -40,7 +41,7 @@ ENGINES = ("verilator", "model")
 # Cycles every engine clocks after a batch's last message so its observations and telemetry
 # come out: the top's longest record latency (from the blocks' latency constants), plus
 # DRAIN_SPARE cycles so the drain does not end on the edge of the last record. With one cycle
-# per message and one per bus access, every engine counts alike.
+# per message and write and READ_LATENCY per read, every engine counts alike.
 DRAIN_SPARE = 2
 RUN_DRAIN = max(OBS_LATENCY, TELEM_LATENCY) + DRAIN_SPARE
 _COUNTERS = (("msg_count", "msgs"), ("gap_count", "gaps"), ("missing_count", "missing"),
@@ -68,12 +69,14 @@ _IDLE = _Cycle()
 
 class ModelEngine:
     """The bit-accurate, cycle-exact reference model of ``hw.top.Engine``: books, signals,
-    guard and quoter chained with the top's latencies, one message (or bus access) a cycle.
+    guard and quoter chained with the top's latencies, one message (or bus write) a cycle, a
+    bus read ``READ_LATENCY`` cycles.
 
     Cycle ``t`` of the model: the message accepted at ``t`` updates the books; the guard and
     quoter see the best prices of ``t - 1`` (``BBO_LATENCY``) and the depths, ``updated``, tick
     and fill of ``t - 2`` (``STATUS_LATENCY``); the signals step on that book and show their
-    result from ``t + 3`` (``LATENCY``); the message's telemetry is its venue's result.
+    result from ``t + 3`` (``LATENCY``); the message's telemetry is its venue's result. A
+    commit written in cycle ``t`` gives the blocks its values from ``t + COMMIT_LATENCY``.
     """
 
     def __init__(self, venues=2, levels=16, capacity=None, slots=1, window=None):
@@ -88,7 +91,8 @@ class ModelEngine:
         self.csr = CSRModel(self.regmap)
         self.signals, self.guard = SignalsModel(v), GuardModel(v)
         self.quoter = QuoterModel(v, self.slots)
-        self._load_params()
+        self._load_params(self.csr.live)
+        self._commits = deque()                   # (cycle it shows, live values) per commit
         self.cycle = 0
         empty = self.book.outputs(0)
         self._now = [empty] * v                   # book outputs after the latest message
@@ -105,9 +109,8 @@ class ModelEngine:
     def close(self):
         pass
 
-    def _load_params(self):
-        """Every block's parameters from the CSR's live values (after a commit)."""
-        live = self.csr.live
+    def _load_params(self, live):
+        """Every block's parameters from the CSR's ``live`` values (a commit's)."""
         for block in (self.signals, self.guard, self.quoter):
             for name, value in block.params.items():
                 if (name, 0) not in live:     # a map without it: the block keeps its reset
@@ -122,6 +125,8 @@ class ModelEngine:
         result of the message two cycles back to ``telemetry``. Returns ``(order word that
         left the engine in this cycle or None, the message's OBS record as a tuple)``."""
         t, venues = self.cycle, self.venues
+        while self._commits and self._commits[0][0] == t:
+            self._load_params(self._commits.popleft()[1])
         now, rec = _IDLE, None
         if msg is not None:
             venue = self.book.step(msg)
@@ -210,7 +215,7 @@ class ModelEngine:
         if q["quote_flags_set"]:
             sets["quote_flags", 0] = sets.get(("quote_flags", 0), 0) | q["quote_flags_set"]
 
-    # The register bus: one cycle per access.
+    # The register bus: one cycle per write, READ_LATENCY per read.
 
     def _sync_status(self):
         """Pass the pending w1c sets to the CSR, then drive its ro inputs with this cycle's
@@ -259,21 +264,23 @@ class ModelEngine:
             drive("position_net", q["position_net"])
 
     def read(self, addr):
-        """A bus read takes one cycle and sees the state of that cycle, as the CSR does."""
+        """A bus read takes ``READ_LATENCY`` cycles and sees the state of its first, as the
+        CSR does (the host waits for ``r_valid``)."""
         self._sync_status()
         word = self.csr.read(addr)
-        self._bus_cycle()
+        for _ in range(READ_LATENCY):
+            self._bus_cycle()
         return word
 
     def write(self, addr, word):
         self._sync_status()
-        committed = len(self.csr.strobes)
+        committed, at = len(self.csr.strobes), self.cycle
         self.csr.write(addr, word)
         self._bus_cycle()
         new = self.csr.strobes[committed:]
         self._strobes = {name for name, _, _ in new}   # the command strobes follow the write
-        if any(name == "commit" for name in self._strobes):
-            self._load_params()
+        if any(name == COMMIT and raw & 1 for name, _, raw in new):
+            self._commits.append((at + COMMIT_LATENCY, dict(self.csr.live)))
         del self.csr.strobes[:]
 
     def _bus_cycle(self):

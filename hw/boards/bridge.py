@@ -373,8 +373,8 @@ class Bridge(wiring.Component):
                                  reply[ORDER.bits:][:64].eq(cycle),
                                  order_tag.eq(order_tag + 1)]
                     send(Op.ORDER, ORDER.nbytes + ORDER_STAMP, tag=order_tag)
-            with m.State("READ"):
-                # The CSR answers in the cycle after r_en.
+            # The CSR answers READ_LATENCY cycles after r_en, with r_valid.
+            with m.State("READ"), m.If(self.bus.r_valid):
                 m.d.sync += reply[:32].eq(self.bus.r_data)
                 answer(Op.DATA, 4)
                 m.next = "IDLE"

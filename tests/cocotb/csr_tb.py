@@ -11,7 +11,7 @@ from cocotb.triggers import FallingEdge
 from tb import TB
 
 from obcore.control.registers import CSRModel
-from obcore.hw.csr import BUS_ERRORS, addr_width, is_constant
+from obcore.hw.csr import BUS_ERRORS, COMMIT_LATENCY, READ_LATENCY, addr_width, is_constant
 from obcore.hw.registers import build_map, to_fixed
 
 REGS = build_map()          # must match tests/cocotb/test_csr.py
@@ -39,7 +39,10 @@ class CSRBench(TB):
         self.rw = [r for r in REGS if r.access == "rw"]
         self.w1c = [r for r in REGS if r.access == "w1c"]
         self.wo = [r for r in REGS if r.access == "wo"]
-        self.pending_read = None
+        self.pending_read = None                    # the read whose word is due now
+        self.in_flight = [None] * (READ_LATENCY - 1)  # reads issued, words not out yet
+        # The live values the rw ports show: the model's, COMMIT_LATENCY - 1 cycles late.
+        self.live_due = [dict(self.model.live) for _ in range(COMMIT_LATENCY)]
         self.strobed = 0
         self.checks = {"reads": 0, "writes": 0, "commits": 0, "flag_sets": 0, "errors": 0}
         bus = "bus__"
@@ -52,6 +55,14 @@ class CSRBench(TB):
         await self.reset()
         await FallingEdge(self.clk)
 
+    def issue(self, read):
+        """Issue ``read`` ((address, model word) or None) this cycle; the read issued
+        ``READ_LATENCY`` - 1 cycles ago is the one checked at the next falling edge."""
+        self.in_flight.append(read)
+        self.pending_read = self.in_flight.pop(0)
+        self.live_due.append(dict(self.model.live))
+        self.live_due.pop(0)
+
     def check(self):
         """Compare every output with the model (at a falling edge)."""
         dut, model = self.dut, self.model
@@ -63,7 +74,7 @@ class CSRBench(TB):
             got = _vec(dut, "bus__r_data")
             assert got == want, f"read {addr:#x}: got {got:#x}, model says {want:#x}"
         for reg in self.rw:
-            want = _pack(reg, [model.live[reg.name, i] for i in range(reg.count)])
+            want = _pack(reg, [self.live_due[0][reg.name, i] for i in range(reg.count)])
             assert _vec(dut, reg.name) == want, f"live {reg.name}"
         for reg in self.w1c:
             want = _pack(reg, [model.value[reg.name, i] for i in range(reg.count)])
@@ -99,14 +110,14 @@ class CSRBench(TB):
                 getattr(dut, reg.name).value = _pack(reg, packed)
         dut.bus__w_en.value = 0
         dut.bus__r_en.value = 0
-        self.pending_read = None
+        read = None
         op = rng.random()
         if op < 0.35:                               # read any address, mapped or not
             addr = rng.randrange(1 << addr_width(REGS))
             if rng.random() < 0.3:
                 addr = REGS["cycle"].addr + rng.randrange(2)
             dut.bus__r_en.value, dut.bus__addr.value = 1, addr
-            self.pending_read = (addr, model.read(addr))
+            read = (addr, model.read(addr))
             self.checks["reads"] += 1
         elif op < 0.85:
             addr, value = self.random_write()
@@ -122,6 +133,7 @@ class CSRBench(TB):
                 model.raise_flags(reg.name, b, i)
             self.checks["flag_sets"] += any(bits)
             getattr(dut, reg.name + "_set").value = _pack(reg, bits)
+        self.issue(read)
 
     def random_write(self):
         rng, pick = self.rng, self.rng.random()
@@ -152,10 +164,14 @@ async def reset_values(dut):
     bench.check()
     for addr in range(1 << addr_width(REGS)):
         dut.bus__r_en.value, dut.bus__addr.value = 1, addr
-        bench.pending_read = (addr, bench.model.read(addr))
+        bench.issue((addr, bench.model.read(addr)))
         await FallingEdge(bench.clk)
         bench.check()
     dut.bus__r_en.value = 0
+    for _ in range(READ_LATENCY - 1):                # the last words on their way out
+        bench.issue(None)
+        await FallingEdge(bench.clk)
+        bench.check()
 
 
 @cocotb.test()

@@ -22,6 +22,7 @@ import cocotb
 from engine_tb import ASKS, BIDS, REGS, SIZE, VENUES, EngineBench
 
 from obcore.hw.book import BBO_LATENCY, STATUS_LATENCY
+from obcore.hw.csr import COMMIT_LATENCY
 from obcore.hw.guard import LATENCY as GUARD_LATENCY
 from obcore.hw.guard import MARGIN_LATENCY, REASON, REASONS, STATE
 from obcore.hw.layouts import FeedKind, OrderKind
@@ -32,7 +33,7 @@ from obcore.hw.registers import from_fixed
 from obcore.hw.signals import LATENCY as SIG_LATENCY
 from obcore.hw.signals import SIGMA_LAG
 
-CSR_LATENCY = 1          # a bus write in cycle w: wo strobe / committed value live in w + 1
+STROBE_LATENCY = 1       # a wo write in cycle w: its strobe in w + 1
 PULL = GUARD_LATENCY + PULL_LATENCY   # a condition at the guard's inputs -> CANCEL_ALL
 HOLD = 120               # cycles the condition is held after the pull
 PULLED = 1 << STATE["pulled"].offset
@@ -101,7 +102,7 @@ class Write(Trigger):
 class Command(Trigger):
     """``kill``: a command strobe; it latches until arm, so no refusal case."""
 
-    latency = CSR_LATENCY + PULL
+    latency = STROBE_LATENCY + PULL
 
     async def drive(self, tb):
         return await tb.command("kill")
@@ -211,16 +212,16 @@ TRIGGERS = {
                 undo=_back(0, (999,))),
     # Leverage over L_safe = min(L_max, K / (sigma risk)): over L_max by a leverage write,
     # and over K / (sigma risk) by a K write once sigma is 2 ticks (sigma2 = 4).
-    "lsafe": Write("lsafe", CSR_LATENCY + SIG_LATENCY + PULL, {"leverage": 20},
+    "lsafe": Write("lsafe", COMMIT_LATENCY + SIG_LATENCY + PULL, {"leverage": 20},
                    {"leverage": 1}),
-    "lsafe_k": Write("lsafe", CSR_LATENCY + SIG_LATENCY + PULL, {"lsafe_k": 1},
+    "lsafe_k": Write("lsafe", COMMIT_LATENCY + SIG_LATENCY + PULL, {"lsafe_k": 1},
                      {"lsafe_k": 10000}, params={"vol_fast_shift": 0},
                      pre=((TICK,), (TICK,), (LDEL, 0, 1, 1001, 0), (LSET, 0, 0, 1000, SIZE),
                           (TICK,))),
     # Misalign = (S_A - S*_A) - (S_B - S*_B) with S* = 0 (xv coefficients 0): 3 - 2 > 0.5.
     "misalign": Book("misalign", SIGNAL, (LDEL, 0, 1, 1001, 0), params={"misalign_max": "0.5"},
                      undo=_back(1, (1001,)), venue=False),
-    "heartbeat": Deadline("heartbeat", CSR_LATENCY, venue=False),
+    "heartbeat": Deadline("heartbeat", STROBE_LATENCY, venue=False),
     # Auto re-arm with no cool-down is on: it never releases a kill.
     "kill": Command("kill", params={"auto_arm": 1, "cooldown": 0}, venue=False, refuse=False),
     "rate": Rate(),
@@ -228,7 +229,7 @@ TRIGGERS = {
     "inventory": Book("inventory", STATUS_LATENCY + 1 + PULL, (FILL, 0, 0, 1000, 300),
                       params={"q_limit": 250}, undo=((FILL, 0, 1, 1000, 300),), venue=False),
     # Margin level 100 / 1000 = 0.1 < margin_pull 0.2; the products are registered.
-    "margin": Write("margin", CSR_LATENCY + MARGIN_LATENCY + PULL, {"equity": 100},
+    "margin": Write("margin", COMMIT_LATENCY + MARGIN_LATENCY + PULL, {"equity": 100},
                     {"equity": 1000}, params={"equity": 1000, "maint_margin": 1000},
                     venue=False),
 }
@@ -241,7 +242,7 @@ async def _arm(tb, expect):
     ``pull`` falls in the cycle after that."""
     refused = await tb.read("refused_count")
     await tb.command("arm")
-    await tb.idle(CSR_LATENCY + GUARD_LATENCY)
+    await tb.idle(STROBE_LATENCY + GUARD_LATENCY)
     state = await tb.read("pull_state")
     assert bool(state & PULLED) != expect, f"arm {'refused' if expect else 'accepted'}: " \
         f"pull_state {state:#x}"

@@ -5,6 +5,7 @@ from cocotb.triggers import FallingEdge
 from tb import TB
 
 from obcore.control.registers import Registers
+from obcore.hw.csr import READ_LATENCY
 from obcore.hw.layouts import FeedKind, OrderKind, decode_order, encode_feed
 from obcore.hw.registers import build_map
 
@@ -103,6 +104,8 @@ class EngineBench(TB):
         raw = 0
         for w in range(reg.words):
             await self.step(read=reg.element(index) + w)
+            for _ in range(READ_LATENCY - 1):
+                await self.step()
             assert int(self.dut.bus__r_valid.value)
             raw |= int(self.dut.bus__r_data.value) << (32 * w)
         return raw

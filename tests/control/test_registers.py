@@ -12,7 +12,7 @@ from amaranth.hdl import Value
 from amaranth.sim import Simulator
 
 from obcore.control.registers import CSRModel, IdentityError, Registers
-from obcore.hw.csr import CSR
+from obcore.hw.csr import CSR, READ_LATENCY
 from obcore.hw.registers import MAGIC, Q, Register, RegisterMap, build_map, from_fixed, to_fixed
 
 REGS = build_map(venues=2, levels=16)
@@ -289,6 +289,8 @@ def test_host_class_against_the_simulated_csr():
             ctx.set(Value.cast(dut.book_flags_set), 0)
             ctx.set(dut.bus.w_en, 0)
             ctx.set(dut.bus.r_en, 0)
+            for _ in range(READ_LATENCY - 1 if kind == "r" else 0):    # the word's way out
+                await ctx.tick()
             tick += 1
             for n in names:
                 if ctx.get(getattr(dut, n)) != last[n]:

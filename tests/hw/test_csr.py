@@ -6,7 +6,7 @@ from amaranth.hdl import Value
 from amaranth.sim import Simulator
 
 from obcore.control.registers import CSRModel
-from obcore.hw.csr import CSR, CSRBus, addr_width, is_constant
+from obcore.hw.csr import COMMIT_LATENCY, CSR, READ_LATENCY, CSRBus, addr_width, is_constant
 from obcore.hw.registers import MAGIC, VERSION, Q, Register, RegisterMap, build_map, to_fixed
 
 REGS = build_map(venues=2, levels=16)
@@ -42,6 +42,9 @@ async def read(ctx, dut, addr):
     ctx.set(dut.bus.r_en, 1)
     await ctx.tick()
     ctx.set(dut.bus.r_en, 0)
+    for _ in range(READ_LATENCY - 1):
+        assert ctx.get(dut.bus.r_valid) == 0
+        await ctx.tick()
     assert ctx.get(dut.bus.r_valid) == 1
     return ctx.get(dut.bus.r_data)
 
@@ -101,13 +104,35 @@ def test_rw_staged_until_commit_then_all_live_in_one_cycle():
         ctx.set(dut.bus.addr, REGS["commit"].addr)
         ctx.set(dut.bus.w_data, 1)
         ctx.set(dut.bus.w_en, 1)
-        assert live() == old                # up to the edge: all old ...
-        await ctx.tick()
+        await ctx.tick()                    # the commit's edge: cycle t ends
         ctx.set(dut.bus.w_en, 0)
-        assert live() == raws               # ... right after it: all new
         assert ctx.get(dut.commit_stb) == 1 and ctx.get(dut.commit) == 1
+        for _ in range(COMMIT_LATENCY - 1):     # all old up to cycle t + COMMIT_LATENCY ...
+            assert live() == old
+            await ctx.tick()
+        assert live() == raws               # ... then all new at once
+        assert ctx.get(dut.commit_stb) == 0
         await ctx.tick()
-        assert ctx.get(dut.commit_stb) == 0 and live() == raws
+        assert live() == raws
+    run(dut, bench)
+
+
+def test_commit_takes_the_staged_values_of_its_own_cycle():
+    """A staged write in the cycle right after a commit (before the commit shows) is not
+    part of it: it goes live with the next commit; back-to-back writes, as a host makes."""
+    dut, reg = CSR(REGS), REGS["q_limit"]
+    first, second = to_fixed(reg, 17), to_fixed(reg, 29)
+
+    async def bench(ctx):
+        await write(ctx, dut, reg.addr, first)
+        await write(ctx, dut, REGS["commit"].addr, 1)
+        await write(ctx, dut, reg.addr, second)
+        await ctx.tick().repeat(COMMIT_LATENCY)
+        assert raw(ctx, dut.q_limit) == first
+        await write(ctx, dut, REGS["commit"].addr, 1)
+        await write(ctx, dut, REGS["commit"].addr, 1)   # a second commit changes nothing
+        await ctx.tick().repeat(COMMIT_LATENCY)
+        assert raw(ctx, dut.q_limit) == second
     run(dut, bench)
 
 
@@ -191,6 +216,8 @@ def test_read_and_write_in_one_cycle_reads_the_old_value():
         await ctx.tick()
         ctx.set(dut.bus.w_en, 0)
         ctx.set(dut.bus.r_en, 0)
+        for _ in range(READ_LATENCY - 1):
+            await ctx.tick()
         assert ctx.get(dut.bus.r_data) == to_fixed(REGS["tau"], 1)
         assert await read(ctx, dut, addr) == 42
     run(dut, bench)
@@ -221,6 +248,7 @@ def test_generic_map_wide_signed_and_internal_bus_errors():
         await write(ctx, dut, offs.element(1), 0xFFFF_8000)            # -32768; upper bits drop
         assert raw(ctx, dut.big) == to_fixed(big, "1.5")
         await write(ctx, dut, WIDE["commit"].addr, 1)
+        await ctx.tick().repeat(COMMIT_LATENCY - 1)
         assert raw(ctx, dut.big) == value and elem(ctx, dut.offs, offs, 1) == 0x8000
         assert await read(ctx, dut, offs.element(1)) == 0x8000         # raw bits, no extension
         await write(ctx, dut, go.element(1), 0x89AB_CDEF)              # low word: no strobe
