@@ -1,11 +1,12 @@
 """Market signals from the book outputs: spread, imbalance, volatility, depth drop, leverage."""
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .layouts import FEED
+from .pipeline import delay, magnitude, partial_sum
 from .registers import REGISTERS, build_map
 from .signal_units import IMB_FRAC, IMB_MAX, IMB_STAGES, ImbalanceDivider, SerialSqrt
 
@@ -20,8 +21,6 @@ QTY_BITS = FEED.offsets()["size"][1]
 DEPTH_BITS = 36               # 16 levels of sizes < 2^31 sum below 2^35; one bit to spare
 CLAMP_BITS = 18               # a DSP operand: the vol delta and the microprice spread fit it
 CLAMP_MAX = (1 << (CLAMP_BITS - 1)) - 1
-DSP_BITS = 18                 # an ECP5 MULT18X18D port (signed or unsigned)
-DSP_SLICE = 17                # unsigned slices of a wider operand: 17 bits fit a signed port
 SIGMA2_FRAC = REGISTERS["sigma2_fast"].fmt.frac_bits
 SIGMA_BITS = REGISTERS["sigma"].fmt.width
 # sigma lags sigma2: one root takes SIGMA_BITS cycles and a tick during it queues one more,
@@ -105,39 +104,6 @@ def _shape(name):
     return signed(fmt.width) if fmt.signed else unsigned(fmt.width)
 
 
-def _reg(m, value, name, shape=None, n=1):
-    """``value`` through ``n`` pipeline registers (reset 0)."""
-    for i in range(n):
-        r = Signal(shape if shape is not None else value.shape(), name=f"{name}_{i + 1}")
-        m.d.sync += r.eq(value)
-        value = r
-    return value
-
-
-def _partials(m, a, b, name):
-    """``a * b`` as registered partial products, one DSP each: an operand wider than a DSP
-    port is cut into unsigned ``DSP_SLICE``-bit slices (its top slice keeps its sign). The
-    sum of the returned terms is ``a * b`` a cycle later; no adder follows a DSP in the
-    cycle of the multiplication, which is what makes wide products slow."""
-    def cut(value):
-        value = Value.cast(value)
-        if len(value) <= DSP_BITS:
-            return [(0, value)]
-        top = value.shape().signed
-        return [(lo, value[lo:lo + DSP_SLICE].as_signed() if top and lo + DSP_SLICE >= len(value)
-                 else value[lo:lo + DSP_SLICE]) for lo in range(0, len(value), DSP_SLICE)]
-    return [_reg(m, x * y, f"{name}_p{i}_{j}") << (i + j) for i, x in cut(a) for j, y in cut(b)]
-
-
-def _magnitude(m, a, b, name):
-    """Registered ``|a - b|``, ``a < b`` and ``a > b`` for unsigned ``a``, ``b``: both
-    differences side by side and the sign of one picks, so no negation (a second carry
-    chain) follows a difference, here or in the divider that takes the magnitude."""
-    ab, ba = a - b, b - a
-    mag = _reg(m, Mux(ab[-1], ba, ab)[:max(len(a), len(b))], f"{name}mag_a")
-    return mag, _reg(m, ab[-1], f"{name}neg_a"), _reg(m, ba[-1], f"{name}bid_a")
-
-
 def _clamp(m, value, name):
     """``value`` saturated to +-CLAMP_MAX (a signed DSP operand) and whether it saturated."""
     over, under = value > CLAMP_MAX, value < -CLAMP_MAX
@@ -205,9 +171,9 @@ class VenueSignals(wiring.Component):
         spread = Signal(signed(PRICE_BITS + 1), name="spread_now")
         mid2 = Signal(PRICE_BITS + 1, name="mid2_now")
         m.d.comb += [spread.eq(ask - bid), mid2.eq(ask + bid)]
-        ok_a, tick_a = _reg(m, ok, "ok_a"), _reg(m, tick, "tick_a")
-        spread_a, mid2_a = _reg(m, spread, "spread_a"), _reg(m, mid2, "mid2_a")
-        upd = _reg(m, bk.updated, "upd", n=LATENCY - 1)
+        ok_a, tick_a = delay(m, ok, "ok_a"), delay(m, tick, "tick_a")
+        spread_a, mid2_a = delay(m, spread, "spread_a"), delay(m, mid2, "mid2_a")
+        upd = delay(m, bk.updated, "upd", n=LATENCY - 1)
 
         # Volatility sample: tick with a two-sided book. x = (delta mid2)^2 with delta clamped
         # to one DSP operand; the first sample after reset only sets `prev`. The DSP squares
@@ -236,19 +202,19 @@ class VenueSignals(wiring.Component):
         sample = tick & ok & have_prev
         with m.If(tick & ok):
             m.d.sync += [prev.eq(mid2), have_prev.eq(1)]
-        x_a = _reg(m, Mux(delta_sat, CLAMP_MAX * CLAMP_MAX, low * low)[:2 * CLAMP_BITS - 2],
+        x_a = delay(m, Mux(delta_sat, CLAMP_MAX * CLAMP_MAX, low * low)[:2 * CLAMP_BITS - 2],
                    "x_a")                                             # <= CLAMP_MAX^2
-        sample_a = _reg(m, sample, "sample_a")
-        sat_vol = _reg(m, sample & delta_sat, "sat_vol", n=LATENCY - 1)
+        sample_a = delay(m, sample, "sample_a")
+        sat_vol = delay(m, sample & delta_sat, "sat_vol", n=LATENCY - 1)
 
         micro_s, micro_sat = _clamp(m, spread, "micro_s")
-        micro_s_a, vb_a = _reg(m, micro_s, "micro_s_a"), _reg(m, vb, "vb_a")
-        sat_micro = _reg(m, ok & micro_sat, "sat_micro", n=LATENCY - 1)
-        tmag_a, tneg_a, tbid_a = _magnitude(m, vb, va, "t")
-        tsum_a = _reg(m, vb + va, "tsum_a", unsigned(QTY_BITS + 1))
-        dmag_a, dneg_a, dbid_a = _magnitude(m, db, da, "d")
-        dsum_a = _reg(m, db + da, "dsum_a", unsigned(DEPTH_BITS + 1))
-        dmin_a = _reg(m, Mux(db < da, db, da), "dmin_a", unsigned(DEPTH_BITS))
+        micro_s_a, vb_a = delay(m, micro_s, "micro_s_a"), delay(m, vb, "vb_a")
+        sat_micro = delay(m, ok & micro_sat, "sat_micro", n=LATENCY - 1)
+        tmag_a, tneg_a, tbid_a = magnitude(m, vb, va, "t_a_")
+        tsum_a = delay(m, vb + va, "tsum_a", unsigned(QTY_BITS + 1))
+        dmag_a, dneg_a, dbid_a = magnitude(m, db, da, "d_a_")
+        dsum_a = delay(m, db + da, "dsum_a", unsigned(DEPTH_BITS + 1))
+        dmin_a = delay(m, Mux(db < da, db, da), "dmin_a", unsigned(DEPTH_BITS))
         # The imbalances as values, for telemetry only: IMB_LATENCY cycles after the inputs.
         for name, mag, neg, total in (("obi_touch_q", tmag_a, tneg_a, tsum_a),
                                        ("obi_depth_q", dmag_a, dneg_a, dsum_a)):
@@ -272,15 +238,15 @@ class VenueSignals(wiring.Component):
         with m.If(tick):
             m.d.sync += [wptr.eq((wptr + 1)[:len(wptr)]), count.eq(filled)]
         bypass = tick & (win == 1)
-        then_b = _reg(m, Mux(bypass, db, rd.data.bid), "then_b_a")
-        then_a = _reg(m, Mux(bypass, da, rd.data.ask), "then_a_a")
-        now_b, now_a = _reg(m, db, "now_b_a"), _reg(m, da, "now_a_a")
-        drop_valid_a = _reg(m, filled >= win, "drop_valid_a")
+        then_b = delay(m, Mux(bypass, db, rd.data.bid), "then_b_a")
+        then_a = delay(m, Mux(bypass, da, rd.data.ask), "then_a_a")
+        now_b, now_a = delay(m, db, "now_b_a"), delay(m, da, "now_a_a")
+        drop_valid_a = delay(m, filled >= win, "drop_valid_a")
 
         # Leverage: L*risk and L*lvi_depth depend on parameters only.
-        risk_a = _reg(m, p.leverage * p.liquidity_risk, "risk_a")             # UQ16.16
-        lvi_prod_a = sum(_partials(m, p.leverage, p.lvi_depth, "lvi_prod_a"))   # UQ40.8
-        lmax_over = _reg(m, p.leverage > p.leverage_max, "lmax_over", n=LATENCY - 1)
+        risk_a = delay(m, p.leverage * p.liquidity_risk, "risk_a")             # UQ16.16
+        lvi_prod_a = partial_sum(m, p.leverage, p.lvi_depth, "lvi_prod_a_p")   # UQ40.8
+        lmax_over = delay(m, p.leverage > p.leverage_max, "lmax_over", n=LATENCY - 1)
 
         # sigma = isqrt(max(sigma2)) runs once the tick samples in flight have landed.
         sf, ss = Signal(_shape("sigma2_fast")), Signal(_shape("sigma2_slow"))
@@ -292,11 +258,11 @@ class VenueSignals(wiring.Component):
             m.d.sync += dirty.eq(1)
         with m.Elif(start):
             m.d.sync += dirty.eq(0)
-        sigma_a = _reg(m, sqrt.root, "sigma_a")
-        fresh = _reg(m, ~sqrt.busy & ~dirty & ~tick, "fresh", n=LATENCY - 1)
-        star_a_sig = _reg(m, p.xv_a * sqrt.root, "star_a_sig")                # UQ25.16
-        star_a_lev = _reg(m, p.xv_b * p.leverage, "star_a_lev")               # UQ24.16
-        star_a_liq = _reg(m, p.xv_c * p.xv_inv_liq, "star_a_liq")             # UQ17.23
+        sigma_a = delay(m, sqrt.root, "sigma_a")
+        fresh = delay(m, ~sqrt.busy & ~dirty & ~tick, "fresh", n=LATENCY - 1)
+        star_a_sig = delay(m, p.xv_a * sqrt.root, "star_a_sig")                # UQ25.16
+        star_a_lev = delay(m, p.xv_b * p.leverage, "star_a_lev")               # UQ24.16
+        star_a_liq = delay(m, p.xv_c * p.xv_inv_liq, "star_a_liq")             # UQ17.23
 
         # Stage B: products with data, the EWMAs, acceleration.
         # state += ((X - state) >> k), X = x << SIGMA2_FRAC, a floor shift, computed as
@@ -310,9 +276,9 @@ class VenueSignals(wiring.Component):
                                    (ss, p.vol_slow_shift, "slow")):
             width = len(state)
             # A shift of `width` or more clears both terms: the shifter sees 0..width only.
-            shift = _reg(m, Mux(param > width, width, param), f"{name}_shift_a",
+            shift = delay(m, Mux(param > width, width, param), f"{name}_shift_a",
                          range(width + 1))
-            mask = _reg(m, Cat(param > i for i in range(width)), f"{name}_mask_a")
+            mask = delay(m, Cat(param > i for i in range(width)), f"{name}_mask_a")
             borrow = (big_x & mask) < (state & mask)
             # state + ~(state >> k) + (X >> k) + ~borrow, modulo 2^width (the result lies
             # between state and X, so it fits): one carry-save level, written out so the
@@ -337,53 +303,53 @@ class VenueSignals(wiring.Component):
         with m.Elif(tick_a):
             m.d.sync += [seen.eq(0), accel_valid.eq(0), accel.eq(0)]
 
-        th_t, th_d = _reg(m, p.obi_touch_th, "th_t_a"), _reg(m, p.obi_depth_th, "th_d_a")
-        drop_th, thin_th = _reg(m, p.depth_drop_th, "drop_th_a"), _reg(m, p.depth_thin, "thin_a")
-        tmag_b = _reg(m, tmag_a, "tmag_b")
-        tprod_b = sum(_partials(m, th_t, tsum_a, "tprod_b"))
-        tvalid_b, tbid_b = _reg(m, tsum_a != 0, "tvalid_b"), _reg(m, tbid_a, "tbid_b")
-        dmag_b = _reg(m, dmag_a, "dmag_b")
-        dprod_b = sum(_partials(m, th_d, dsum_a, "dprod_b"))
-        dvalid_b, dbid_b = _reg(m, dsum_a != 0, "dvalid_b"), _reg(m, dbid_a, "dbid_b")
-        lost_b = _reg(m, then_b - now_b, "lost_b_b", signed(DEPTH_BITS + 1))
-        lost_a = _reg(m, then_a - now_a, "lost_a_b", signed(DEPTH_BITS + 1))
-        lim_b = sum(_partials(m, drop_th, then_b, "lim_b_b"))
-        lim_a = sum(_partials(m, drop_th, then_a, "lim_a_b"))
-        drop_valid_b = _reg(m, drop_valid_a, "drop_valid_b")
-        thin_b = _reg(m, dmin_a < thin_th, "thin_b")
-        lvi_b = _reg(m, lvi_prod_a > (dmin_a << LEV_FRAC), "lvi_b")
-        lsafe_prod_b = sum(_partials(m, risk_a, sigma_a, "lsafe_prod_b"))        # UQ33.24
+        th_t, th_d = delay(m, p.obi_touch_th, "th_t_a"), delay(m, p.obi_depth_th, "th_d_a")
+        drop_th, thin_th = delay(m, p.depth_drop_th, "drop_th_a"), delay(m, p.depth_thin, "thin_a")
+        tmag_b = delay(m, tmag_a, "tmag_b")
+        tprod_b = partial_sum(m, th_t, tsum_a, "tprod_b_p")
+        tvalid_b, tbid_b = delay(m, tsum_a != 0, "tvalid_b"), delay(m, tbid_a, "tbid_b")
+        dmag_b = delay(m, dmag_a, "dmag_b")
+        dprod_b = partial_sum(m, th_d, dsum_a, "dprod_b_p")
+        dvalid_b, dbid_b = delay(m, dsum_a != 0, "dvalid_b"), delay(m, dbid_a, "dbid_b")
+        lost_b = delay(m, then_b - now_b, "lost_b_b", signed(DEPTH_BITS + 1))
+        lost_a = delay(m, then_a - now_a, "lost_a_b", signed(DEPTH_BITS + 1))
+        lim_b = partial_sum(m, drop_th, then_b, "lim_b_b_p")
+        lim_a = partial_sum(m, drop_th, then_a, "lim_a_b_p")
+        drop_valid_b = delay(m, drop_valid_a, "drop_valid_b")
+        thin_b = delay(m, dmin_a < thin_th, "thin_b")
+        lvi_b = delay(m, lvi_prod_a > (dmin_a << LEV_FRAC), "lvi_b")
+        lsafe_prod_b = partial_sum(m, risk_a, sigma_a, "lsafe_prod_b_p")        # UQ33.24
         # micro_s is 0 unless ok: the product is the output's 0 then.
-        micro_num_b = sum(_partials(m, Mux(ok_a, micro_s_a, 0), vb_a, "micro_num_b"))
-        micro_den_b = _reg(m, Mux(ok_a, tsum_a, 0), "micro_den_b", _shape("micro_den"))
+        micro_num_b = partial_sum(m, Mux(ok_a, micro_s_a, 0), vb_a, "micro_num_b_p")
+        micro_den_b = delay(m, Mux(ok_a, tsum_a, 0), "micro_den_b", _shape("micro_den"))
         # Spread* = a sigma + b L + c/Lambda, each term truncated to STAR_FRAC bits. dev sums
         # the terms again rather than behind star: one multi-operand add, not two in a row.
         terms = [t >> shift for t, shift in zip((star_a_sig, star_a_lev, star_a_liq),
                                                 STAR_SHIFTS, strict=True)]
-        star_b = _reg(m, sum(terms)[:len(self.spread_star)], "star_b")    # < 2^34: fits
+        star_b = delay(m, sum(terms)[:len(self.spread_star)], "star_b")    # < 2^34: fits
         m.d.sync += [self.dev.eq(Mux(ok_a, (spread_a << STAR_FRAC) - terms[0] - terms[1]
                                      - terms[2], 0)),
                      self.dev_valid.eq(ok_a)]
 
         # Stage C: compares into the registered outputs.
-        fast_hi_th = _reg(m, p.vol_fast_hi, "fast_hi_th", n=2)
-        slow_hi_th = _reg(m, p.vol_slow_hi, "slow_hi_th", n=2)
-        accel_max, lsafe_k = _reg(m, p.accel_max, "accel_max", n=2), _reg(m, p.lsafe_k,
+        fast_hi_th = delay(m, p.vol_fast_hi, "fast_hi_th", n=2)
+        slow_hi_th = delay(m, p.vol_slow_hi, "slow_hi_th", n=2)
+        accel_max, lsafe_k = delay(m, p.accel_max, "accel_max", n=2), delay(m, p.lsafe_k,
                                                                           "lsafe_k", n=2)
         fast_hi, slow_hi = sf > fast_hi_th, ss > slow_hi_th
         drop_b = drop_valid_b & ((lost_b << FRAC_BITS) > lim_b)
         drop_a = drop_valid_b & ((lost_a << FRAC_BITS) > lim_a)
         sig_over = lsafe_prod_b > (lsafe_k << LSAFE_SHIFT)
         m.d.sync += [
-            self.spread.eq(_reg(m, Mux(ok_a, spread_a, 0), "spread_b")),
-            self.mid2.eq(_reg(m, Mux(ok_a, mid2_a, 0), "mid2_b")),
+            self.spread.eq(delay(m, Mux(ok_a, spread_a, 0), "spread_b")),
+            self.mid2.eq(delay(m, Mux(ok_a, mid2_a, 0), "mid2_b")),
             self.micro_num.eq(micro_num_b[:len(self.micro_num)]),
             self.micro_den.eq(micro_den_b),
             self.sigma2_fast.eq(sf), self.sigma2_slow.eq(ss),
-            self.sigma.eq(_reg(m, sigma_a, "sigma_b")), self.accel.eq(accel),
+            self.sigma.eq(delay(m, sigma_a, "sigma_b")), self.accel.eq(accel),
             self.spread_star.eq(star_b),
             self.regime.vol.eq(Cat(fast_hi, slow_hi)), self.regime.liq.eq(Cat(fast_hi, thin_b)),
-            st.updated.eq(upd), st.touch_valid.eq(_reg(m, ok_a, "ok_b")),
+            st.updated.eq(upd), st.touch_valid.eq(delay(m, ok_a, "ok_b")),
             st.obi_touch_valid.eq(tvalid_b), st.obi_touch_bid.eq(tvalid_b & tbid_b),
             st.obi_touch_over.eq(tvalid_b & ((tmag_b << FRAC_BITS) > tprod_b)),
             st.obi_depth_valid.eq(dvalid_b), st.obi_depth_bid.eq(dvalid_b & dbid_b),
@@ -462,8 +428,8 @@ class Signals(wiring.Component):
             a, b = units[0], units[1]
             # |mis| > limit as the signs of two three-operand sums (~limit = -limit - 1)
             # beside the difference, not compares behind it: one carry chain each.
-            limit = _reg(m, self.misalign_max, "misalign_max")
-            not_limit = _reg(m, -limit - 1, "misalign_not_max", signed(len(limit) + 1))
+            limit = delay(m, self.misalign_max, "misalign_max")
+            not_limit = delay(m, -limit - 1, "misalign_not_max", signed(len(limit) + 1))
             valid = a.dev_valid & b.dev_valid
             mis = Signal(_shape("misalign"))
             m.d.comb += mis.eq(a.dev - b.dev)
