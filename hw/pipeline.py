@@ -2,7 +2,7 @@
 
 from amaranth.hdl import Mux, Signal, Value
 
-__all__ = ["DSP_BITS", "delay", "dsp_slices", "partials", "partial_sum", "magnitude"]
+__all__ = ["DSP_BITS", "delay", "dsp_slices", "partials", "weighted", "partial_sum", "magnitude"]
 
 DSP_BITS = 18          # one ECP5 MULT18X18D port, signed or unsigned
 
@@ -47,10 +47,14 @@ def partials(m, a, b, name):
     return terms
 
 
+def weighted(parts):
+    """The terms of :func:`partials` ``parts``, each shifted to its weight."""
+    return [term << shift for shift, group in parts.items() for term in group]
+
+
 def partial_sum(m, a, b, name):
     """``a * b`` one cycle later: the sum of :func:`partials`, left to the next stage."""
-    return sum(term << shift for shift, group in partials(m, a, b, name).items()
-               for term in group)
+    return sum(weighted(partials(m, a, b, name)))
 
 
 def magnitude(m, a, b, name):

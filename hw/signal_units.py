@@ -1,4 +1,4 @@
-"""Arithmetic units of the signals block, off its hot path: square root and imbalance divider."""
+"""Arithmetic units of the signals block: square root, imbalance divider, the EWMA step."""
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
@@ -6,9 +6,11 @@ from amaranth.lib.wiring import In, Out
 
 from .registers import REGISTERS
 
-__all__ = ["IMB_FRAC", "IMB_MAX", "IMB_DIGITS", "IMB_STAGES", "SerialSqrt", "ImbalanceDivider"]
+__all__ = ["IMB_FRAC", "IMB_MAX", "IMB_DIGITS", "IMB_STAGES", "SIGMA2_FRAC", "SerialSqrt",
+           "ImbalanceDivider", "ewma_step"]
 
 IMB_FRAC = REGISTERS["obi_touch_th"].fmt.frac_bits   # SQ1.15, like the thresholds' UQ1.15
+SIGMA2_FRAC = REGISTERS["sigma2_fast"].fmt.frac_bits   # sigma2: UQ34.16 ticks^2
 IMB_MAX = (1 << IMB_FRAC) - 1  # +-1.0 (a one-sided touch) reads as +-IMB_MAX
 # Restoring division in radix 4: two quotient bits (the integer bit and IMB_FRAC fraction bits)
 # per cycle from three trial subtractions side by side, then one cycle for the sign. One
@@ -99,3 +101,37 @@ class ImbalanceDivider(wiring.Component):
         mag = Mux(acc > IMB_MAX, IMB_MAX, acc)
         m.d.sync += self.q.eq(Mux(zero, 0, Mux(neg, -mag, mag)))
         return m
+
+
+def _csa(x, y, z):
+    """One carry-save level: ``x + y + z`` = sum + carry (the carry's bit 0 free, 0)."""
+    return x ^ y ^ z, Cat(Const(0, 1), ((x & y) | (x & z) | (y & z))[:len(x) - 1])
+
+
+def ewma_step(m, state, x, shift, mask, hi):
+    """One EWMA clock edge, every cycle: ``state`` (unsigned, UQ34.16) takes ``state + ((X -
+    state) >> shift)``, X = ``x`` << SIGMA2_FRAC, a floor shift; returns (comb) whether that
+    new state exceeds ``hi``. ``shift`` is 0..width and ``mask`` = 2^shift - 1 (registered);
+    ``x`` = 0 with ``shift`` = width and ``mask`` = 0 keeps the state.
+
+    The step is ``state + ~(state >> k) + (X >> k) + ~borrow`` modulo 2^width, borrow = [X
+    mod 2^k < state mod 2^k] (the same integer, floor included): one shift of the state,
+    one carry-save level, one carry chain from the state back to itself. The borrow compare
+    (a chain of its own) runs beside it: the sum is taken for both values of the borrow
+    (carry select) and the borrow picks. The threshold compare is the sign of ``new + ~hi``
+    (= new - hi - 1) two bits wider: a second carry-save level on the first, one more chain.
+    """
+    width = len(state)
+    wide = width + 2
+    big_x = x << SIGMA2_FRAC
+    borrow = (big_x & mask) < (state & mask)
+    ones = Const(-1, 2)
+    s1, c1 = _csa(Cat(state, Const(0, 2)), Cat(~(state >> shift)[:width], ones),
+                  Cat((big_x >> shift)[:width], Const(0, 2)))
+    s2, c2 = _csa(s1, c1, Cat(~hi, ones))
+
+    def select(total, carry, bits):
+        """``total + carry + ~borrow`` modulo 2^bits (carry's bit 0 free): borrow 1, then 0."""
+        return [(total[:bits] + Cat(Const(cin, 1), carry[1:bits]))[:bits] for cin in (0, 1)]
+    m.d.sync += state.eq(Mux(borrow, *select(s1, c1, width)))
+    return ~Mux(borrow, *(total[-1] for total in select(s2, c2, wide)))
