@@ -1,8 +1,9 @@
 """Pipeline helpers shared by the blocks: register chains, DSP partial products, magnitudes."""
 
-from amaranth.hdl import Mux, Signal, Value
+from amaranth.hdl import Cat, Const, Mux, Signal, Value
 
-__all__ = ["DSP_BITS", "delay", "dsp_slices", "partials", "weighted", "partial_sum", "magnitude"]
+__all__ = ["DSP_BITS", "delay", "dsp_slices", "partials", "weighted", "truncated", "partial_sum",
+           "csa", "magnitude"]
 
 DSP_BITS = 18          # one ECP5 MULT18X18D port, signed or unsigned
 
@@ -52,9 +53,23 @@ def weighted(parts):
     return [term << shift for shift, group in parts.items() for term in group]
 
 
+def truncated(parts, shift):
+    """``floor(a * b / 2^shift)`` as terms of :func:`partials` ``parts``, to be summed: every
+    offset but 0 is at least ``shift`` (asserted), so only the lowest term is truncated."""
+    assert all(offset == 0 or offset >= shift for offset in parts)
+    return [term >> shift if offset == 0 else term << (offset - shift)
+            for offset, group in parts.items() for term in group]
+
+
 def partial_sum(m, a, b, name):
     """``a * b`` one cycle later: the sum of :func:`partials`, left to the next stage."""
     return sum(weighted(partials(m, a, b, name)))
+
+
+def csa(x, y, z):
+    """One carry-save level: ``x + y + z`` = sum + carry modulo 2^len(x), all three as wide as
+    ``x``; the carry's bit 0 is 0, free for a carry-in (``carry | 1`` adds one)."""
+    return x ^ y ^ z, Cat(Const(0, 1), ((x & y) | (x & z) | (y & z))[:len(x) - 1])
 
 
 def magnitude(m, a, b, name):

@@ -4,6 +4,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from .pipeline import csa
 from .registers import REGISTERS
 
 __all__ = ["IMB_FRAC", "IMB_MAX", "IMB_DIGITS", "IMB_STAGES", "SIGMA2_FRAC", "SerialSqrt",
@@ -103,16 +104,10 @@ class ImbalanceDivider(wiring.Component):
         return m
 
 
-def _csa(x, y, z):
-    """One carry-save level: ``x + y + z`` = sum + carry (the carry's bit 0 free, 0)."""
-    return x ^ y ^ z, Cat(Const(0, 1), ((x & y) | (x & z) | (y & z))[:len(x) - 1])
-
-
-def ewma_step(m, state, x, shift, mask, hi):
-    """One EWMA clock edge, every cycle: ``state`` (unsigned, UQ34.16) takes ``state + ((X -
-    state) >> shift)``, X = ``x`` << SIGMA2_FRAC, a floor shift; returns (comb) whether that
-    new state exceeds ``hi``. ``shift`` is 0..width and ``mask`` = 2^shift - 1 (registered);
-    ``x`` = 0 with ``shift`` = width and ``mask`` = 0 keeps the state.
+def ewma_step(m, state, en, x, shift, mask, hi):
+    """One EWMA clock edge: when ``en``, ``state`` (unsigned, UQ34.16) takes ``state + ((X -
+    state) >> shift)``, X = ``x`` << SIGMA2_FRAC, a floor shift. Returns (comb) whether the
+    state after this edge exceeds ``hi``. ``mask`` = 2^shift - 1; both registered.
 
     The step is ``state + ~(state >> k) + (X >> k) + ~borrow`` modulo 2^width, borrow = [X
     mod 2^k < state mod 2^k] (the same integer, floor included): one shift of the state,
@@ -126,12 +121,13 @@ def ewma_step(m, state, x, shift, mask, hi):
     big_x = x << SIGMA2_FRAC
     borrow = (big_x & mask) < (state & mask)
     ones = Const(-1, 2)
-    s1, c1 = _csa(Cat(state, Const(0, 2)), Cat(~(state >> shift)[:width], ones),
-                  Cat((big_x >> shift)[:width], Const(0, 2)))
-    s2, c2 = _csa(s1, c1, Cat(~hi, ones))
+    s1, c1 = csa(Cat(state, Const(0, 2)), Cat(~(state >> shift)[:width], ones),
+                 Cat((big_x >> shift)[:width], Const(0, 2)))
+    s2, c2 = csa(s1, c1, Cat(~hi, ones))
 
     def select(total, carry, bits):
         """``total + carry + ~borrow`` modulo 2^bits (carry's bit 0 free): borrow 1, then 0."""
         return [(total[:bits] + Cat(Const(cin, 1), carry[1:bits]))[:bits] for cin in (0, 1)]
-    m.d.sync += state.eq(Mux(borrow, *select(s1, c1, width)))
-    return ~Mux(borrow, *(total[-1] for total in select(s2, c2, wide)))
+    with m.If(en):
+        m.d.sync += state.eq(Mux(borrow, *select(s1, c1, width)))
+    return Mux(en, ~Mux(borrow, *(total[-1] for total in select(s2, c2, wide))), state > hi)

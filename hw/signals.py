@@ -6,7 +6,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .layouts import FEED
-from .pipeline import delay, magnitude, partial_sum, partials, weighted
+from .pipeline import csa, delay, magnitude, partial_sum, partials, truncated, weighted
 from .registers import REGISTERS, build_map
 from .signal_units import (
     IMB_FRAC,
@@ -20,14 +20,16 @@ from .signal_units import (
 
 __all__ = ["BOOK_VIEW", "STATUS", "REGIME", "FLAGS", "XV_STATUS", "VolRegime", "LiqRegime",
            "VENUE_PARAMS", "VENUE_OUTPUTS", "CROSS_PARAMS", "CROSS_OUTPUTS", "LATENCY",
-           "CLAMP_MAX", "SIGMA2_FRAC", "VOL_STAGES", "SIGMA_LAG", "WINDOW_MAX", "DEPTH_BITS",
-           "IMB_FRAC", "IMB_MAX", "IMB_LATENCY", "IMB_OUTPUTS", "VenueSignals", "Signals",
-           "port_layout"]
+           "CLAMP_MAX", "SIGMA2_FRAC", "VOL_STAGES", "SHIFT_MAX", "SIGMA_LAG", "WINDOW_MAX",
+           "DEPTH_BITS", "IMB_FRAC", "IMB_MAX", "IMB_LATENCY", "IMB_OUTPUTS", "VenueSignals",
+           "Signals", "port_layout"]
 
 LATENCY = 3                   # cycles from the book inputs (and tick) to every registered output
 # A tick's sample reaches sigma2 (the EWMA state, its own output register) this many cycles
 # later: the mid change, its square, the EWMA step. The root waits for it (SerialSqrt).
 VOL_STAGES = LATENCY
+SHIFT_MAX = int(REGISTERS["vol_fast_shift"].limits()[1])   # EWMA shifts: larger ones act as it
+assert REGISTERS["vol_slow_shift"].limits()[1] == SHIFT_MAX
 PRICE_BITS = FEED.offsets()["price"][1]
 QTY_BITS = FEED.offsets()["size"][1]
 DEPTH_BITS = 36               # 16 levels of sizes < 2^31 sum below 2^35; one bit to spare
@@ -198,15 +200,12 @@ class VenueSignals(wiring.Component):
         # the clamped delta, stage B its square (a DSP between registers), stage C the EWMAs.
         prev, have_prev = Signal(PRICE_BITS + 1), Signal()
         delta = Signal(signed(PRICE_BITS + 2), name="delta")
-        # a + b - prev as one written-out carry-save level and one chain: yosys otherwise
-        # reuses `a + b` (mid2) and subtracts after it, two chains in a row (14.8 ns routed).
-        # a + b + ~prev + 1 modulo 2^width (~prev sign-extended: -prev - 1).
-        width = len(delta)
-        a = Cat(ask, Const(0, width - len(ask)))
-        b = Cat(bid, Const(0, width - len(bid)))
-        c = Cat(~prev, Const((1 << (width - len(prev))) - 1, width - len(prev)))
-        carry = (a & b) | (a & c) | (b & c)
-        m.d.comb += delta.eq((a ^ b ^ c) + Cat(Const(1, 1), carry[:width - 1]))
+        # a + b - prev = a + b + ~prev + 1 modulo 2^width, one written-out carry-save level and
+        # one chain: yosys otherwise reuses `a + b` (mid2) and subtracts after it, two chains
+        # in a row (14.8 ns routed).
+        csa_sum, csa_carry = csa(*(Cat(v, Const(fill, len(delta) - len(v)))
+                                   for v, fill in ((ask, 0), (bid, 0), (~prev, -1))))
+        m.d.comb += delta.eq(csa_sum + (csa_carry | 1))
         delta_sat = _saturates(delta)
         sample = tick & ok & have_prev
         with m.If(tick & ok):
@@ -279,32 +278,24 @@ class VenueSignals(wiring.Component):
         # is at least the truncation, so floor(product >> shift) is the sum of the partial
         # products shifted, the lowest one truncated. Stage B adds them all in one sum.
         star_terms = []
-        for i, ((x, y), shift) in enumerate(zip(((p.xv_a, sqrt.root), (p.xv_b, p.leverage),
-                                                 (p.xv_c, p.xv_inv_liq)), STAR_SHIFTS,
-                                                strict=True)):
-            for offset, group in partials(m, x, y, f"star{i}_a").items():
-                assert offset == 0 or offset >= shift
-                star_terms += [t >> shift if offset == 0 else t << (offset - shift)
-                               for t in group]
-
+        for i, (x, y) in enumerate(((p.xv_a, sqrt.root), (p.xv_b, p.leverage),
+                                    (p.xv_c, p.xv_inv_liq))):
+            star_terms += truncated(partials(m, x, y, f"star{i}_a"), STAR_SHIFTS[i])
         # Stage B: products with data, the square of the mid change, acceleration.
         # Stage C: the EWMAs (hw/signal_units.py ewma_step) and their threshold compares.
-        # Both run every cycle: without a sample, x = 0, the shift is the width and the mask
-        # 0, which keeps the state.
-        x_b = delay(m, Mux(sample_a, delta_a * delta_a, 0)[:2 * CLAMP_BITS - 2], "x_b")
+        x_b = delay(m, (delta_a * delta_a)[:2 * CLAMP_BITS - 2], "x_b")     # <= CLAMP_MAX^2
+        sample_b = delay(m, sample_a, "sample_b")
         vol_valid = Signal()
         above = {}
         for state, param, hi, name in ((sf, p.vol_fast_shift, p.vol_fast_hi, "fast"),
                                        (ss, p.vol_slow_shift, p.vol_slow_hi, "slow")):
-            width = len(state)
-            # A shift of `width` or more clears both terms: the shifter sees 0..width only.
-            shift = delay(m, Mux(param > width, width, param), f"{name}_shift_a",
-                          range(width + 1))
-            mask = delay(m, Cat(param > i for i in range(width)), f"{name}_mask_a")
-            above[name] = ewma_step(
-                m, state, x_b, delay(m, Mux(sample_a, shift, width), f"{name}_shift_b"),
-                delay(m, Mux(sample_a, mask, 0), f"{name}_mask_b"),
-                delay(m, hi, f"{name}_hi", n=2))
+            # The register's limit: larger raw values act as SHIFT_MAX (the shifter is in
+            # the EWMA loop, one LUT level per bit of the shift).
+            shift = delay(m, Mux(param > SHIFT_MAX, SHIFT_MAX, param), f"{name}_shift",
+                          range(SHIFT_MAX + 1), n=2)
+            mask = delay(m, Cat(param > i for i in range(SHIFT_MAX)), f"{name}_mask", n=2)
+            above[name] = ewma_step(m, state, sample_b, x_b, shift, mask,
+                                    delay(m, hi, f"{name}_hi", n=2))
         with m.If(sample_a):
             m.d.sync += vol_valid.eq(1)
 

@@ -24,6 +24,7 @@ from ..hw.signals import (
     IMB_OUTPUTS,
     LEV_FRAC,
     LSAFE_SHIFT,
+    SHIFT_MAX,
     SIGMA2_FRAC,
     SIGMA_BITS,
     STAR_FRAC,
@@ -104,7 +105,8 @@ class VenueSignalsModel:
 
     def _ewma(self, state, x, shift):
         # Floor shift of the signed step: the state moves toward x and never overshoots it.
-        return state + (((x << SIGMA2_FRAC) - state) >> shift)
+        # Raw shifts above the register's limit act as the limit.
+        return state + (((x << SIGMA2_FRAC) - state) >> min(shift, SHIFT_MAX))
 
     def step(self, book, tick, p):
         """Advance one cycle; ``p`` maps parameter names to this venue's raw values."""

@@ -7,7 +7,7 @@ import pytest
 from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.sim import Simulator
 
-from obcore.hw.pipeline import DSP_BITS, dsp_slices, magnitude, partial_sum
+from obcore.hw.pipeline import DSP_BITS, dsp_slices, magnitude, partial_sum, partials, truncated
 
 
 def run(m, bench):
@@ -73,5 +73,28 @@ def test_magnitude():
             ctx.set(b, y)
             await ctx.tick()
             assert (ctx.get(mag), ctx.get(neg), ctx.get(bid)) == (abs(x - y), x < y, x > y)
+
+    run(m, bench)
+
+
+@pytest.mark.parametrize("shift", [0, 8, 15, 18])
+def test_truncated_terms_floor_the_product(shift):
+    """The truncated terms of a 24 x 25-bit product sum to floor(a * b / 2^shift)."""
+    seed = random.randrange(1 << 31)
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    m = Module()
+    a, b = Signal(24), Signal(25)
+    out = Signal(49)
+    m.d.comb += out.eq(sum(truncated(partials(m, a, b, "p"), shift)))
+    pairs = [(0, 0), ((1 << 24) - 1, (1 << 25) - 1), (1, (1 << shift) - 1 if shift else 1)]
+    pairs += [(rng.randrange(1 << 24), rng.randrange(1 << 25)) for _ in range(60)]
+
+    async def bench(ctx):
+        for x, y in pairs:
+            ctx.set(a, x)
+            ctx.set(b, y)
+            await ctx.tick()
+            assert ctx.get(out) == (x * y) >> shift, (x, y)
 
     run(m, bench)
