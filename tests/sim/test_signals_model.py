@@ -8,6 +8,7 @@ from obcore.hw.registers import REGISTERS, to_fixed
 from obcore.hw.signals import (
     CLAMP_MAX,
     IMB_MAX,
+    SHIFT_MAX,
     SIGMA_BITS,
     STATUS,
     VOL_STAGES,
@@ -98,6 +99,17 @@ def test_ewma_floor_moves_down_to_the_sample():
     out = step(m, book(), tick=True)                   # x = 0: 3 + floor(-3/2) = 1
     assert out["sigma2_fast"] == 1
     assert step(m, book(), tick=True)["sigma2_fast"] == 0
+
+
+def test_ewma_shift_above_the_register_limit_acts_as_the_limit():
+    """A raw shift over SHIFT_MAX (the CSR does not range-check) is SHIFT_MAX: the state moves
+    by floor((X - state) / 2^SHIFT_MAX), not by the larger shift's -1."""
+    m = model()
+    m.params["vol_fast_shift"], m.params["vol_slow_shift"] = [SHIFT_MAX + 9] * 2, [255] * 2
+    m.units[0].sigma2_fast = m.units[0].sigma2_slow = 5 << (SHIFT_MAX + 1)
+    m.units[0].prev, m.units[0].have_prev = 2004, True
+    out = step(m, book(), tick=True)                   # x = 0: 10 << 31 >> 31 off
+    assert out["sigma2_fast"] == out["sigma2_slow"] == (5 << (SHIFT_MAX + 1)) - 10
 
 
 def test_saturation_of_the_vol_delta_and_the_microprice_spread():
