@@ -114,20 +114,23 @@ def ewma_step(m, state, en, x, shift, mask, hi):
     one carry-save level, one carry chain from the state back to itself. The borrow compare
     (a chain of its own) runs beside it: the sum is taken for both values of the borrow
     (carry select) and the borrow picks. The threshold compare is the sign of ``new + ~hi``
-    (= new - hi - 1) two bits wider: a second carry-save level on the first, one more chain.
+    (= new - hi - 1) two bits wider, as ``(state + ~hi) + ~(state >> k) + (X >> k) +
+    ~borrow``: the first sum (registers only) runs beside the shifter, so the compare is as
+    deep as the step.
     """
     width = len(state)
     wide = width + 2
     big_x = x << SIGMA2_FRAC
     borrow = (big_x & mask) < (state & mask)
     ones = Const(-1, 2)
-    s1, c1 = csa(Cat(state, Const(0, 2)), Cat(~(state >> shift)[:width], ones),
-                 Cat((big_x >> shift)[:width], Const(0, 2)))
-    s2, c2 = csa(s1, c1, Cat(~hi, ones))
+    shifted = Cat(~(state >> shift)[:width], ones), Cat((big_x >> shift)[:width], Const(0, 2))
+    base = (Cat(state, Const(0, 2)) + Cat(~hi, ones))[:wide]        # state - hi - 1
+    s1, c1 = csa(Cat(state, Const(0, 2)), *shifted)
+    s2, c2 = csa(base, *shifted)
 
     def select(total, carry, bits):
         """``total + carry + ~borrow`` modulo 2^bits (carry's bit 0 free): borrow 1, then 0."""
         return [(total[:bits] + Cat(Const(cin, 1), carry[1:bits]))[:bits] for cin in (0, 1)]
     with m.If(en):
         m.d.sync += state.eq(Mux(borrow, *select(s1, c1, width)))
-    return Mux(en, ~Mux(borrow, *(total[-1] for total in select(s2, c2, wide))), state > hi)
+    return ~Mux(en, Mux(borrow, *(total[-1] for total in select(s2, c2, wide))), base[-1])
