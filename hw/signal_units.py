@@ -104,10 +104,12 @@ class ImbalanceDivider(wiring.Component):
         return m
 
 
-def ewma_step(m, state, en, x, shift, mask, hi):
+def ewma_step(m, state, en, x, shift_a, mask, hi, name):
     """One EWMA clock edge: when ``en``, ``state`` (unsigned, UQ34.16) takes ``state + ((X -
     state) >> shift)``, X = ``x`` << SIGMA2_FRAC, a floor shift. Returns (comb) whether the
-    state after this edge exceeds ``hi``. ``mask`` = 2^shift - 1; both registered.
+    state after this edge exceeds ``hi``. ``mask`` = 2^shift - 1 (registered); ``shift_a``
+    is the shift a cycle earlier: registered here twice, once inverted (yosys merges equal
+    registers), so that each of the two shifters has its own copy of the selects.
 
     The step is ``state + ~(state >> k) + (X >> k) + ~borrow`` modulo 2^width, borrow = [X
     mod 2^k < state mod 2^k] (the same integer, floor included): one shift of the state,
@@ -121,9 +123,12 @@ def ewma_step(m, state, en, x, shift, mask, hi):
     width = len(state)
     wide = width + 2
     big_x = x << SIGMA2_FRAC
+    shift = Signal.like(shift_a, name=f"{name}_shift_s")
+    shift_n = Signal(len(shift_a), name=f"{name}_shift_x")
+    m.d.sync += [shift.eq(shift_a), shift_n.eq(~shift_a)]
     borrow = (big_x & mask) < (state & mask)
     ones = Const(-1, 2)
-    shifted = Cat(~(state >> shift)[:width], ones), Cat((big_x >> shift)[:width], Const(0, 2))
+    shifted = Cat(~(state >> shift)[:width], ones), Cat((big_x >> ~shift_n)[:width], Const(0, 2))
     base = (Cat(state, Const(0, 2)) + Cat(~hi, ones))[:wide]        # state - hi - 1
     s1, c1 = csa(Cat(state, Const(0, 2)), *shifted)
     s2, c2 = csa(base, *shifted)

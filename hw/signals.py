@@ -292,10 +292,10 @@ class VenueSignals(wiring.Component):
             # The register's limit: larger raw values act as SHIFT_MAX (the shifter is in
             # the EWMA loop, one LUT level per bit of the shift).
             shift = delay(m, Mux(param > SHIFT_MAX, SHIFT_MAX, param), f"{name}_shift",
-                          range(SHIFT_MAX + 1), n=2)
+                          range(SHIFT_MAX + 1))
             mask = delay(m, Cat(param > i for i in range(SHIFT_MAX)), f"{name}_mask", n=2)
             above[name] = ewma_step(m, state, sample_b, x_b, shift, mask,
-                                    delay(m, hi, f"{name}_hi", n=2))
+                                    delay(m, hi, f"{name}_hi", n=2), name)
         with m.If(sample_a):
             m.d.sync += vol_valid.eq(1)
 
