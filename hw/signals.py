@@ -264,8 +264,10 @@ class VenueSignals(wiring.Component):
         sf, ss = Signal(_shape("sigma2_fast")), Signal(_shape("sigma2_slow"))
         m.submodules.sqrt = sqrt = SerialSqrt(2 * SIGMA_BITS)
         dirty = Signal()
-        in_flight = Cat(tick, *(delay(m, tick, "tick_in", n=i) for i in range(1, VOL_STAGES)))
-        start = dirty & ~sqrt.busy & ~in_flight.any()
+        in_flight = [tick]                   # the ticks whose samples are not in sigma2 yet
+        for i in range(1, VOL_STAGES):
+            in_flight.append(delay(m, in_flight[-1], f"tick_in{i}"))
+        start = dirty & ~sqrt.busy & ~Cat(*in_flight).any()
         m.d.comb += [sqrt.start.eq(start), sqrt.radicand.eq(Mux(sf > ss, sf, ss))]
         with m.If(tick):
             m.d.sync += dirty.eq(1)
@@ -289,8 +291,7 @@ class VenueSignals(wiring.Component):
         above = {}
         for state, param, hi, name in ((sf, p.vol_fast_shift, p.vol_fast_hi, "fast"),
                                        (ss, p.vol_slow_shift, p.vol_slow_hi, "slow")):
-            # The register's limit: larger raw values act as SHIFT_MAX (the shifter is in
-            # the EWMA loop, one LUT level per bit of the shift).
+            # Raw values over the register's limit act as it: a shorter shifter in the loop.
             shift = delay(m, Mux(param > SHIFT_MAX, SHIFT_MAX, param), f"{name}_shift",
                           range(SHIFT_MAX + 1))
             mask = delay(m, Cat(param > i for i in range(SHIFT_MAX)), f"{name}_mask", n=2)
