@@ -113,12 +113,11 @@ def ewma_step(m, state, en, x, shift_a, mask, hi, name):
 
     The step is ``state + ~(state >> k) + (X >> k) + ~borrow`` modulo 2^width, borrow = [X
     mod 2^k < state mod 2^k] (the same integer, floor included): one shift of the state,
-    one carry-save level, one carry chain from the state back to itself. The borrow compare
-    (a chain of its own) runs beside it: the sum is taken for both values of the borrow
-    (carry select) and the borrow picks. The threshold compare is the sign of ``new + ~hi``
-    (= new - hi - 1) two bits wider, as ``(state + ~hi) + ~(state >> k) + (X >> k) +
-    ~borrow``: the first sum (registers only) runs beside the shifter, so the compare is as
-    deep as the step.
+    one carry-save level whose free carry bit 0 takes ~borrow, one carry chain from the
+    state back to itself. The borrow compare (registers, a chain of its own) is done before
+    the shifter is. The threshold compare is the sign of ``new + ~hi`` (= new - hi - 1) two
+    bits wider, as ``(state + ~hi) + ~(state >> k) + (X >> k) + ~borrow``: the first sum
+    (registers only) runs beside the shifter, so the compare is as deep as the step.
     """
     width = len(state)
     wide = width + 2
@@ -126,16 +125,12 @@ def ewma_step(m, state, en, x, shift_a, mask, hi, name):
     shift = Signal.like(shift_a, name=f"{name}_shift_s")
     shift_n = Signal(len(shift_a), name=f"{name}_shift_x")
     m.d.sync += [shift.eq(shift_a), shift_n.eq(~shift_a)]
-    borrow = (big_x & mask) < (state & mask)
+    no_borrow = ~((big_x & mask) < (state & mask))
     ones = Const(-1, 2)
     shifted = Cat(~(state >> shift)[:width], ones), Cat((big_x >> ~shift_n)[:width], Const(0, 2))
     base = (Cat(state, Const(0, 2)) + Cat(~hi, ones))[:wide]        # state - hi - 1
     s1, c1 = csa(Cat(state, Const(0, 2)), *shifted)
     s2, c2 = csa(base, *shifted)
-
-    def select(total, carry, bits):
-        """``total + carry + ~borrow`` modulo 2^bits (carry's bit 0 free): borrow 1, then 0."""
-        return [(total[:bits] + Cat(Const(cin, 1), carry[1:bits]))[:bits] for cin in (0, 1)]
     with m.If(en):
-        m.d.sync += state.eq(Mux(borrow, *select(s1, c1, width)))
-    return ~Mux(en, Mux(borrow, *(total[-1] for total in select(s2, c2, wide))), base[-1])
+        m.d.sync += state.eq((s1 + (c1 | no_borrow))[:width])
+    return ~Mux(en, (s2 + (c2 | no_borrow))[wide - 1], base[-1])
