@@ -117,12 +117,15 @@ def _shape(name):
     return signed(fmt.width) if fmt.signed else unsigned(fmt.width)
 
 
-def _saturates(value):
-    """``|value| > CLAMP_MAX`` for a signed ``value``, tested on bits rather than by two
-    compares behind its carry chain: the bits from ``CLAMP_BITS - 1`` up are not all copies
-    of the sign, or ``value`` is -2^(CLAMP_BITS - 1)."""
-    top = value[CLAMP_BITS - 1:]
-    return ~(~top.any() | (top.all() & value[:CLAMP_BITS - 1].any()))
+def _saturates(x, y, offset=0):
+    """``|x + y + offset| > CLAMP_MAX``, ``x``, ``y`` of one width that holds that sum
+    +-2^CLAMP_BITS exactly: the signs of ``x + y + offset - CLAMP_MAX - 1`` and ``x + y +
+    offset + CLAMP_MAX``, a carry-save level and a chain each beside the sum, not a test on
+    the sum's bits behind its chain (that test was 14.1 ns routed)."""
+    def sign(const):
+        total, carry = csa(x, y, Const(const % (1 << len(x)), len(x)))
+        return (total + carry)[len(x) - 1]
+    return ~sign(offset - CLAMP_MAX - 1) | sign(offset + CLAMP_MAX)
 
 
 def _exceeds(big, small):
@@ -200,26 +203,23 @@ class VenueSignals(wiring.Component):
         # the clamped delta, stage B its square (a DSP between registers), stage C the EWMAs.
         prev, have_prev = Signal(PRICE_BITS + 1), Signal()
         delta = Signal(signed(PRICE_BITS + 2), name="delta")
-        # a + b - prev = a + b + ~prev + 1 modulo 2^width, one written-out carry-save level and
-        # one chain: yosys otherwise reuses `a + b` (mid2) and subtracts after it, two chains
-        # in a row (14.8 ns routed).
-        csa_sum, csa_carry = csa(*(Cat(v, Const(fill, len(delta) - len(v)))
+        # a + b - prev = a + b + ~prev + 1, a written-out carry-save level and one chain: yosys
+        # otherwise reuses `a + b` (mid2) and subtracts after it (two chains: 14.8 ns routed).
+        csa_sum, csa_carry = csa(*(Cat(v, Const(fill, len(delta) + 1 - len(v)))
                                    for v, fill in ((ask, 0), (bid, 0), (~prev, -1))))
         m.d.comb += delta.eq(csa_sum + (csa_carry | 1))
-        delta_sat = _saturates(delta)
+        delta_sat = _saturates(csa_sum, csa_carry | 1)
         sample = tick & ok & have_prev
         with m.If(tick & ok):
             m.d.sync += [prev.eq(mid2), have_prev.eq(1)]
-        # Unclamped, delta is its low CLAMP_BITS bits.
-        delta_a = delay(m, Mux(delta_sat, CLAMP_MAX, delta[:CLAMP_BITS].as_signed()),
-                        "delta_a", signed(CLAMP_BITS))
+        delta_a = delay(m, Mux(delta_sat, CLAMP_MAX, delta[:CLAMP_BITS].as_signed()),  # exact
+                        "delta_a", signed(CLAMP_BITS))                      # unless clamped
         sample_a = delay(m, sample, "sample_a")
         sat_vol = delay(m, sample & delta_sat, "sat_vol", n=LATENCY - 1)
 
-        micro_sat = _saturates(spread)
+        micro_sat = _saturates(Cat(ask, Const(0, 2)), Cat(~bid, Const(-1, 2)), 1)
         micro_s_a = delay(m, Mux(micro_sat, Mux(spread[-1], -CLAMP_MAX, CLAMP_MAX),
-                                 spread[:CLAMP_BITS].as_signed()), "micro_s_a",
-                          signed(CLAMP_BITS))
+                                 spread[:CLAMP_BITS].as_signed()), "micro_s_a", signed(CLAMP_BITS))
         vb_a = delay(m, vb, "vb_a")
         sat_micro = delay(m, ok & micro_sat, "sat_micro", n=LATENCY - 1)
         tmag_a, tneg_a, tbid_a = magnitude(m, vb, va, "t_a_")

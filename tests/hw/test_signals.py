@@ -236,11 +236,15 @@ def test_strict_compares_at_their_edges():
 
 def test_vol_clamp_at_its_edges():
     """The mid change `a + b - prev` on both sides of the clamp: +-CLAMP_MAX passes,
-    one more saturates (`sat_vol`), so the full-width sum behind the clamp is exact."""
+    one more saturates (`sat_vol`), so the full-width sum behind the clamp is exact; the
+    spread's clamp (`sat_micro`) the same."""
     asks = [1004]
     for step in (CLAMP_MAX, CLAMP_MAX + 1, -CLAMP_MAX, -(CLAMP_MAX + 1)):
         asks.append(asks[-1] + step)
     steps = [([_book(ask=a)] * 2, True, {}) for a in asks]
+    # The microprice spread's clamp likewise, both signs (a crossed book for the negative).
+    steps += [([_book(bid=1000, ask=1000 + d) if d >= 0 else _book(bid=1000 - d, ask=1000)] * 2,
+               False, {}) for d in (CLAMP_MAX, CLAMP_MAX + 1, -CLAMP_MAX, -CLAMP_MAX - 1)]
     _run_against_model(steps + [([_book(ask=asks[-1])] * 2, False, {})] * LATENCY)
 
 
