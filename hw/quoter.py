@@ -5,13 +5,13 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .layouts import order_layout
+from .pipeline import DSP_BITS, delay, partials
 from .ratelimit import (
     EMITTER_PARAMS,
     PRICE_BITS,
     SIZE_BITS,
     TARGET,
     OrderEmitter,
-    delay,
     param_init,
     param_shape,
     slot_list,
@@ -31,7 +31,6 @@ LEVELS_MAX = REGISTERS["level_gap"].count + 1
 Q_BITS = REGISTERS["position_net"].fmt.width
 SIGMA2_FRAC = REGISTERS["sigma2_fast"].fmt.frac_bits
 OP_BITS = 36                     # risk-path multiplier operands: two 18-bit DSP inputs each
-DSP_BITS = 18                    # one MULT18X18D operand, unsigned mode
 MUL_STAGES = 3                   # a product wider than one tile: partials, middle sum, sum
 OP_MAX = (1 << OP_BITS) - 1
 VAR_FRAC = 12                    # the mid's sigma2 operand: UQ24.12 ticks^2
@@ -125,19 +124,12 @@ def _product(m, a, b, name):
     """``a b`` (unsigned, each at most two DSP operands wide) in ``MUL_STAGES`` registered
     stages: the 18 x 18 partial products (one MULT18X18D tile each), the sum of the middle
     ones, then the whole sum, so no cycle holds a DSP and a carry chain, nor two chains."""
-    def chunks(x):
-        x = x.as_unsigned()
-        return [x[i:i + DSP_BITS] for i in range(0, len(x), DSP_BITS)]
-
-    weights = {}
-    for i, x in enumerate(chunks(a)):
-        for j, y in enumerate(chunks(b)):
-            weights.setdefault(i + j, []).append(delay(m, x * y, f"{name}_pp{i}{j}"))
-    assert len(weights) > 1 and max(weights) <= 2, f"{name}: not a two-stage product"
+    weights = partials(m, a.as_unsigned(), b.as_unsigned(), f"{name}_pp")
+    assert len(weights) > 1 and max(weights) <= 2 * DSP_BITS, f"{name}: not a two-stage product"
     # The lowest and the highest partial products do not overlap: one word, one add.
-    ends = delay(m, Cat(weights[0][0], weights[2][0]) if 2 in weights else weights[0][0],
-                 f"{name}_ends")
-    middle = delay(m, sum(weights[1], 0), f"{name}_mid")
+    high = weights.get(2 * DSP_BITS)
+    ends = delay(m, Cat(weights[0][0], high[0]) if high else weights[0][0], f"{name}_ends")
+    middle = delay(m, sum(weights[DSP_BITS], 0), f"{name}_mid")
     return delay(m, ends + (middle << DSP_BITS), name, unsigned(len(a) + len(b)))
 
 

@@ -1,14 +1,17 @@
-"""Arithmetic units of the signals block, off its hot path: square root and imbalance divider."""
+"""Arithmetic units of the signals block: square root, imbalance divider, the EWMA step."""
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from .pipeline import csa
 from .registers import REGISTERS
 
-__all__ = ["IMB_FRAC", "IMB_MAX", "IMB_DIGITS", "IMB_STAGES", "SerialSqrt", "ImbalanceDivider"]
+__all__ = ["IMB_FRAC", "IMB_MAX", "IMB_DIGITS", "IMB_STAGES", "SIGMA2_FRAC", "SerialSqrt",
+           "ImbalanceDivider", "ewma_step"]
 
 IMB_FRAC = REGISTERS["obi_touch_th"].fmt.frac_bits   # SQ1.15, like the thresholds' UQ1.15
+SIGMA2_FRAC = REGISTERS["sigma2_fast"].fmt.frac_bits   # sigma2: UQ34.16 ticks^2
 IMB_MAX = (1 << IMB_FRAC) - 1  # +-1.0 (a one-sided touch) reads as +-IMB_MAX
 # Restoring division in radix 4: two quotient bits (the integer bit and IMB_FRAC fraction bits)
 # per cycle from three trial subtractions side by side, then one cycle for the sign. One
@@ -99,3 +102,35 @@ class ImbalanceDivider(wiring.Component):
         mag = Mux(acc > IMB_MAX, IMB_MAX, acc)
         m.d.sync += self.q.eq(Mux(zero, 0, Mux(neg, -mag, mag)))
         return m
+
+
+def ewma_step(m, state, en, x, shift_a, mask, hi, name):
+    """One EWMA clock edge: when ``en``, ``state`` (unsigned, UQ34.16) takes ``state + ((X -
+    state) >> shift)``, X = ``x`` << SIGMA2_FRAC, a floor shift. Returns (comb) whether the
+    state after this edge exceeds ``hi``. ``mask`` = 2^shift - 1 (registered); ``shift_a``
+    is the shift a cycle earlier: registered here twice, once inverted (yosys merges equal
+    registers), so that each of the two shifters has its own copy of the selects.
+
+    The step is ``state + ~(state >> k) + (X >> k) + ~borrow`` modulo 2^width, borrow = [X
+    mod 2^k < state mod 2^k] (the same integer, floor included): one shift of the state,
+    one carry-save level whose free carry bit 0 takes ~borrow, one carry chain from the
+    state back to itself. The borrow compare (registers, a chain of its own) is done before
+    the shifter is. The threshold compare is the sign of ``new + ~hi`` (= new - hi - 1) two
+    bits wider, as ``(state + ~hi) + ~(state >> k) + (X >> k) + ~borrow``: the first sum
+    (registers only) runs beside the shifter, so the compare is as deep as the step.
+    """
+    width = len(state)
+    wide = width + 2
+    big_x = x << SIGMA2_FRAC
+    shift = Signal.like(shift_a, name=f"{name}_shift_s")
+    shift_n = Signal(len(shift_a), name=f"{name}_shift_x")
+    m.d.sync += [shift.eq(shift_a), shift_n.eq(~shift_a)]
+    no_borrow = ~((big_x & mask) < (state & mask))
+    ones = Const(-1, 2)
+    shifted = Cat(~(state >> shift)[:width], ones), Cat((big_x >> ~shift_n)[:width], Const(0, 2))
+    base = (Cat(state, Const(0, 2)) + Cat(~hi, ones))[:wide]        # state - hi - 1
+    s1, c1 = csa(Cat(state, Const(0, 2)), *shifted)
+    s2, c2 = csa(base, *shifted)
+    with m.If(en):
+        m.d.sync += state.eq((s1 + (c1 | no_borrow))[:width])
+    return ~Mux(en, (s2 + (c2 | no_borrow))[wide - 1], base[-1])

@@ -1,28 +1,40 @@
 """Market signals from the book outputs: spread, imbalance, volatility, depth drop, leverage."""
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .layouts import FEED
+from .pipeline import csa, delay, magnitude, partial_sum, partials, truncated, weighted
 from .registers import REGISTERS, build_map
-from .signal_units import IMB_FRAC, IMB_MAX, IMB_STAGES, ImbalanceDivider, SerialSqrt
+from .signal_units import (
+    IMB_FRAC,
+    IMB_MAX,
+    IMB_STAGES,
+    SIGMA2_FRAC,
+    ImbalanceDivider,
+    SerialSqrt,
+    ewma_step,
+)
 
 __all__ = ["BOOK_VIEW", "STATUS", "REGIME", "FLAGS", "XV_STATUS", "VolRegime", "LiqRegime",
            "VENUE_PARAMS", "VENUE_OUTPUTS", "CROSS_PARAMS", "CROSS_OUTPUTS", "LATENCY",
-           "CLAMP_MAX", "SIGMA2_FRAC", "SIGMA_LAG", "WINDOW_MAX", "DEPTH_BITS", "IMB_FRAC",
-           "IMB_MAX", "IMB_LATENCY", "IMB_OUTPUTS", "VenueSignals", "Signals", "port_layout"]
+           "CLAMP_MAX", "SIGMA2_FRAC", "VOL_STAGES", "SHIFT_MAX", "SIGMA_LAG", "WINDOW_MAX",
+           "DEPTH_BITS", "IMB_FRAC", "IMB_MAX", "IMB_LATENCY", "IMB_OUTPUTS", "VenueSignals",
+           "Signals", "port_layout"]
 
 LATENCY = 3                   # cycles from the book inputs (and tick) to every registered output
+# A tick's sample reaches sigma2 (the EWMA state, its own output register) this many cycles
+# later: the mid change, its square, the EWMA step. The root waits for it (SerialSqrt).
+VOL_STAGES = LATENCY
+SHIFT_MAX = int(REGISTERS["vol_fast_shift"].limits()[1])   # EWMA shifts: larger ones act as it
+assert REGISTERS["vol_slow_shift"].limits()[1] == SHIFT_MAX
 PRICE_BITS = FEED.offsets()["price"][1]
 QTY_BITS = FEED.offsets()["size"][1]
 DEPTH_BITS = 36               # 16 levels of sizes < 2^31 sum below 2^35; one bit to spare
 CLAMP_BITS = 18               # a DSP operand: the vol delta and the microprice spread fit it
 CLAMP_MAX = (1 << (CLAMP_BITS - 1)) - 1
-DSP_BITS = 18                 # an ECP5 MULT18X18D port (signed or unsigned)
-DSP_SLICE = 17                # unsigned slices of a wider operand: 17 bits fit a signed port
-SIGMA2_FRAC = REGISTERS["sigma2_fast"].fmt.frac_bits
 SIGMA_BITS = REGISTERS["sigma"].fmt.width
 # sigma lags sigma2: one root takes SIGMA_BITS cycles and a tick during it queues one more,
 # so sigma is fresh at most this many cycles after the last tick.
@@ -105,45 +117,22 @@ def _shape(name):
     return signed(fmt.width) if fmt.signed else unsigned(fmt.width)
 
 
-def _reg(m, value, name, shape=None, n=1):
-    """``value`` through ``n`` pipeline registers (reset 0)."""
-    for i in range(n):
-        r = Signal(shape if shape is not None else value.shape(), name=f"{name}_{i + 1}")
-        m.d.sync += r.eq(value)
-        value = r
-    return value
+def _saturates(x, y, offset=0):
+    """``|x + y + offset| > CLAMP_MAX``, ``x``, ``y`` of one width that holds that sum
+    +-2^CLAMP_BITS exactly: the signs of ``x + y + offset - CLAMP_MAX - 1`` and ``x + y +
+    offset + CLAMP_MAX``, a carry-save level and a chain each beside the sum, not a test on
+    the sum's bits behind its chain (that test was 14.1 ns routed)."""
+    def sign(const):
+        total, carry = csa(x, y, Const(const % (1 << len(x)), len(x)))
+        return (total + carry)[len(x) - 1]
+    return ~sign(offset - CLAMP_MAX - 1) | sign(offset + CLAMP_MAX)
 
 
-def _partials(m, a, b, name):
-    """``a * b`` as registered partial products, one DSP each: an operand wider than a DSP
-    port is cut into unsigned ``DSP_SLICE``-bit slices (its top slice keeps its sign). The
-    sum of the returned terms is ``a * b`` a cycle later; no adder follows a DSP in the
-    cycle of the multiplication, which is what makes wide products slow."""
-    def cut(value):
-        value = Value.cast(value)
-        if len(value) <= DSP_BITS:
-            return [(0, value)]
-        top = value.shape().signed
-        return [(lo, value[lo:lo + DSP_SLICE].as_signed() if top and lo + DSP_SLICE >= len(value)
-                 else value[lo:lo + DSP_SLICE]) for lo in range(0, len(value), DSP_SLICE)]
-    return [_reg(m, x * y, f"{name}_p{i}_{j}") << (i + j) for i, x in cut(a) for j, y in cut(b)]
-
-
-def _magnitude(m, a, b, name):
-    """Registered ``|a - b|``, ``a < b`` and ``a > b`` for unsigned ``a``, ``b``: both
-    differences side by side and the sign of one picks, so no negation (a second carry
-    chain) follows a difference, here or in the divider that takes the magnitude."""
-    ab, ba = a - b, b - a
-    mag = _reg(m, Mux(ab[-1], ba, ab)[:max(len(a), len(b))], f"{name}mag_a")
-    return mag, _reg(m, ab[-1], f"{name}neg_a"), _reg(m, ba[-1], f"{name}bid_a")
-
-
-def _clamp(m, value, name):
-    """``value`` saturated to +-CLAMP_MAX (a signed DSP operand) and whether it saturated."""
-    over, under = value > CLAMP_MAX, value < -CLAMP_MAX
-    out = Signal(signed(CLAMP_BITS), name=name)
-    m.d.comb += out.eq(Mux(over, CLAMP_MAX, Mux(under, -CLAMP_MAX, value)))
-    return out, over | under
+def _exceeds(big, small):
+    """``sum(big) > sum(small)`` as the sign of ``sum(small) - sum(big)``: one multi-operand
+    sum (one carry chain), not a sum and then a compare behind it."""
+    diff = sum(small, 0) - sum(big, 0)
+    return diff.as_signed()[-1]
 
 
 class VenueSignals(wiring.Component):
@@ -205,50 +194,39 @@ class VenueSignals(wiring.Component):
         spread = Signal(signed(PRICE_BITS + 1), name="spread_now")
         mid2 = Signal(PRICE_BITS + 1, name="mid2_now")
         m.d.comb += [spread.eq(ask - bid), mid2.eq(ask + bid)]
-        ok_a, tick_a = _reg(m, ok, "ok_a"), _reg(m, tick, "tick_a")
-        spread_a, mid2_a = _reg(m, spread, "spread_a"), _reg(m, mid2, "mid2_a")
-        upd = _reg(m, bk.updated, "upd", n=LATENCY - 1)
+        ok_a, tick_a = delay(m, ok, "ok_a"), delay(m, tick, "tick_a")
+        spread_a, mid2_a = delay(m, spread, "spread_a"), delay(m, mid2, "mid2_a")
+        upd = delay(m, bk.updated, "upd", n=LATENCY - 1)
 
         # Volatility sample: tick with a two-sided book. x = (delta mid2)^2 with delta clamped
-        # to one DSP operand; the first sample after reset only sets `prev`. The DSP squares
-        # the low bits while the clamp is decided, and the clamp picks CLAMP_MAX^2 after it:
-        # unclamped, delta equals its low CLAMP_BITS bits (signed).
+        # to one DSP operand; the first sample after reset only sets `prev`. Stage A registers
+        # the clamped delta, stage B its square (a DSP between registers), stage C the EWMAs.
         prev, have_prev = Signal(PRICE_BITS + 1), Signal()
-        # One three-operand sum (not mid2, then a subtract), and the clamp tested on bits
-        # (the top bits all copies of bit 17, and not -2^17) instead of two compares: the
-        # longest path of stage A (17.8 ns routed) was add, subtract, compares, clamp.
         delta = Signal(signed(PRICE_BITS + 2), name="delta")
-        # Written out as one carry-save level and one chain: yosys otherwise reuses
-        # `a + b` (mid2) and subtracts after it, two chains in a row (14.8 ns routed).
-        # a + b + ~prev + 1 modulo 2^width (~prev sign-extended: -prev - 1).
-        width = len(delta)
-        a = Cat(ask, Const(0, width - len(ask)))
-        b = Cat(bid, Const(0, width - len(bid)))
-        c = Cat(~prev, Const((1 << (width - len(prev))) - 1, width - len(prev)))
-        carry = (a & b) | (a & c) | (b & c)
-        m.d.comb += delta.eq((a ^ b ^ c) + Cat(Const(1, 1), carry[:width - 1]))
-        top = delta[CLAMP_BITS - 1:]
-        delta_sat = ~(~top.any() | (top.all() & delta[:CLAMP_BITS - 1].any()))
-        # The DSP operand from its own CLAMP_BITS-wide sum (the low bits of `delta`): a short
-        # carry chain into the DSP, the full-width one only decides the clamp beside it.
-        low = Signal(signed(CLAMP_BITS), name="delta_low")
-        m.d.comb += low.eq(ask[:CLAMP_BITS] + bid[:CLAMP_BITS] - prev[:CLAMP_BITS])
+        # a + b - prev = a + b + ~prev + 1, a written-out carry-save level and one chain: yosys
+        # otherwise reuses `a + b` (mid2) and subtracts after it (two chains: 14.8 ns routed).
+        csa_sum, csa_carry = csa(*(Cat(v, Const(fill, len(delta) + 1 - len(v)))
+                                   for v, fill in ((ask, 0), (bid, 0), (~prev, -1))))
+        m.d.comb += delta.eq(csa_sum + (csa_carry | 1))
+        delta_sat = _saturates(csa_sum, csa_carry | 1)
         sample = tick & ok & have_prev
         with m.If(tick & ok):
             m.d.sync += [prev.eq(mid2), have_prev.eq(1)]
-        x_a = _reg(m, Mux(delta_sat, CLAMP_MAX * CLAMP_MAX, low * low)[:2 * CLAMP_BITS - 2],
-                   "x_a")                                             # <= CLAMP_MAX^2
-        sample_a = _reg(m, sample, "sample_a")
-        sat_vol = _reg(m, sample & delta_sat, "sat_vol", n=LATENCY - 1)
+        delta_a = delay(m, Mux(delta_sat, CLAMP_MAX, delta[:CLAMP_BITS].as_signed()),  # exact
+                        "delta_a", signed(CLAMP_BITS))                      # unless clamped
+        sample_a = delay(m, sample, "sample_a")
+        sat_vol = delay(m, sample & delta_sat, "sat_vol", n=LATENCY - 1)
 
-        micro_s, micro_sat = _clamp(m, spread, "micro_s")
-        micro_s_a, vb_a = _reg(m, micro_s, "micro_s_a"), _reg(m, vb, "vb_a")
-        sat_micro = _reg(m, ok & micro_sat, "sat_micro", n=LATENCY - 1)
-        tmag_a, tneg_a, tbid_a = _magnitude(m, vb, va, "t")
-        tsum_a = _reg(m, vb + va, "tsum_a", unsigned(QTY_BITS + 1))
-        dmag_a, dneg_a, dbid_a = _magnitude(m, db, da, "d")
-        dsum_a = _reg(m, db + da, "dsum_a", unsigned(DEPTH_BITS + 1))
-        dmin_a = _reg(m, Mux(db < da, db, da), "dmin_a", unsigned(DEPTH_BITS))
+        micro_sat = _saturates(Cat(ask, Const(0, 2)), Cat(~bid, Const(-1, 2)), 1)
+        micro_s_a = delay(m, Mux(micro_sat, Mux(spread[-1], -CLAMP_MAX, CLAMP_MAX),
+                                 spread[:CLAMP_BITS].as_signed()), "micro_s_a", signed(CLAMP_BITS))
+        vb_a = delay(m, vb, "vb_a")
+        sat_micro = delay(m, ok & micro_sat, "sat_micro", n=LATENCY - 1)
+        tmag_a, tneg_a, tbid_a = magnitude(m, vb, va, "t_a_")
+        tsum_a = delay(m, vb + va, "tsum_a", unsigned(QTY_BITS + 1))
+        dmag_a, dneg_a, dbid_a = magnitude(m, db, da, "d_a_")
+        dsum_a = delay(m, db + da, "dsum_a", unsigned(DEPTH_BITS + 1))
+        dmin_a = delay(m, Mux(db < da, db, da), "dmin_a", unsigned(DEPTH_BITS))
         # The imbalances as values, for telemetry only: IMB_LATENCY cycles after the inputs.
         for name, mag, neg, total in (("obi_touch_q", tmag_a, tneg_a, tsum_a),
                                        ("obi_depth_q", dmag_a, dneg_a, dsum_a)):
@@ -272,57 +250,53 @@ class VenueSignals(wiring.Component):
         with m.If(tick):
             m.d.sync += [wptr.eq((wptr + 1)[:len(wptr)]), count.eq(filled)]
         bypass = tick & (win == 1)
-        then_b = _reg(m, Mux(bypass, db, rd.data.bid), "then_b_a")
-        then_a = _reg(m, Mux(bypass, da, rd.data.ask), "then_a_a")
-        now_b, now_a = _reg(m, db, "now_b_a"), _reg(m, da, "now_a_a")
-        drop_valid_a = _reg(m, filled >= win, "drop_valid_a")
+        then_b = delay(m, Mux(bypass, db, rd.data.bid), "then_b_a")
+        then_a = delay(m, Mux(bypass, da, rd.data.ask), "then_a_a")
+        now_b, now_a = delay(m, db, "now_b_a"), delay(m, da, "now_a_a")
+        drop_valid_a = delay(m, filled >= win, "drop_valid_a")
 
         # Leverage: L*risk and L*lvi_depth depend on parameters only.
-        risk_a = _reg(m, p.leverage * p.liquidity_risk, "risk_a")             # UQ16.16
-        lvi_prod_a = sum(_partials(m, p.leverage, p.lvi_depth, "lvi_prod_a"))   # UQ40.8
-        lmax_over = _reg(m, p.leverage > p.leverage_max, "lmax_over", n=LATENCY - 1)
+        risk_a = delay(m, p.leverage * p.liquidity_risk, "risk_a")             # UQ16.16
+        lvi_prod_a = partials(m, p.leverage, p.lvi_depth, "lvi_prod_a_p")      # UQ40.8
+        lmax_over = delay(m, p.leverage > p.leverage_max, "lmax_over", n=LATENCY - 1)
 
         # sigma = isqrt(max(sigma2)) runs once the tick samples in flight have landed.
         sf, ss = Signal(_shape("sigma2_fast")), Signal(_shape("sigma2_slow"))
         m.submodules.sqrt = sqrt = SerialSqrt(2 * SIGMA_BITS)
         dirty = Signal()
-        start = dirty & ~sqrt.busy & ~tick & ~tick_a
+        in_flight = [tick]                   # the ticks whose samples are not in sigma2 yet
+        for i in range(1, VOL_STAGES):
+            in_flight.append(delay(m, in_flight[-1], f"tick_in{i}"))
+        start = dirty & ~sqrt.busy & ~Cat(*in_flight).any()
         m.d.comb += [sqrt.start.eq(start), sqrt.radicand.eq(Mux(sf > ss, sf, ss))]
         with m.If(tick):
             m.d.sync += dirty.eq(1)
         with m.Elif(start):
             m.d.sync += dirty.eq(0)
-        sigma_a = _reg(m, sqrt.root, "sigma_a")
-        fresh = _reg(m, ~sqrt.busy & ~dirty & ~tick, "fresh", n=LATENCY - 1)
-        star_a_sig = _reg(m, p.xv_a * sqrt.root, "star_a_sig")                # UQ25.16
-        star_a_lev = _reg(m, p.xv_b * p.leverage, "star_a_lev")               # UQ24.16
-        star_a_liq = _reg(m, p.xv_c * p.xv_inv_liq, "star_a_liq")             # UQ17.23
-
-        # Stage B: products with data, the EWMAs, acceleration.
-        # state += ((X - state) >> k), X = x << SIGMA2_FRAC, a floor shift, computed as
-        #   state - (state >> k) + (X >> k) - [X mod 2^k < state mod 2^k]
-        # (the same integer): the two shifts and the compare run side by side, so the loop
-        # from the state back to itself is one shift and one multi-operand add. The masks
-        # 2^k - 1 are registered at stage A from the parameters.
-        big_x = x_a << SIGMA2_FRAC
+        sigma_a = delay(m, sqrt.root, "sigma_a")
+        fresh = delay(m, ~sqrt.busy & ~dirty & ~tick, "fresh", n=LATENCY - 1)
+        # Spread* = a sigma + b L + c/Lambda, each product truncated to STAR_FRAC bits, from
+        # registered partial products (UQ25.16, UQ24.16, UQ17.23): every slice offset but 0
+        # is at least the truncation, so floor(product >> shift) is the sum of the partial
+        # products shifted, the lowest one truncated. Stage B adds them all in one sum.
+        star_terms = []
+        for i, (x, y) in enumerate(((p.xv_a, sqrt.root), (p.xv_b, p.leverage),
+                                    (p.xv_c, p.xv_inv_liq))):
+            star_terms += truncated(partials(m, x, y, f"star{i}_a"), STAR_SHIFTS[i])
+        # Stage B: products with data, the square of the mid change, acceleration.
+        # Stage C: the EWMAs (hw/signal_units.py ewma_step) and their threshold compares.
+        x_b = delay(m, (delta_a * delta_a)[:2 * CLAMP_BITS - 2], "x_b")     # <= CLAMP_MAX^2
+        sample_b = delay(m, sample_a, "sample_b")
         vol_valid = Signal()
-        for state, param, name in ((sf, p.vol_fast_shift, "fast"),
-                                   (ss, p.vol_slow_shift, "slow")):
-            width = len(state)
-            # A shift of `width` or more clears both terms: the shifter sees 0..width only.
-            shift = _reg(m, Mux(param > width, width, param), f"{name}_shift_a",
-                         range(width + 1))
-            mask = _reg(m, Cat(param > i for i in range(width)), f"{name}_mask_a")
-            borrow = (big_x & mask) < (state & mask)
-            # state + ~(state >> k) + (X >> k) + ~borrow, modulo 2^width (the result lies
-            # between state and X, so it fits): one carry-save level, written out so the
-            # borrow rides in the free carry-in of the carry vector, then one carry chain.
-            neg = ~(state >> shift)
-            xk = (big_x >> shift)[:width]
-            csa_sum = state ^ neg ^ xk
-            csa_carry = Cat(~borrow, ((state & neg) | (state & xk) | (neg & xk))[:width - 1])
-            with m.If(sample_a):
-                m.d.sync += state.eq((csa_sum + csa_carry)[:width])
+        above = {}
+        for state, param, hi, name in ((sf, p.vol_fast_shift, p.vol_fast_hi, "fast"),
+                                       (ss, p.vol_slow_shift, p.vol_slow_hi, "slow")):
+            # Raw values over the register's limit act as it: a shorter shifter in the loop.
+            shift = delay(m, Mux(param > SHIFT_MAX, SHIFT_MAX, param), f"{name}_shift",
+                          range(SHIFT_MAX + 1))
+            mask = delay(m, Cat(param > i for i in range(SHIFT_MAX)), f"{name}_mask", n=2)
+            above[name] = ewma_step(m, state, sample_b, x_b, shift, mask,
+                                    delay(m, hi, f"{name}_hi", n=2), name)
         with m.If(sample_a):
             m.d.sync += vol_valid.eq(1)
 
@@ -337,57 +311,52 @@ class VenueSignals(wiring.Component):
         with m.Elif(tick_a):
             m.d.sync += [seen.eq(0), accel_valid.eq(0), accel.eq(0)]
 
-        th_t, th_d = _reg(m, p.obi_touch_th, "th_t_a"), _reg(m, p.obi_depth_th, "th_d_a")
-        drop_th, thin_th = _reg(m, p.depth_drop_th, "drop_th_a"), _reg(m, p.depth_thin, "thin_a")
-        tmag_b = _reg(m, tmag_a, "tmag_b")
-        tprod_b = sum(_partials(m, th_t, tsum_a, "tprod_b"))
-        tvalid_b, tbid_b = _reg(m, tsum_a != 0, "tvalid_b"), _reg(m, tbid_a, "tbid_b")
-        dmag_b = _reg(m, dmag_a, "dmag_b")
-        dprod_b = sum(_partials(m, th_d, dsum_a, "dprod_b"))
-        dvalid_b, dbid_b = _reg(m, dsum_a != 0, "dvalid_b"), _reg(m, dbid_a, "dbid_b")
-        lost_b = _reg(m, then_b - now_b, "lost_b_b", signed(DEPTH_BITS + 1))
-        lost_a = _reg(m, then_a - now_a, "lost_a_b", signed(DEPTH_BITS + 1))
-        lim_b = sum(_partials(m, drop_th, then_b, "lim_b_b"))
-        lim_a = sum(_partials(m, drop_th, then_a, "lim_a_b"))
-        drop_valid_b = _reg(m, drop_valid_a, "drop_valid_b")
-        thin_b = _reg(m, dmin_a < thin_th, "thin_b")
-        lvi_b = _reg(m, lvi_prod_a > (dmin_a << LEV_FRAC), "lvi_b")
-        lsafe_prod_b = sum(_partials(m, risk_a, sigma_a, "lsafe_prod_b"))        # UQ33.24
+        th_t, th_d = delay(m, p.obi_touch_th, "th_t_a"), delay(m, p.obi_depth_th, "th_d_a")
+        drop_th, thin_th = delay(m, p.depth_drop_th, "drop_th_a"), delay(m, p.depth_thin, "thin_a")
+        tmag_b = delay(m, tmag_a, "tmag_b")
+        tprod_b = partials(m, th_t, tsum_a, "tprod_b_p")
+        tvalid_b, tbid_b = delay(m, tsum_a != 0, "tvalid_b"), delay(m, tbid_a, "tbid_b")
+        dmag_b = delay(m, dmag_a, "dmag_b")
+        dprod_b = partials(m, th_d, dsum_a, "dprod_b_p")
+        dvalid_b, dbid_b = delay(m, dsum_a != 0, "dvalid_b"), delay(m, dbid_a, "dbid_b")
+        lost_b = delay(m, then_b - now_b, "lost_b_b", signed(DEPTH_BITS + 1))
+        lost_a = delay(m, then_a - now_a, "lost_a_b", signed(DEPTH_BITS + 1))
+        lim_b = partials(m, drop_th, then_b, "lim_b_b_p")
+        lim_a = partials(m, drop_th, then_a, "lim_a_b_p")
+        drop_valid_b = delay(m, drop_valid_a, "drop_valid_b")
+        thin_b = delay(m, dmin_a < thin_th, "thin_b")
+        lvi_b = delay(m, _exceeds(weighted(lvi_prod_a), [dmin_a << LEV_FRAC]), "lvi_b")
+        lsafe_prod_b = partials(m, risk_a, sigma_a, "lsafe_prod_b_p")        # UQ33.24
         # micro_s is 0 unless ok: the product is the output's 0 then.
-        micro_num_b = sum(_partials(m, Mux(ok_a, micro_s_a, 0), vb_a, "micro_num_b"))
-        micro_den_b = _reg(m, Mux(ok_a, tsum_a, 0), "micro_den_b", _shape("micro_den"))
-        # Spread* = a sigma + b L + c/Lambda, each term truncated to STAR_FRAC bits. dev sums
-        # the terms again rather than behind star: one multi-operand add, not two in a row.
-        terms = [t >> shift for t, shift in zip((star_a_sig, star_a_lev, star_a_liq),
-                                                STAR_SHIFTS, strict=True)]
-        star_b = _reg(m, sum(terms)[:len(self.spread_star)], "star_b")    # < 2^34: fits
-        m.d.sync += [self.dev.eq(Mux(ok_a, (spread_a << STAR_FRAC) - terms[0] - terms[1]
-                                     - terms[2], 0)),
-                     self.dev_valid.eq(ok_a)]
+        micro_num_b = partial_sum(m, Mux(ok_a, micro_s_a, 0), vb_a, "micro_num_b_p")
+        micro_den_b = delay(m, Mux(ok_a, tsum_a, 0), "micro_den_b", _shape("micro_den"))
+        # dev sums the terms again rather than behind star: one sum, not two in a row.
+        star_b = delay(m, sum(star_terms)[:len(self.spread_star)], "star_b")   # < 2^34: fits
+        dev = spread_a << STAR_FRAC
+        for term in star_terms:
+            dev = dev - term
+        m.d.sync += [self.dev.eq(Mux(ok_a, dev, 0)), self.dev_valid.eq(ok_a)]
 
         # Stage C: compares into the registered outputs.
-        fast_hi_th = _reg(m, p.vol_fast_hi, "fast_hi_th", n=2)
-        slow_hi_th = _reg(m, p.vol_slow_hi, "slow_hi_th", n=2)
-        accel_max, lsafe_k = _reg(m, p.accel_max, "accel_max", n=2), _reg(m, p.lsafe_k,
+        accel_max, lsafe_k = delay(m, p.accel_max, "accel_max", n=2), delay(m, p.lsafe_k,
                                                                           "lsafe_k", n=2)
-        fast_hi, slow_hi = sf > fast_hi_th, ss > slow_hi_th
-        drop_b = drop_valid_b & ((lost_b << FRAC_BITS) > lim_b)
-        drop_a = drop_valid_b & ((lost_a << FRAC_BITS) > lim_a)
-        sig_over = lsafe_prod_b > (lsafe_k << LSAFE_SHIFT)
+        fast_hi, slow_hi = above["fast"], above["slow"]
+        drop_b = drop_valid_b & _exceeds([lost_b << FRAC_BITS], weighted(lim_b))
+        drop_a = drop_valid_b & _exceeds([lost_a << FRAC_BITS], weighted(lim_a))
+        sig_over = _exceeds(weighted(lsafe_prod_b), [lsafe_k << LSAFE_SHIFT])
         m.d.sync += [
-            self.spread.eq(_reg(m, Mux(ok_a, spread_a, 0), "spread_b")),
-            self.mid2.eq(_reg(m, Mux(ok_a, mid2_a, 0), "mid2_b")),
+            self.spread.eq(delay(m, Mux(ok_a, spread_a, 0), "spread_b")),
+            self.mid2.eq(delay(m, Mux(ok_a, mid2_a, 0), "mid2_b")),
             self.micro_num.eq(micro_num_b[:len(self.micro_num)]),
             self.micro_den.eq(micro_den_b),
-            self.sigma2_fast.eq(sf), self.sigma2_slow.eq(ss),
-            self.sigma.eq(_reg(m, sigma_a, "sigma_b")), self.accel.eq(accel),
+            self.sigma.eq(delay(m, sigma_a, "sigma_b")), self.accel.eq(accel),
             self.spread_star.eq(star_b),
             self.regime.vol.eq(Cat(fast_hi, slow_hi)), self.regime.liq.eq(Cat(fast_hi, thin_b)),
-            st.updated.eq(upd), st.touch_valid.eq(_reg(m, ok_a, "ok_b")),
+            st.updated.eq(upd), st.touch_valid.eq(delay(m, ok_a, "ok_b")),
             st.obi_touch_valid.eq(tvalid_b), st.obi_touch_bid.eq(tvalid_b & tbid_b),
-            st.obi_touch_over.eq(tvalid_b & ((tmag_b << FRAC_BITS) > tprod_b)),
+            st.obi_touch_over.eq(tvalid_b & _exceeds([tmag_b << FRAC_BITS], weighted(tprod_b))),
             st.obi_depth_valid.eq(dvalid_b), st.obi_depth_bid.eq(dvalid_b & dbid_b),
-            st.obi_depth_over.eq(dvalid_b & ((dmag_b << FRAC_BITS) > dprod_b)),
+            st.obi_depth_over.eq(dvalid_b & _exceeds([dmag_b << FRAC_BITS], weighted(dprod_b))),
             st.vol_valid.eq(vol_valid), st.sigma_fresh.eq(fresh),
             st.vol_fast_hi.eq(fast_hi), st.vol_slow_hi.eq(slow_hi),
             st.accel_valid.eq(accel_valid), st.accel_over.eq(accel_valid & (accel > accel_max)),
@@ -396,7 +365,8 @@ class VenueSignals(wiring.Component):
             st.lmax_over.eq(lmax_over), st.lsafe_over.eq(lmax_over | sig_over),
             st.sat_vol.eq(sat_vol), st.sat_micro.eq(sat_micro),
         ]
-        m.d.comb += [self.sig_flags_set.vol.eq(st.sat_vol),
+        m.d.comb += [self.sig_flags_set.vol.eq(st.sat_vol), self.sigma2_fast.eq(sf),
+                     self.sigma2_slow.eq(ss),
                      self.sig_flags_set.micro.eq(st.sat_micro)]
         return m
 
@@ -462,8 +432,8 @@ class Signals(wiring.Component):
             a, b = units[0], units[1]
             # |mis| > limit as the signs of two three-operand sums (~limit = -limit - 1)
             # beside the difference, not compares behind it: one carry chain each.
-            limit = _reg(m, self.misalign_max, "misalign_max")
-            not_limit = _reg(m, -limit - 1, "misalign_not_max", signed(len(limit) + 1))
+            limit = delay(m, self.misalign_max, "misalign_max")
+            not_limit = delay(m, -limit - 1, "misalign_not_max", signed(len(limit) + 1))
             valid = a.dev_valid & b.dev_valid
             mis = Signal(_shape("misalign"))
             m.d.comb += mis.eq(a.dev - b.dev)

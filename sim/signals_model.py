@@ -24,6 +24,7 @@ from ..hw.signals import (
     IMB_OUTPUTS,
     LEV_FRAC,
     LSAFE_SHIFT,
+    SHIFT_MAX,
     SIGMA2_FRAC,
     SIGMA_BITS,
     STAR_FRAC,
@@ -31,6 +32,7 @@ from ..hw.signals import (
     STATUS,
     VENUE_OUTPUTS,
     VENUE_PARAMS,
+    VOL_STAGES,
     WINDOW_MAX,
     port_layout,
 )
@@ -84,12 +86,13 @@ class VenueSignalsModel:
         self.history = deque(maxlen=WINDOW_MAX)      # (bid depth, ask depth), newest first
         # The sequential root (hw SerialSqrt): one result bit per cycle while busy.
         self.root, self.radicand, self.left = 0, 0, 0
-        self.dirty = self.tick_before = False
+        self.dirty = False
+        self.ticks_before = (False,) * (VOL_STAGES - 1)   # newest first
 
     def _root_edge(self, tick):
-        """The square-root unit's clock edge: start when no tick is in flight, finish after
-        SIGMA_BITS cycles."""
-        start = self.dirty and not self.left and not tick and not self.tick_before
+        """The square-root unit's clock edge: start when no tick sample is in flight (none in
+        this cycle nor the VOL_STAGES - 1 before), finish after SIGMA_BITS cycles."""
+        start = self.dirty and not self.left and not tick and not any(self.ticks_before)
         if self.left:
             self.left -= 1
             if not self.left:
@@ -98,11 +101,12 @@ class VenueSignalsModel:
             self.radicand = max(self.sigma2_fast, self.sigma2_slow)
             self.left = SIGMA_BITS
         self.dirty = tick or (self.dirty and not start)
-        self.tick_before = tick
+        self.ticks_before = (tick, *self.ticks_before[:-1])
 
     def _ewma(self, state, x, shift):
         # Floor shift of the signed step: the state moves toward x and never overshoots it.
-        return state + (((x << SIGMA2_FRAC) - state) >> shift)
+        # Raw shifts above the register's limit act as the limit.
+        return state + (((x << SIGMA2_FRAC) - state) >> min(shift, SHIFT_MAX))
 
     def step(self, book, tick, p):
         """Advance one cycle; ``p`` maps parameter names to this venue's raw values."""

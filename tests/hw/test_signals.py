@@ -17,6 +17,7 @@ from obcore.hw.signals import (
     IMB_LATENCY,
     IMB_OUTPUTS,
     LATENCY,
+    SHIFT_MAX,
     SIGMA_LAG,
     STATUS,
     VENUE_OUTPUTS,
@@ -235,9 +236,25 @@ def test_strict_compares_at_their_edges():
 
 def test_vol_clamp_at_its_edges():
     """The mid change `a + b - prev` on both sides of the clamp: +-CLAMP_MAX passes,
-    one more saturates (`sat_vol`), so the full-width sum behind the clamp is exact."""
+    one more saturates (`sat_vol`), so the full-width sum behind the clamp is exact; the
+    spread's clamp (`sat_micro`) the same."""
     asks = [1004]
     for step in (CLAMP_MAX, CLAMP_MAX + 1, -CLAMP_MAX, -(CLAMP_MAX + 1)):
         asks.append(asks[-1] + step)
     steps = [([_book(ask=a)] * 2, True, {}) for a in asks]
+    # The microprice spread's clamp likewise, both signs (a crossed book for the negative).
+    steps += [([_book(bid=1000, ask=1000 + d) if d >= 0 else _book(bid=1000 - d, ask=1000)] * 2,
+               False, {}) for d in (CLAMP_MAX, CLAMP_MAX + 1, -CLAMP_MAX, -CLAMP_MAX - 1)]
     _run_against_model(steps + [([_book(ask=asks[-1])] * 2, False, {})] * LATENCY)
+
+
+def test_ewma_ticks_every_cycle_and_raw_shifts():
+    """Ticks in consecutive cycles through the EWMA loop (each step uses the one before),
+    with shifts 0, the register limit and raw values above it, which act as the limit."""
+    steps, ask = [], 4 * CLAMP_MAX             # the mid moves up and down, both sides kept
+    for fast, slow in ((0, SHIFT_MAX), (SHIFT_MAX + 1, 255), (3, SHIFT_MAX - 1)):
+        params = {"vol_fast_shift": [fast, slow], "vol_slow_shift": [slow, fast]}
+        for i in range(12):
+            ask += (CLAMP_MAX if i % 3 else -CLAMP_MAX // 2) - 40 * i
+            steps.append(([_book(ask=ask)] * 2, True, params if i == 0 else {}))
+    _run_against_model(steps + [([_book(ask=ask)] * 2, False, {})] * (SIGMA_LAG + LATENCY))

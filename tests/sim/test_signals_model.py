@@ -5,7 +5,16 @@ import math
 import pytest
 
 from obcore.hw.registers import REGISTERS, to_fixed
-from obcore.hw.signals import CLAMP_MAX, IMB_MAX, SIGMA_BITS, STATUS, LiqRegime, VolRegime
+from obcore.hw.signals import (
+    CLAMP_MAX,
+    IMB_MAX,
+    SHIFT_MAX,
+    SIGMA_BITS,
+    STATUS,
+    VOL_STAGES,
+    LiqRegime,
+    VolRegime,
+)
 from obcore.sim.signals_model import EMPTY_BOOK, SignalsModel, imbalance, pack
 
 
@@ -90,6 +99,17 @@ def test_ewma_floor_moves_down_to_the_sample():
     out = step(m, book(), tick=True)                   # x = 0: 3 + floor(-3/2) = 1
     assert out["sigma2_fast"] == 1
     assert step(m, book(), tick=True)["sigma2_fast"] == 0
+
+
+def test_ewma_shift_above_the_register_limit_acts_as_the_limit():
+    """A raw shift over SHIFT_MAX (the CSR does not range-check) is SHIFT_MAX: the state moves
+    by floor((X - state) / 2^SHIFT_MAX), not by the larger shift's -1."""
+    m = model()
+    m.params["vol_fast_shift"], m.params["vol_slow_shift"] = [SHIFT_MAX + 9] * 2, [255] * 2
+    m.units[0].sigma2_fast = m.units[0].sigma2_slow = 5 << (SHIFT_MAX + 1)
+    m.units[0].prev, m.units[0].have_prev = 2004, True
+    out = step(m, book(), tick=True)                   # x = 0: 10 << 31 >> 31 off
+    assert out["sigma2_fast"] == out["sigma2_slow"] == (5 << (SHIFT_MAX + 1)) - 10
 
 
 def test_saturation_of_the_vol_delta_and_the_microprice_spread():
@@ -186,7 +206,7 @@ def test_cross_venue_misalignment_by_hand():
     m.step([book(), book(bid=1000, ask=1004)], tick=True)
     books = [book(ask=1006, bid=1000), book(bid=1000, ask=1004)]
     m.step(books, tick=True)
-    res = [m.step(books) for _ in range(SIGMA_BITS + 3)][-1]    # the root has caught up
+    res = [m.step(books) for _ in range(SIGMA_BITS + VOL_STAGES + 1)][-1]   # root caught up
     a, b = res["venues"]
     # A: sigma = 2 (d = 2); Spread* = 1*2 + 0.5*2 + 3*0.5 = 4.5 ticks; S_A - S*_A = 1.5.
     assert a["spread_star"] == int(4.5 * 256) and a["dev"] == int(1.5 * 256)
@@ -214,23 +234,24 @@ def test_sigma_is_the_floor_root_of_the_larger_ewma():
 
 
 def test_sigma_follows_the_sequential_root_cycle_by_cycle():
-    """A tick marks the root dirty; it starts when no tick is in flight (2 quiet cycles),
-    takes SIGMA_BITS cycles, and a tick meanwhile queues one more root after it."""
+    """A tick marks the root dirty; it starts when no tick is in flight (VOL_STAGES quiet
+    cycles), takes SIGMA_BITS cycles, and a tick meanwhile queues one more root after it."""
     m = model(vol_fast_shift=0, vol_slow_shift=0)
     step(m, book(), tick=True)
     settle(m, book())
     step(m, book(ask=1008), tick=True)                  # sigma2 = 16: root 4 due
-    outs = [step(m, book(ask=1008)) for _ in range(SIGMA_BITS + 3)]
-    # 1st cycle after the tick: its sample is in flight; 2nd: the root starts; then
+    outs = [step(m, book(ask=1008)) for _ in range(SIGMA_BITS + VOL_STAGES + 1)]
+    # The cycles after the tick while its sample is in flight; then the root starts; then
     # SIGMA_BITS busy cycles; the cycle after shows the root.
-    assert [o["sigma"] for o in outs] == [0] * (SIGMA_BITS + 2) + [4 << 8]
-    assert [o["status"]["sigma_fresh"] for o in outs] == [False] * (SIGMA_BITS + 2) + [True]
+    assert [o["sigma"] for o in outs] == [0] * (SIGMA_BITS + VOL_STAGES) + [4 << 8]
+    assert [o["status"]["sigma_fresh"] for o in outs] == [False] * (
+        SIGMA_BITS + VOL_STAGES) + [True]
     step(m, book(ask=1011), tick=True)                  # cycle 0, d = 3: sigma2 = 9
-    for _ in range(5):                                  # the root starts in cycle 2
+    for _ in range(5):                                  # the root starts in cycle VOL_STAGES
         step(m, book(ask=1011))
     step(m, book(ask=1014), tick=True)                  # cycle 6, busy: a second root queues
     outs = [step(m, book(ask=1014)) for _ in range(2 * SIGMA_BITS + 2)]   # cycles 7...
-    first = 3 + SIGMA_BITS                              # shows root 1; root 2 starts
+    first = VOL_STAGES + 1 + SIGMA_BITS                 # shows root 1; root 2 starts
     second = first + 1 + SIGMA_BITS
     fresh = [o["status"]["sigma_fresh"] for o in outs]
     assert fresh.index(True) == second - 7 and all(fresh[second - 7:])

@@ -1,0 +1,100 @@
+# amaranth: UnusedElaboratable=no
+"""The shared pipeline helpers in the Amaranth simulator: partial products and magnitudes."""
+
+import random
+
+import pytest
+from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.sim import Simulator
+
+from obcore.hw.pipeline import DSP_BITS, dsp_slices, magnitude, partial_sum, partials, truncated
+
+
+def run(m, bench):
+    sim = Simulator(m)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def edges(shape):
+    lo, hi = (-(1 << (shape.width - 1)), (1 << (shape.width - 1)) - 1) if shape.signed else (
+        0, (1 << shape.width) - 1)
+    return [lo, hi, 0, 1, lo + 1, hi - 1]
+
+
+@pytest.mark.parametrize("sa,sb", [
+    (unsigned(16), unsigned(32)), (unsigned(36), unsigned(36)), (unsigned(18), unsigned(18)),
+    (signed(18), unsigned(31)), (signed(18), unsigned(18)), (signed(25), signed(36)),
+    (unsigned(32), unsigned(25)), (signed(40), unsigned(17))])
+def test_partial_sum_is_the_product(sa, sb):
+    """Every edge pair and random pairs: the sum of the partial products, one cycle later, is
+    ``a * b``; each partial product is one DSP's (its operands fit a MULT18X18D port)."""
+    seed = random.randrange(1 << 31)
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    m = Module()
+    a, b = Signal(sa), Signal(sb)
+    prod = Signal(signed(sa.width + sb.width + 1))
+    m.d.comb += prod.eq(partial_sum(m, a, b, "p"))
+    cuts_a, cuts_b = dsp_slices(a, b)
+    for x in (v for _, v in cuts_a):
+        for y in (v for _, v in cuts_b):
+            # a signed port is 18 bits; an unsigned operand takes one more bit in it
+            assert all(len(v) + (not v.shape().signed and x.shape().signed != y.shape().signed)
+                       <= DSP_BITS for v in (x, y)), (x.shape(), y.shape())
+    pairs = [(x, y) for x in edges(sa) for y in edges(sb)]
+    pairs += [(rng.choice(range(*edges(sa)[:2])), rng.choice(range(*edges(sb)[:2])))
+              for _ in range(50)]
+
+    async def bench(ctx):
+        for x, y in pairs:
+            ctx.set(a, x)
+            ctx.set(b, y)
+            await ctx.tick()
+            assert ctx.get(prod) == x * y, (x, y)
+
+    run(m, bench)
+
+
+def test_magnitude():
+    seed = random.randrange(1 << 31)
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    m = Module()
+    a, b = Signal(12), Signal(9)
+    mag, neg, bid = magnitude(m, a, b, "t")
+    pairs = [(0, 0), (4095, 0), (0, 511), (511, 511), (512, 511)]
+    pairs += [(rng.randrange(4096), rng.randrange(512)) for _ in range(100)]
+
+    async def bench(ctx):
+        for x, y in pairs:
+            ctx.set(a, x)
+            ctx.set(b, y)
+            await ctx.tick()
+            assert (ctx.get(mag), ctx.get(neg), ctx.get(bid)) == (abs(x - y), x < y, x > y)
+
+    run(m, bench)
+
+
+@pytest.mark.parametrize("shift", [0, 8, 15, 18])
+def test_truncated_terms_floor_the_product(shift):
+    """The truncated terms of a 24 x 25-bit product sum to floor(a * b / 2^shift)."""
+    seed = random.randrange(1 << 31)
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    m = Module()
+    a, b = Signal(24), Signal(25)
+    out = Signal(49)
+    m.d.comb += out.eq(sum(truncated(partials(m, a, b, "p"), shift)))
+    pairs = [(0, 0), ((1 << 24) - 1, (1 << 25) - 1), (1, (1 << shift) - 1 if shift else 1)]
+    pairs += [(rng.randrange(1 << 24), rng.randrange(1 << 25)) for _ in range(60)]
+
+    async def bench(ctx):
+        for x, y in pairs:
+            ctx.set(a, x)
+            ctx.set(b, y)
+            await ctx.tick()
+            assert ctx.get(out) == (x * y) >> shift, (x, y)
+
+    run(m, bench)
