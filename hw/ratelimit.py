@@ -4,7 +4,7 @@ from collections import namedtuple
 from functools import reduce
 from operator import or_
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -164,17 +164,20 @@ class OrderEmitter(wiring.Component):
         # The lowest set bit, as plain logic (pool & -pool would be a carry chain).
         m.d.comb += [grant[k].eq(pool[k] & ~pool[:k].any()) for k in range(n)]
 
-        def pick(values, width):
-            """The value of the granted slot (an AND-OR multiplexer, one-hot select)."""
+        def pick(values, width, select=grant):
+            """The value of the selected slot (an AND-OR multiplexer, one-hot select)."""
             sig = Signal(width)
-            m.d.comb += sig.eq(reduce(or_, (Mux(grant[k], v, 0) for k, v in enumerate(values))))
+            m.d.comb += sig.eq(reduce(or_, (Mux(select[k], v, 0) for k, v in enumerate(values))))
             return sig
 
-        kind = pick(act, 2)
-        # A CANCEL carries price and size 0: masked per slot, beside the selection.
-        price, size = (pick([Mux(a == Act.CANCEL, 0, v) for a, v in zip(act, values, strict=True)],
-                            width) for values, width in ((act_price, PRICE_BITS),
-                                                         (act_size, SIZE_BITS)))
+        # The order's price and size are not loaded through the grant (which would fan out
+        # to every bit of both): a load sets the granted slot's rest registers, which only
+        # its next load changes, and `shown`, one-hot, picks them from there; a CANCEL (price
+        # and size 0) and CANCEL_ALL show none.
+        word, shown = Signal(order_layout), Signal(n)
+        m.d.comb += [out.payload.eq(word),
+                     out.payload.price.eq(pick(rest_price, PRICE_BITS, shown)),
+                     out.payload.size.eq(pick(rest_size, SIZE_BITS, shown))]
         has_token = Signal(init=TOKEN_RESET >= TOKEN_ONE)    # tokens >= 1, a register
         m.d.comb += self.rate_exceeded.eq(elig.any() & ~has_token)
 
@@ -206,18 +209,16 @@ class OrderEmitter(wiring.Component):
                          elig[k].eq(go), cancels[k].eq(go & (need[k] == Act.CANCEL))]
 
         with m.If(load_ca):
-            m.d.sync += [out.valid.eq(1), out.payload.eq(0), seq.eq(seq + 1),
-                         out.payload.kind.eq(OrderKind.CANCEL_ALL), out.payload.seq.eq(seq),
-                         live.eq(0)]
+            m.d.sync += [out.valid.eq(1), word.eq(0), seq.eq(seq + 1), shown.eq(0),
+                         word.kind.eq(OrderKind.CANCEL_ALL), word.seq.eq(seq), live.eq(0)]
             m.d.sync += [t.eq(0) for t in timer]
         with m.Elif(load):
-            p = out.payload
             m.d.sync += [
-                out.valid.eq(1), seq.eq(seq + 1), p.kind.eq(kind), p.seq.eq(seq),
-                p.venue.eq(pick([s.venue for s in self._slots], p.venue.shape().width)),
-                p.side.eq(pick([s.side for s in self._slots], 1)),
-                p.slot.eq(pick([s.level for s in self._slots], p.slot.shape().width)),
-                p.price.eq(price), p.size.eq(size),
+                out.valid.eq(1), seq.eq(seq + 1), word.kind.eq(pick(act, 2)), word.seq.eq(seq),
+                word.venue.eq(pick([s.venue for s in self._slots], word.venue.shape().width)),
+                word.side.eq(pick([s.side for s in self._slots], 1)),
+                word.slot.eq(pick([s.level for s in self._slots], word.slot.shape().width)),
+                shown.eq(Cat(*(g & (a != Act.CANCEL) for g, a in zip(grant, act, strict=True)))),
             ]
             for k in range(n):
                 with m.If(grant[k]):
