@@ -157,12 +157,13 @@ class OrderEmitter(wiring.Component):
 
         # Eligibility is a register: each slot's is computed in the cycle before from every
         # state the load of that cycle may leave (which slot loads only selects), so the
-        # selection starts from flip-flops: elig -> grant -> load -> the loaded registers.
-        elig, cancels = Signal(n), Signal(n)          # eligible; eligible CANCELs
-        pool, grant = Signal(n), Signal(n)
-        m.d.comb += pool.eq(Mux(cancels.any(), cancels, elig))
-        # The lowest set bit, as plain logic (pool & -pool would be a carry chain).
-        m.d.comb += [grant[k].eq(pool[k] & ~pool[:k].any()) for k in range(n)]
+        # selection starts from flip-flops. The lowest eligible slot and the lowest eligible
+        # CANCEL are registers too (one-hot, computed beside eligibility), so the grant is
+        # one LUT level from flip-flops: whether any CANCEL is eligible picks one of them.
+        first, first_c = Signal(n), Signal(n)        # lowest eligible; lowest eligible CANCEL
+        any_elig, any_c = Signal(), Signal()
+        grant = Signal(n)
+        m.d.comb += grant.eq(Mux(any_c, first_c, first))
 
         def pick(values, width, select=grant):
             """The value of the selected slot (an AND-OR multiplexer, one-hot select)."""
@@ -179,15 +180,16 @@ class OrderEmitter(wiring.Component):
                      out.payload.price.eq(pick(rest_price, PRICE_BITS, shown)),
                      out.payload.size.eq(pick(rest_size, SIZE_BITS, shown))]
         has_token = Signal(init=TOKEN_RESET >= TOKEN_ONE)    # tokens >= 1, a register
-        m.d.comb += self.rate_exceeded.eq(elig.any() & ~has_token)
+        m.d.comb += self.rate_exceeded.eq(any_elig & ~has_token)
 
         free = ~out.valid | out.ready
         need_ca = pend | (self.pull & ~sent)
         load_ca = need_ca & free
-        load = ~(self.pull | pend) & free & elig.any() & has_token
+        load = ~(self.pull | pend) & free & any_elig & has_token
         loaded = [load & g for g in grant]
 
         req = self.requote_cycles
+        go, go_c = [], []                            # eligible next cycle; and a CANCEL
         for k, sk in enumerate(self._slots):
             # Next cycle's timer == 0, and the self-cross guard: the pending price (this
             # target) against our quotes that will rest on the other side of its venue (a
@@ -203,10 +205,14 @@ class OrderEmitter(wiring.Component):
                        for over in [act_price[i] <= pending if sk.side == 0
                                     else act_price[i] >= pending]]
             cross_n = reduce(or_, crosses, 0)
-            go = (need[k] != Act.NONE) & ~load_ca & ~loaded[k] & (     # not loaded now
-                (need[k] == Act.CANCEL) | (idle_n & ~cross_n))
-            m.d.sync += [idle[k].eq(idle_n), timer[k].eq(timer[k] - ~idle[k]),
-                         elig[k].eq(go), cancels[k].eq(go & (need[k] == Act.CANCEL))]
+            go.append((need[k] != Act.NONE) & ~load_ca & ~loaded[k] & (     # not loaded now
+                (need[k] == Act.CANCEL) | (idle_n & ~cross_n)))
+            go_c.append(go[k] & (need[k] == Act.CANCEL))
+            m.d.sync += [idle[k].eq(idle_n), timer[k].eq(timer[k] - ~idle[k])]
+        # The lowest set bit, as plain logic (x & -x would be a carry chain).
+        m.d.sync += [any_elig.eq(reduce(or_, go)), any_c.eq(reduce(or_, go_c))]
+        m.d.sync += [f[k].eq(g[k] & ~reduce(or_, g[:k], 0))
+                     for f, g in ((first, go), (first_c, go_c)) for k in range(n)]
 
         with m.If(load_ca):
             m.d.sync += [out.valid.eq(1), word.eq(0), seq.eq(seq + 1), shown.eq(0),
