@@ -112,7 +112,11 @@ class OrderEmitter(wiring.Component):
     cycle's load can leave (the load only selects), and the bucket's four candidate levels
     and whether each holds a whole token are tested against registered bounds (the token
     bit is a register too), so the loop elig -> grant -> load -> registers holds no
-    compare or carry chain.
+    compare or carry chain. The lowest eligible slot and the lowest eligible CANCEL are
+    registers as well (one-hot), so the grant is one LUT level from flip-flops; and the
+    order's price and size are not loaded through it: ``orders.payload`` shows them from
+    the granted slot's rest registers (which the load sets and only that slot's next load
+    changes) through a registered one-hot select, so the grant does not fan out to them.
     """
 
     def __init__(self, slots):
@@ -144,11 +148,29 @@ class OrderEmitter(wiring.Component):
         sent, pend = Signal(), Signal()        # CANCEL_ALL loaded this episode; still owed
         seq = Signal(SEQ_BITS)
 
+        # `target` is registered here (`cur`); its compares are made a cycle early, from the
+        # port and registers, for every value the compared register may hold when the
+        # target acts: what rests now, or (if that slot loads this cycle) its stage-A value.
+        # `moved` says which (a slot loaded in the previous cycle rests its then stage A).
+        cur = Signal.like(self.target)
+        moved = Signal(n)
+        m.d.sync += cur.eq(self.target)
+
+        def early(value, name):
+            """``value`` (a compare of the port, the target of the next cycle), registered."""
+            reg = Signal(name=name)
+            m.d.sync += reg.eq(value)
+            return reg
+
         # Stage A: the action each target needs against what rests now.
         need = []
         for k in range(n):
-            t = self.target[k]
-            changed = (t.price != rest_price[k]) | (t.size != rest_size[k])
+            t, nxt = cur[k], self.target[k]
+            changed = Mux(moved[k],
+                          early((nxt.price != act_price[k]) | (nxt.size != act_size[k]),
+                                f"chg_act_{k}"),
+                          early((nxt.price != rest_price[k]) | (nxt.size != rest_size[k]),
+                                f"chg_rest_{k}"))
             need.append(Mux(t.placed,
                             Mux(~live[k], Act.NEW, Mux(changed, Act.REPLACE, Act.NONE)),
                             Mux(live[k], Act.CANCEL, Act.NONE)))
@@ -195,20 +217,25 @@ class OrderEmitter(wiring.Component):
             # target) against our quotes that will rest on the other side of its venue (a
             # bid at or above one of our asks, an ask at or below a bid): each opposite slot
             # rests what it rests now, or what it loads.
+            # The compares are made a cycle early (above): an opposite slot's stage-A price
+            # then is the target it has now, its rest then what rests or its stage A now.
             idle_n = load_ca | Mux(loaded[k], req <= 1, timer[k] <= 1)
             pending = self.target[k].price
-            crosses = [Mux(loaded[i], (act[i] != Act.CANCEL) & over,
-                           live[i] & (rest_price[i] <= pending if sk.side == 0
-                                      else rest_price[i] >= pending))
+
+            def over(price, name, k=k, side=sk.side, pending=pending):
+                return early(price <= pending if side == 0 else price >= pending,
+                             f"cross_{name}_{k}")
+            crosses = [Mux(loaded[i], (act[i] != Act.CANCEL) & over(cur[i].price, f"act{i}"),
+                           live[i] & Mux(moved[i], over(act_price[i], f"moved{i}"),
+                                         over(rest_price[i], f"rest{i}")))
                        for i, si in enumerate(self._slots)
-                       if si.venue == sk.venue and si.side != sk.side
-                       for over in [act_price[i] <= pending if sk.side == 0
-                                    else act_price[i] >= pending]]
+                       if si.venue == sk.venue and si.side != sk.side]
             cross_n = reduce(or_, crosses, 0)
             go.append((need[k] != Act.NONE) & ~load_ca & ~loaded[k] & (     # not loaded now
                 (need[k] == Act.CANCEL) | (idle_n & ~cross_n)))
             go_c.append(go[k] & (need[k] == Act.CANCEL))
-            m.d.sync += [idle[k].eq(idle_n), timer[k].eq(timer[k] - ~idle[k])]
+            m.d.sync += [idle[k].eq(idle_n), timer[k].eq(timer[k] - ~idle[k]),
+                         moved[k].eq(loaded[k])]
         # The lowest set bit, as plain logic (x & -x would be a carry chain).
         m.d.sync += [any_elig.eq(reduce(or_, go)), any_c.eq(reduce(or_, go_c))]
         m.d.sync += [f[k].eq(g[k] & ~reduce(or_, g[:k], 0))
