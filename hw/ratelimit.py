@@ -81,7 +81,9 @@ class OrderEmitter(wiring.Component):
 
     Cycle contract (``obcore.sim.quoter_model.EmitterModel`` is the executable spec):
 
-    - stage A registers, per slot, the action its target in ``target`` needs against what
+    - ``target`` is registered first (the targets act the cycle after they are on the
+      port, as if the caller had registered them).
+    - stage A registers, per slot, the action its target needs against what
       rests: NEW (placed, nothing rests), REPLACE (placed, price or size differs), CANCEL
       (not placed, something rests) or none; the target's price and size ride along.
     - a slot is eligible when its action is not none, it was not loaded in the previous
@@ -108,11 +110,15 @@ class OrderEmitter(wiring.Component):
     - ``seq`` is +1 per order loaded, from 0 after reset.
 
     Timing: every decision of a cycle starts at flip-flops. Eligibility, the self-cross
-    test and timer == 0 are registers computed the cycle before for each state that
-    cycle's load can leave (the load only selects), and the bucket's four candidate levels
+    test, timer == 0 and timer <= 1 are registers computed the cycle before for each state
+    that cycle's load can leave (the load only selects), and the bucket's four candidate levels
     and whether each holds a whole token are tested against registered bounds (the token
     bit is a register too), so the loop elig -> grant -> load -> registers holds no
-    compare or carry chain. The lowest eligible slot and the lowest eligible CANCEL are
+    compare or carry chain. The stage-A and self-cross compares are made a cycle early:
+    ``target`` is the targets of the next cycle (the emitter registers them), compared with
+    each value the compared register may hold then (what rests now, or the stage-A value a
+    load this cycle makes rest), and the results are registers, so eligibility is a few LUT
+    levels from flip-flops. The lowest eligible slot and the lowest eligible CANCEL are
     registers as well (one-hot), so the grant is one LUT level from flip-flops; and the
     order's price and size are not loaded through it: ``orders.payload`` shows them from
     the granted slot's rest registers (which the load sets and only that slot's next load
@@ -144,6 +150,7 @@ class OrderEmitter(wiring.Component):
         act_size = [Signal(SIZE_BITS, name=f"act_size_{k}") for k in range(n)]
         timer = [Signal(TIMER_BITS, name=f"timer_{k}") for k in range(n)]
         idle = [Signal(init=1, name=f"idle_{k}") for k in range(n)]     # timer == 0
+        soon = [Signal(init=1, name=f"soon_{k}") for k in range(n)]     # timer <= 1
         tokens = Signal(TOKEN_BITS, init=TOKEN_RESET)
         sent, pend = Signal(), Signal()        # CANCEL_ALL loaded this episode; still owed
         seq = Signal(SEQ_BITS)
@@ -219,7 +226,7 @@ class OrderEmitter(wiring.Component):
             # rests what it rests now, or what it loads.
             # The compares are made a cycle early (above): an opposite slot's stage-A price
             # then is the target it has now, its rest then what rests or its stage A now.
-            idle_n = load_ca | Mux(loaded[k], req <= 1, timer[k] <= 1)
+            idle_n = load_ca | Mux(loaded[k], req <= 1, soon[k])
             pending = self.target[k].price
 
             def over(price, name, k=k, side=sk.side, pending=pending):
@@ -235,6 +242,7 @@ class OrderEmitter(wiring.Component):
                 (need[k] == Act.CANCEL) | (idle_n & ~cross_n)))
             go_c.append(go[k] & (need[k] == Act.CANCEL))
             m.d.sync += [idle[k].eq(idle_n), timer[k].eq(timer[k] - ~idle[k]),
+                         soon[k].eq(load_ca | Mux(loaded[k], req <= 2, timer[k] <= 2)),
                          moved[k].eq(loaded[k])]
         # The lowest set bit, as plain logic (x & -x would be a carry chain).
         m.d.sync += [any_elig.eq(reduce(or_, go)), any_c.eq(reduce(or_, go_c))]
