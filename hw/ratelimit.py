@@ -13,7 +13,7 @@ from .registers import REGISTERS, to_fixed
 
 __all__ = ["Slot", "slot_list", "TARGET", "Act", "EMITTER_PARAMS", "TOKEN_FRAC", "TOKEN_ONE",
            "TOKEN_RESET", "PULL_LATENCY", "PRICE_BITS", "SIZE_BITS", "SEQ_BITS", "param_init",
-           "param_shape", "delay", "OrderEmitter"]
+           "param_shape", "OrderEmitter"]
 
 PRICE_BITS = ORDER.offsets()["price"][1]
 SIZE_BITS = ORDER.offsets()["size"][1]
@@ -65,15 +65,6 @@ def param_init(name):
     if reg.fmt.signed and raw >> (reg.fmt.width - 1):
         raw -= 1 << reg.fmt.width
     return raw if reg.count == 1 else [raw] * reg.count
-
-
-def delay(m, value, name, shape=None, n=1):
-    """``value`` through ``n`` registers (reset 0), cast to ``shape`` at the first one."""
-    for i in range(n):
-        reg = Signal(shape if shape is not None else value.shape(), name=f"{name}_{i + 1}")
-        m.d.sync += reg.eq(value)
-        value, shape = reg, None
-    return value
 
 
 class OrderEmitter(wiring.Component):
