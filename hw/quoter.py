@@ -419,9 +419,8 @@ class Quoter(wiring.Component):
                 price, near = ask_c + off1[j], ask_c <= his[j]
             in_range = (price[PRICE_BITS:] == 0) & (price[:PRICE_BITS] != 0)
             placed = ok3 & p.enable & ~p.pull & sized & near & in_range
-            # d1: the emitter registers the targets (and compares them a cycle early).
-            m.d.comb += [target[k].placed.eq(placed), target[k].price.eq(price[:PRICE_BITS]),
-                         target[k].size.eq(size)]
+            m.d.sync += [target[k].placed.eq(placed), target[k].price.eq(price[:PRICE_BITS]),
+                         target[k].size.eq(size)]                                    # d1
 
         # Flags travel with the data they describe: they strobe with the targets.
         sigma, risk, skew = (Cat(*bits).any() for bits in zip(*sats, strict=True))

@@ -4,7 +4,7 @@ from collections import namedtuple
 from functools import reduce
 from operator import or_
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -72,9 +72,7 @@ class OrderEmitter(wiring.Component):
 
     Cycle contract (``obcore.sim.quoter_model.EmitterModel`` is the executable spec):
 
-    - ``target`` is registered first (the targets act the cycle after they are on the
-      port, as if the caller had registered them).
-    - stage A registers, per slot, the action its target needs against what
+    - stage A registers, per slot, the action its target in ``target`` needs against what
       rests: NEW (placed, nothing rests), REPLACE (placed, price or size differs), CANCEL
       (not placed, something rests) or none; the target's price and size ride along.
     - a slot is eligible when its action is not none, it was not loaded in the previous
@@ -101,19 +99,11 @@ class OrderEmitter(wiring.Component):
     - ``seq`` is +1 per order loaded, from 0 after reset.
 
     Timing: every decision of a cycle starts at flip-flops. Eligibility, the self-cross
-    test, timer == 0 and timer <= 1 are registers computed the cycle before for each state
-    that cycle's load can leave (the load only selects), and the bucket's four candidate levels
+    test and timer == 0 are registers computed the cycle before for each state that
+    cycle's load can leave (the load only selects), and the bucket's four candidate levels
     and whether each holds a whole token are tested against registered bounds (the token
     bit is a register too), so the loop elig -> grant -> load -> registers holds no
-    compare or carry chain. The stage-A and self-cross compares are made a cycle early:
-    ``target`` is the targets of the next cycle (the emitter registers them), compared with
-    each value the compared register may hold then (what rests now, or the stage-A value a
-    load this cycle makes rest), and the results are registers, so eligibility is a few LUT
-    levels from flip-flops. The lowest eligible slot and the lowest eligible CANCEL are
-    registers as well (one-hot), so the grant is one LUT level from flip-flops; and the
-    order's price and size are not loaded through it: ``orders.payload`` shows them from
-    the granted slot's rest registers (which the load sets and only that slot's next load
-    changes) through a registered one-hot select, so the grant does not fan out to them.
+    compare or carry chain.
     """
 
     def __init__(self, slots):
@@ -141,34 +131,15 @@ class OrderEmitter(wiring.Component):
         act_size = [Signal(SIZE_BITS, name=f"act_size_{k}") for k in range(n)]
         timer = [Signal(TIMER_BITS, name=f"timer_{k}") for k in range(n)]
         idle = [Signal(init=1, name=f"idle_{k}") for k in range(n)]     # timer == 0
-        soon = [Signal(init=1, name=f"soon_{k}") for k in range(n)]     # timer <= 1
         tokens = Signal(TOKEN_BITS, init=TOKEN_RESET)
         sent, pend = Signal(), Signal()        # CANCEL_ALL loaded this episode; still owed
         seq = Signal(SEQ_BITS)
 
-        # `target` is registered here (`cur`); its compares are made a cycle early, from the
-        # port and registers, for every value the compared register may hold when the
-        # target acts: what rests now, or (if that slot loads this cycle) its stage-A value.
-        # `moved` says which (a slot loaded in the previous cycle rests its then stage A).
-        cur = Signal.like(self.target)
-        moved = Signal(n)
-        m.d.sync += cur.eq(self.target)
-
-        def early(value, name):
-            """``value`` (a compare of the port, the target of the next cycle), registered."""
-            reg = Signal(name=name)
-            m.d.sync += reg.eq(value)
-            return reg
-
         # Stage A: the action each target needs against what rests now.
         need = []
         for k in range(n):
-            t, nxt = cur[k], self.target[k]
-            changed = Mux(moved[k],
-                          early((nxt.price != act_price[k]) | (nxt.size != act_size[k]),
-                                f"chg_act_{k}"),
-                          early((nxt.price != rest_price[k]) | (nxt.size != rest_size[k]),
-                                f"chg_rest_{k}"))
+            t = self.target[k]
+            changed = (t.price != rest_price[k]) | (t.size != rest_size[k])
             need.append(Mux(t.placed,
                             Mux(~live[k], Act.NEW, Mux(changed, Act.REPLACE, Act.NONE)),
                             Mux(live[k], Act.CANCEL, Act.NONE)))
@@ -177,80 +148,67 @@ class OrderEmitter(wiring.Component):
 
         # Eligibility is a register: each slot's is computed in the cycle before from every
         # state the load of that cycle may leave (which slot loads only selects), so the
-        # selection starts from flip-flops. The lowest eligible slot and the lowest eligible
-        # CANCEL are registers too (one-hot, computed beside eligibility), so the grant is
-        # one LUT level from flip-flops: whether any CANCEL is eligible picks one of them.
-        first, first_c = Signal(n), Signal(n)        # lowest eligible; lowest eligible CANCEL
-        any_elig, any_c = Signal(), Signal()
-        grant = Signal(n)
-        m.d.comb += grant.eq(Mux(any_c, first_c, first))
+        # selection starts from flip-flops: elig -> grant -> load -> the loaded registers.
+        elig, cancels = Signal(n), Signal(n)          # eligible; eligible CANCELs
+        pool, grant = Signal(n), Signal(n)
+        m.d.comb += pool.eq(Mux(cancels.any(), cancels, elig))
+        # The lowest set bit, as plain logic (pool & -pool would be a carry chain).
+        m.d.comb += [grant[k].eq(pool[k] & ~pool[:k].any()) for k in range(n)]
 
-        def pick(values, width, select=grant):
-            """The value of the selected slot (an AND-OR multiplexer, one-hot select)."""
+        def pick(values, width):
+            """The value of the granted slot (an AND-OR multiplexer, one-hot select)."""
             sig = Signal(width)
-            m.d.comb += sig.eq(reduce(or_, (Mux(select[k], v, 0) for k, v in enumerate(values))))
+            m.d.comb += sig.eq(reduce(or_, (Mux(grant[k], v, 0) for k, v in enumerate(values))))
             return sig
 
-        # The order's price and size are not loaded through the grant (which would fan out
-        # to every bit of both): a load sets the granted slot's rest registers, which only
-        # its next load changes, and `shown`, one-hot, picks them from there; a CANCEL (price
-        # and size 0) and CANCEL_ALL show none.
-        word, shown = Signal(order_layout), Signal(n)
-        m.d.comb += [out.payload.eq(word),
-                     out.payload.price.eq(pick(rest_price, PRICE_BITS, shown)),
-                     out.payload.size.eq(pick(rest_size, SIZE_BITS, shown))]
+        kind = pick(act, 2)
+        # A CANCEL carries price and size 0: masked per slot, beside the selection.
+        price, size = (pick([Mux(a == Act.CANCEL, 0, v) for a, v in zip(act, values, strict=True)],
+                            width) for values, width in ((act_price, PRICE_BITS),
+                                                         (act_size, SIZE_BITS)))
         has_token = Signal(init=TOKEN_RESET >= TOKEN_ONE)    # tokens >= 1, a register
-        m.d.comb += self.rate_exceeded.eq(any_elig & ~has_token)
+        m.d.comb += self.rate_exceeded.eq(elig.any() & ~has_token)
 
         free = ~out.valid | out.ready
         need_ca = pend | (self.pull & ~sent)
         load_ca = need_ca & free
-        load = ~(self.pull | pend) & free & any_elig & has_token
+        load = ~(self.pull | pend) & free & elig.any() & has_token
         loaded = [load & g for g in grant]
 
         req = self.requote_cycles
-        go, go_c = [], []                            # eligible next cycle; and a CANCEL
         for k, sk in enumerate(self._slots):
             # Next cycle's timer == 0, and the self-cross guard: the pending price (this
             # target) against our quotes that will rest on the other side of its venue (a
             # bid at or above one of our asks, an ask at or below a bid): each opposite slot
             # rests what it rests now, or what it loads.
-            # The compares are made a cycle early (above): an opposite slot's stage-A price
-            # then is the target it has now, its rest then what rests or its stage A now.
-            idle_n = load_ca | Mux(loaded[k], req <= 1, soon[k])
+            idle_n = load_ca | Mux(loaded[k], req <= 1, timer[k] <= 1)
             pending = self.target[k].price
-
-            def over(price, name, k=k, side=sk.side, pending=pending):
-                return early(price <= pending if side == 0 else price >= pending,
-                             f"cross_{name}_{k}")
-            crosses = [Mux(loaded[i], (act[i] != Act.CANCEL) & over(cur[i].price, f"act{i}"),
-                           live[i] & Mux(moved[i], over(act_price[i], f"moved{i}"),
-                                         over(rest_price[i], f"rest{i}")))
+            crosses = [Mux(loaded[i], (act[i] != Act.CANCEL) & over,
+                           live[i] & (rest_price[i] <= pending if sk.side == 0
+                                      else rest_price[i] >= pending))
                        for i, si in enumerate(self._slots)
-                       if si.venue == sk.venue and si.side != sk.side]
+                       if si.venue == sk.venue and si.side != sk.side
+                       for over in [act_price[i] <= pending if sk.side == 0
+                                    else act_price[i] >= pending]]
             cross_n = reduce(or_, crosses, 0)
-            go.append((need[k] != Act.NONE) & ~load_ca & ~loaded[k] & (     # not loaded now
-                (need[k] == Act.CANCEL) | (idle_n & ~cross_n)))
-            go_c.append(go[k] & (need[k] == Act.CANCEL))
+            go = (need[k] != Act.NONE) & ~load_ca & ~loaded[k] & (     # not loaded now
+                (need[k] == Act.CANCEL) | (idle_n & ~cross_n))
             m.d.sync += [idle[k].eq(idle_n), timer[k].eq(timer[k] - ~idle[k]),
-                         soon[k].eq(load_ca | Mux(loaded[k], req <= 2, timer[k] <= 2)),
-                         moved[k].eq(loaded[k])]
-        # The lowest set bit, as plain logic (x & -x would be a carry chain).
-        m.d.sync += [any_elig.eq(reduce(or_, go)), any_c.eq(reduce(or_, go_c))]
-        m.d.sync += [f[k].eq(g[k] & ~reduce(or_, g[:k], 0))
-                     for f, g in ((first, go), (first_c, go_c)) for k in range(n)]
+                         elig[k].eq(go), cancels[k].eq(go & (need[k] == Act.CANCEL))]
 
         with m.If(load_ca):
-            m.d.sync += [out.valid.eq(1), word.eq(0), seq.eq(seq + 1), shown.eq(0),
-                         word.kind.eq(OrderKind.CANCEL_ALL), word.seq.eq(seq), live.eq(0)]
+            m.d.sync += [out.valid.eq(1), out.payload.eq(0), seq.eq(seq + 1),
+                         out.payload.kind.eq(OrderKind.CANCEL_ALL), out.payload.seq.eq(seq),
+                         live.eq(0)]
             m.d.sync += [t.eq(0) for t in timer]
         with m.Elif(load):
+            p = out.payload
             m.d.sync += [
-                out.valid.eq(1), seq.eq(seq + 1), word.kind.eq(pick(act, 2)), word.seq.eq(seq),
-                word.venue.eq(pick([s.venue for s in self._slots], word.venue.shape().width)),
-                word.side.eq(pick([s.side for s in self._slots], 1)),
-                word.slot.eq(pick([s.level for s in self._slots], word.slot.shape().width)),
-                shown.eq(Cat(*(g & (a != Act.CANCEL) for g, a in zip(grant, act, strict=True)))),
+                out.valid.eq(1), seq.eq(seq + 1), p.kind.eq(kind), p.seq.eq(seq),
+                p.venue.eq(pick([s.venue for s in self._slots], p.venue.shape().width)),
+                p.side.eq(pick([s.side for s in self._slots], 1)),
+                p.slot.eq(pick([s.level for s in self._slots], p.slot.shape().width)),
+                p.price.eq(price), p.size.eq(size),
             ]
             for k in range(n):
                 with m.If(grant[k]):

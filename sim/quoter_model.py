@@ -216,9 +216,7 @@ class EmitterModel:
         return any(self.eligible()) and self.tokens < TOKEN_ONE
 
     def step(self, targets, pull, tick, ready, params):
-        """Advance one clock edge; returns the order word taken this cycle, or None.
-        ``targets`` are those of this cycle: what the gateware's ``target`` port carried
-        the cycle before (the emitter registers it)."""
+        """Advance one clock edge; returns the order word taken this cycle, or None."""
         taken = self.word if self.valid and ready else None
         elig = self.eligible()
         cancels = [k for k, e in enumerate(elig) if e and self.act[k] == Act.CANCEL]
