@@ -122,8 +122,9 @@ class QuoterBench(TB):
         if pull and not self.pulled:
             held = bool(self._read("orders__valid")) and not ready
             kind = decode_order(self._read("orders__payload"))["kind"] if held else None
-            # One CANCEL_ALL per rise, unless the last one is owed and not even loaded yet.
-            if not self.owed or kind == OrderKind.CANCEL_ALL:
+            # One CANCEL_ALL per rise, unless one is owed beyond a CANCEL_ALL held on the
+            # port (rises while one waits to load, and the held one's next, share it).
+            if self.owed == (kind == OrderKind.CANCEL_ALL):
                 self.waiting = self.waiting or (held and not self.owed)
                 self.owed += 1
         self.pulled = bool(pull)
