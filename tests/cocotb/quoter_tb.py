@@ -12,12 +12,13 @@ import os
 from collections import Counter
 
 import cocotb
+from amaranth.hdl import Shape
 from cocotb.triggers import FallingEdge
 from tb import TB
 
 from obcore.hw.layouts import OrderKind, decode_order
 from obcore.hw.quoter import CAP_MAX, FLAGS
-from obcore.hw.ratelimit import Act
+from obcore.hw.ratelimit import Act, param_shape
 from obcore.sim.quoter_model import QuoterModel, port_values
 from obcore.sim.quoter_stimulus import Stimulus
 
@@ -160,6 +161,23 @@ class QuoterBench(TB):
         await FallingEdge(self.clk)
 
 
+def _force_tau_countdown(bench):
+    bench.model.params.update(tau_mode=1, tau=bench.model.params["tau"] or 1 << 20)
+    bench.stim.tick_rate = max(bench.stim.tick_rate, 0.05)
+
+
+def _force_gain(bench):
+    """gamma x tau over the risk path's operand: both at their raw maximum, tau fixed."""
+    bench.model.params.update(tau_mode=0, **{name: (1 << Shape.cast(param_shape(name)).width)
+                                             - 1 for name in ("gamma", "tau")})
+
+
+# Rare in the random parameters (some seeds never get there): at these cycles, when no
+# earlier cycle did, switched on as a parameter change would (the random changes go on).
+FORCED = ((CYCLES // 2, "tau_countdown", _force_tau_countdown),
+          (3 * CYCLES // 4, "flag_gain", _force_gain))
+
+
 @cocotb.test()
 async def random_quoting(dut):
     """Random markets, fills, parameters, pulls and back-pressure; every order in order."""
@@ -173,11 +191,9 @@ async def random_quoting(dut):
     bench.model.step(bench.stim.inputs, False)
     await FallingEdge(bench.clk)
     for n in range(CYCLES):
-        if n == CYCLES // 2 and not bench.seen["tau_countdown"]:
-            # tau_mode 1 with ticks is rare in the random parameters (some seeds never get
-            # there): switch it on for the second half, as a parameter change would.
-            bench.model.params.update(tau_mode=1, tau=bench.model.params["tau"] or 1 << 20)
-            bench.stim.tick_rate = max(bench.stim.tick_rate, 0.05)
+        for at, name, force in FORCED:
+            if n == at and not bench.seen[name]:
+                force(bench)
         await bench.cycle(n)
         if n % 4096 == 0:
             bench.compare_orders()
