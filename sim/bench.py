@@ -16,7 +16,7 @@ from ..control.registers import Registers
 from ..hw.guard import REASON
 from ..hw.layouts import FeedKind, OrderKind, Side, feed_array
 from . import control_bench, latency
-from .demo import PARAMS, drive
+from .demo import PARAMS, drive, trigger_cycle
 from .engine import ModelEngine, open_engine
 from .scenarios import SCENARIOS, generate
 
@@ -64,13 +64,17 @@ def _msg(kind, side, price, size, seq):
             "price": price, "size": size}
 
 
-def _cancel_latency(engine, trigger):
-    """Cycles from accepting the last message of ``trigger`` to CANCEL_ALL leaving."""
-    obs, orders = engine.run(feed_array(trigger))
+def _cancel_latency(engine, regs, messages, reason):
+    """Cycles from accepting the message among ``messages`` that raised ``reason`` (see
+    :func:`~obcore.sim.demo.trigger_cycle`) to the CANCEL_ALL leaving."""
+    obs, orders = engine.run(feed_array(messages))
     cancel = engine.last_order_cycles[orders["kind"] == OrderKind.CANCEL_ALL]
     if not len(cancel):
-        raise RuntimeError("the trigger did not pull the quotes")
-    return int(cancel[0]) - int(obs["cycle"][-1])
+        raise RuntimeError(f"the {reason} trigger did not pull the quotes")
+    cause = trigger_cycle(obs, reason, regs, regs.get_raw("pull_cycle"))
+    if cause is None:
+        raise RuntimeError(f"no message before the pull meets the {reason} condition")
+    return int(cancel[0]) - cause
 
 
 def _pull_latencies(engine, rng, trials):
@@ -80,23 +84,16 @@ def _pull_latencies(engine, rng, trials):
         regs, seq = _armed(engine, rng.randrange(1 << 30))
         ask = regs.get_raw("best_ask", 0)
         out["crossed book"].append(_cancel_latency(
-            engine, [_msg(FeedKind.LEVEL_SET, Side.BID, ask + 1, 5, seq)]))
+            engine, regs, [_msg(FeedKind.LEVEL_SET, Side.BID, ask + 1, 5, seq)], "crossed"))
         regs, seq = _armed(engine, rng.randrange(1 << 30))
         bid = regs.get_raw("best_bid", 0)
         # Only the depth triggers: deleting the best bids also widens the spread, whose
         # trigger would otherwise pull first.
         regs.set("pull_enable", sum(1 << REASON[name]
                                     for name in ("depth_bid", "depth_ask", "depth_both")))
-        deletes = [_msg(FeedKind.LEVEL_DELETE, Side.BID, bid - i, 0, seq + i) for i in range(40)]
-        obs, orders = engine.run(feed_array(deletes))
-        cancel = engine.last_order_cycles[orders["kind"] == OrderKind.CANCEL_ALL]
-        if not len(cancel):
-            raise RuntimeError("deleting the bids did not pull the quotes")
-        # The trigger is the first delete whose observation shows bid depth under depth_min.
-        under = obs["cycle"][obs["bid_depth"] < regs.get_raw("depth_min", 0)]
-        if not len(under):
-            raise RuntimeError("the deletes never took bid depth under depth_min")
-        out["depth collapse"].append(int(cancel[0]) - int(under[0]))
+        out["depth collapse"].append(_cancel_latency(
+            engine, regs, [_msg(FeedKind.LEVEL_DELETE, Side.BID, bid - i, 0, seq + i)
+                           for i in range(40)], "depth_bid"))
     return out
 
 
@@ -371,10 +368,11 @@ def write(result, path, command):
                          f"trigger | {_span(values)} |")
         lines.append(f"| feed message accepted → REPLACE of our quote after a mid move | "
                      f"{_span(result['quotes'])} |")
-        for phase, at, why, cancel, last in result["crisis"]:
+        for phase, at, why, cancel, cause in result["crisis"]:
             lines.append(f"| crisis scenario (seed 1011), pull in phase {phase} "
-                         f"({', '.join(why)}): trigger → CANCEL_ALL, last message → "
-                         f"CANCEL_ALL | {cancel - at} / {cancel - last} |")
+                         f"({', '.join(why)}): the message that raised it → CANCEL_ALL "
+                         f"(`pull` → CANCEL_ALL) | "
+                         f"{'—' if cause is None else cancel - cause} ({cancel - at}) |")
         lines.append("")
     if "outputs" in result:
         lines += _output_lines(result["outputs"])

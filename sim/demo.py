@@ -23,7 +23,23 @@ PARAMS = Path(__file__).with_name("params") / "demo.toml"
 COOLDOWN = 600    # cycles clear before the demo re-arms by itself: about 17 ticks
 
 __all__ = ["add_parser", "run", "phase_table", "simulate", "Run", "drive", "reasons",
-           "COOLDOWN"]
+           "trigger_cycle", "COOLDOWN"]
+
+
+def _valid(obs):
+    return (obs["status"] & ObsStatus.VALID) != 0
+
+
+# The reasons whose condition the observation record shows (hw/guard.py's venue conditions):
+# name -> (the venue's threshold register or None, the test on observations and threshold).
+BOOK_CONDITIONS = {
+    "crossed": (None, lambda o, _: _valid(o) & (o["best_bid"] >= o["best_ask"])),
+    "spread": ("spread_max", lambda o, t: _valid(o) & (
+        o["best_ask"].astype(np.int64) > o["best_bid"].astype(np.int64) + t)),
+    "depth_bid": ("depth_min", lambda o, t: o["bid_depth"] < t),
+    "depth_ask": ("depth_min", lambda o, t: o["ask_depth"] < t),
+    "depth_both": ("depth_min", lambda o, t: (o["bid_depth"] < t) & (o["ask_depth"] < t)),
+}
 
 
 def phase_table(phases, obs):
@@ -57,13 +73,34 @@ def reasons(bits):
     return [r.name for i, r in enumerate(REASONS) if bits >> i & 1]
 
 
+def trigger_cycle(obs, reason, regs, pull):
+    """Acceptance cycle of the feed message that raised ``reason`` for the pull at cycle
+    ``pull``: on the venue whose condition began first, the first of the applied messages in
+    a row, up to the pull, whose observations meet it. None if the observations do not show
+    ``reason`` (a signal, a deadline, a register) or the last one before the pull does not
+    meet it."""
+    if reason not in BOOK_CONDITIONS:
+        return None
+    register, test = BOOK_CONDITIONS[reason]
+    seen = obs[((obs["status"] & ObsStatus.APPLIED) != 0) & (obs["cycle"] < pull)]
+    onsets = []
+    for venue in np.unique(seen["venue"]):
+        mine = seen[seen["venue"] == venue]
+        holds = test(mine, regs.get_raw(register, int(venue)) if register else None)
+        if holds[-1]:
+            clear = np.nonzero(~holds)[0]
+            onsets.append(int(mine["cycle"][clear[-1] + 1 if len(clear) else 0]))
+    return min(onsets, default=None)
+
+
 @dataclass
 class Run:
     """What :func:`simulate` saw. Per scenario message (fills excluded): ``obs``,
     ``pulled`` (quotes were pulled), ``inventory`` (net lots) and ``pnl`` (ticks x lots), the
     last two as the host's account stood after the message's tick. ``orders`` and
     ``cycles`` (the cycle each order left). ``pulls``: ``(phase, pull cycle, first reasons,
-    CANCEL_ALL cycle, cycle of the last message before the pull)``; ``rearms``: ``(phase,
+    CANCEL_ALL cycle, acceptance cycle of the message that raised the first reason, or None
+    if the observations do not show it: see :func:`trigger_cycle`)``; ``rearms``: ``(phase,
     cycle)`` of each re-arm after a pull (the first quote's cycle, else the tick's end);
     ``fills``: ``(phase, index of the message it precedes, venue, side, price, lots)``;
     ``draws``: every :class:`~obcore.sim.fills.Draw`; ``checks``: ``(phase, engine position
@@ -144,10 +181,12 @@ def simulate(engine, msgs, phases, values, fills=None, rng=None, log=print):
         if now != count:
             at = regs.get_raw("pull_cycle")
             cancel = cycles[(orders["kind"] == OrderKind.CANCEL_ALL) & (cycles >= at)]
-            before = obs["cycle"][obs["cycle"] < at]
-            run.pulls.append((phases[lo], at, reasons(regs.get_raw("pull_first")),
-                              int(cancel[0]) if len(cancel) else None,
-                              int(before[-1]) if len(before) else None))
+            why = reasons(regs.get_raw("pull_first"))
+            seen = np.concatenate([p[0] for p in parts])
+            cause = next((c for r in why if (c := trigger_cycle(seen, r, regs, at)) is not None),
+                         None)
+            run.pulls.append((phases[lo], at, why, int(cancel[0]) if len(cancel) else None,
+                              cause))
             pulled[lo:hi] |= obs["cycle"] >= at
         count, was_pulled = now, bool(state & 1)
         for o in obs[(obs["status"] & ObsStatus.VALID) != 0]:
@@ -234,12 +273,13 @@ def _table(phases, run, venue):
 
 def _report(run, values):
     """When and why quotes were pulled and re-armed, and the account through the event."""
-    for phase, at, why, cancel, last in run.pulls:
+    for phase, at, why, cancel, cause in run.pulls:
         line = f"PULL in phase {phase} at cycle {at}: {', '.join(why)}"
         if cancel is not None:
             line += f"; CANCEL_ALL left at cycle {cancel}, {cancel - at} cycle(s) later"
-            if last is not None:
-                line += f", {cancel - last} after the last feed message before the trigger"
+            if cause is not None:
+                line += (f", {cancel - cause} after the feed message that raised it "
+                         f"(accepted at cycle {cause})")
         print(line)
     if not run.pulls:
         print("no pull: quotes stayed up through the whole scenario")
