@@ -9,6 +9,7 @@ from .books import Books
 from .csr import CSR, CSRBus, addr_width
 from .guard import Guard
 from .layouts import OBS, TELEM, FeedKind, ObsStatus, feed_layout, order_layout
+from .pipeline import delay
 from .quoter import Quoter
 from .registers import build_map
 from .signals import IMB_LATENCY, IMB_OUTPUTS, LATENCY, Signals
@@ -46,15 +47,6 @@ def wire_registers(m, csr, block, regmap, names):
             connect(getattr(csr, f"{name}_set"), getattr(block, f"{name}_set"))
         else:
             connect(getattr(block, name), getattr(csr, f"{name}_stb"))
-
-
-def _delay(m, value, cycles, name):
-    """``value`` delayed by ``cycles`` clock cycles through a register chain."""
-    for i in range(cycles):
-        reg = Signal.like(value, name=f"{name}_d{i + 1}")
-        m.d.sync += reg.eq(value)
-        value = reg
-    return value
 
 
 class Engine(wiring.Component):
@@ -119,8 +111,8 @@ class Engine(wiring.Component):
             view = signals.book[v]
             lag = STATUS_LATENCY - BBO_LATENCY
             for name in ("best_bid", "best_ask", "best_bid_qty", "best_ask_qty", "valid"):
-                m.d.comb += getattr(view, name).eq(_delay(m, getattr(st, name), lag,
-                                                          f"v{v}_{name}"))
+                m.d.comb += getattr(view, name).eq(delay(m, getattr(st, name), f"v{v}_{name}",
+                                                         n=lag))
             m.d.comb += [view.bid_depth.eq(st.bid_depth), view.ask_depth.eq(st.ask_depth),
                          view.updated.eq(st.updated)]
 
@@ -130,7 +122,7 @@ class Engine(wiring.Component):
         # Well formed as the ingress rules it (docs/feed.md): every field but seq is 0.
         is_tick = accepted & (msg.kind == FeedKind.TICK) & (msg.venue == 0) & (msg.side == 0) \
             & (msg.flags == 0) & (msg.price == 0) & (msg.size == 0)
-        m.d.comb += signals.tick.eq(_delay(m, is_tick, STATUS_LATENCY, "tick"))
+        m.d.comb += signals.tick.eq(delay(m, is_tick, "tick", n=STATUS_LATENCY))
         # One venue has no cross-venue pair: its misalign registers stay 0 (never valid).
         cross = ("misalign", "xv_status") if self.venues == 1 else ()
         wire_registers(m, csr, signals, regmap,
@@ -144,11 +136,11 @@ class Engine(wiring.Component):
         # Our own fills: a FILL the ingress accepted, when the ingress has ruled on it.
         is_fill = accepted & (msg.kind == FeedKind.FILL)
         fill = quoter.fill
-        m.d.comb += [fill.valid.eq(_delay(m, is_fill, STATUS_LATENCY, "fill")
+        m.d.comb += [fill.valid.eq(delay(m, is_fill, "fill", n=STATUS_LATENCY)
                                    & ~books.malformed),
-                     fill.venue.eq(_delay(m, msg.venue, STATUS_LATENCY, "fill_venue")),
-                     fill.side.eq(_delay(m, msg.side[0], STATUS_LATENCY, "fill_side")),
-                     fill.size.eq(_delay(m, msg.size, STATUS_LATENCY, "fill_size")),
+                     fill.venue.eq(delay(m, msg.venue, "fill_venue", n=STATUS_LATENCY)),
+                     fill.side.eq(delay(m, msg.side[0], "fill_side", n=STATUS_LATENCY)),
+                     fill.size.eq(delay(m, msg.size, "fill_size", n=STATUS_LATENCY)),
                      quoter.tick.eq(signals.tick)]
         self._observe(m, books, msg, accepted, cycle)
         self._telemetry(m, signals, msg, accepted, cycle)
@@ -161,7 +153,7 @@ class Engine(wiring.Component):
             return port if self.venues == 1 else port[v]
 
         shown = STATUS_LATENCY + LATENCY              # the signal registers show the message
-        venue_now = _delay(m, msg.venue, shown, "telem_venue_s")
+        venue_now = delay(m, msg.venue, "telem_venue_s", n=shown)
         now = Signal(TELEM.layout(), name="telem_now")
         with m.Switch(venue_now):
             for v in range(self.venues):
@@ -173,11 +165,11 @@ class Engine(wiring.Component):
                         m.d.comb += [now.misalign.eq(signals.misalign),
                                      now.xv_status.eq(Value.cast(signals.xv_status))]
         ready = STATUS_LATENCY + IMB_LATENCY          # the imbalances show it too
-        late = _delay(m, now, ready - shown, "telem_sig")
-        tags = {k: _delay(m, v, ready, f"telem_{k}") for k, v in (
+        late = delay(m, now, "telem_sig", n=ready - shown)
+        tags = {k: delay(m, v, f"telem_{k}", n=ready) for k, v in (
             ("venue", msg.venue), ("kind", msg.kind), ("seq", msg.seq), ("cycle", cycle[:32]))}
         out = self.telem.payload
-        m.d.sync += self.telem.valid.eq(_delay(m, accepted, ready, "telem_valid"))
+        m.d.sync += self.telem.valid.eq(delay(m, accepted, "telem_valid", n=ready))
         m.d.sync += [getattr(out, k).eq(v) for k, v in tags.items()]
         m.d.sync += [getattr(out, name).eq(getattr(late, name)) for name in _TELEM_SIGNALS]
         m.d.sync += [out.obi_touch.eq(0), out.obi_depth.eq(0)]
@@ -227,10 +219,10 @@ class Engine(wiring.Component):
     def _observe(self, m, books, msg, accepted, cycle):
         """One OBS record per accepted message, STATUS_LATENCY + 1 cycles after it."""
         tag = {"venue": msg.venue, "kind": msg.kind, "seq": msg.seq, "cycle": cycle[:32]}
-        late = {k: _delay(m, v, STATUS_LATENCY, f"obs_{k}") for k, v in tag.items()}
-        valid = _delay(m, accepted, STATUS_LATENCY, "obs_valid")
+        late = {k: delay(m, v, f"obs_{k}", n=STATUS_LATENCY) for k, v in tag.items()}
+        valid = delay(m, accepted, "obs_valid", n=STATUS_LATENCY)
         # Flags that show at BBO_LATENCY are caught then, for the message's venue.
-        venue1 = _delay(m, msg.venue, BBO_LATENCY, "obs_venue1")
+        venue1 = delay(m, msg.venue, "obs_venue1", n=BBO_LATENCY)
         early = {}
         for name in ("best_bid", "best_bid_qty", "best_ask", "best_ask_qty", "valid", "exact",
                      "synced"):
@@ -239,7 +231,7 @@ class Engine(wiring.Component):
                 for v in range(self.venues):
                     with m.Case(v):
                         m.d.comb += now.eq(getattr(books.venue[v], name))
-            early[name] = _delay(m, now, STATUS_LATENCY - BBO_LATENCY, f"obs_{name}")
+            early[name] = delay(m, now, f"obs_{name}", n=STATUS_LATENCY - BBO_LATENCY)
         applied = Signal()
         m.d.comb += applied.eq(valid & (late["kind"] != FeedKind.TICK) & ~books.malformed)
         out = self.obs.payload
