@@ -1,9 +1,10 @@
 """Pipeline helpers shared by the blocks: register chains, DSP partial products, magnitudes."""
 
 from amaranth.hdl import Cat, Const, Mux, Signal, Value
+from amaranth.lib.memory import Memory
 
-__all__ = ["DSP_BITS", "delay", "dsp_slices", "partials", "weighted", "truncated", "partial_sum",
-           "csa", "magnitude"]
+__all__ = ["DSP_BITS", "delay", "delay_line", "dsp_slices", "partials", "weighted",
+           "truncated", "partial_sum", "csa", "magnitude"]
 
 DSP_BITS = 18          # one ECP5 MULT18X18D port, signed or unsigned
 
@@ -15,6 +16,23 @@ def delay(m, value, name, shape=None, n=1):
         m.d.sync += reg.eq(value)
         value, shape = reg, None
     return value
+
+
+def delay_line(m, value, name, n):
+    """``value`` ``n`` cycles later through a memory of ``n - 1`` entries (``n`` > 2; else
+    :func:`delay`): one write and one read a cycle instead of ``n`` registers of the full
+    width, so a wide record goes to LUT or block RAM. The entries are not reset: for values
+    shown only under a valid bit delayed by :func:`delay` (reset), ``n`` cycles or more."""
+    if n <= 2:
+        return delay(m, value, name, n=n)
+    mem = m.submodules[f"{name}_mem"] = Memory(shape=value.shape(), depth=n - 1, init=[])
+    # The read is not transparent: at the pointer it returns the entry written n - 1
+    # writes ago, before this cycle's write replaces it; the read port adds the last cycle.
+    wr, rd = mem.write_port(), mem.read_port()
+    ptr = Signal(range(n - 1), name=f"{name}_ptr")
+    m.d.sync += ptr.eq(Mux(ptr == n - 2, 0, ptr + 1))
+    m.d.comb += [wr.addr.eq(ptr), wr.data.eq(value), wr.en.eq(1), rd.addr.eq(ptr)]
+    return rd.data
 
 
 def dsp_slices(a, b):

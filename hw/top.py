@@ -9,7 +9,7 @@ from .books import Books
 from .csr import CSR, CSRBus, addr_width
 from .guard import Guard
 from .layouts import OBS, TELEM, FeedKind, ObsStatus, feed_layout, order_layout
-from .pipeline import delay
+from .pipeline import delay, delay_line
 from .quoter import Quoter
 from .registers import build_map
 from .signals import IMB_LATENCY, IMB_OUTPUTS, LATENCY, Signals
@@ -165,8 +165,9 @@ class Engine(wiring.Component):
                         m.d.comb += [now.misalign.eq(signals.misalign),
                                      now.xv_status.eq(Value.cast(signals.xv_status))]
         ready = STATUS_LATENCY + IMB_LATENCY          # the imbalances show it too
-        late = delay(m, now, "telem_sig", n=ready - shown)
-        tags = {k: delay(m, v, f"telem_{k}", n=ready) for k, v in (
+        # The record waits in RAM, not in ~6k flip-flops; telem.valid (reset) says when.
+        late = delay_line(m, now, "telem_sig", ready - shown)
+        tags = {k: delay_line(m, v, f"telem_{k}", ready) for k, v in (
             ("venue", msg.venue), ("kind", msg.kind), ("seq", msg.seq), ("cycle", cycle[:32]))}
         out = self.telem.payload
         m.d.sync += self.telem.valid.eq(delay(m, accepted, "telem_valid", n=ready))

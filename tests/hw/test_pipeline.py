@@ -1,13 +1,24 @@
 # amaranth: UnusedElaboratable=no
-"""The shared pipeline helpers in the Amaranth simulator: partial products and magnitudes."""
+"""The shared pipeline helpers in the Amaranth simulator: delays, partial products and
+magnitudes."""
 
 import random
 
 import pytest
 from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.lib import data
 from amaranth.sim import Simulator
 
-from obcore.hw.pipeline import DSP_BITS, dsp_slices, magnitude, partial_sum, partials, truncated
+from obcore.hw.pipeline import (
+    DSP_BITS,
+    delay,
+    delay_line,
+    dsp_slices,
+    magnitude,
+    partial_sum,
+    partials,
+    truncated,
+)
 
 
 def run(m, bench):
@@ -53,6 +64,33 @@ def test_partial_sum_is_the_product(sa, sb):
             ctx.set(b, y)
             await ctx.tick()
             assert ctx.get(prod) == x * y, (x, y)
+
+    run(m, bench)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 8, 13])
+def test_delay_line_is_the_value_n_cycles_ago(n):
+    """A random record stream through delay_line (RAM when n > 2) and, for comparison, what
+    it was n cycles earlier; every cycle once n have passed, both the RAM and the register
+    versions."""
+    seed = random.randrange(1 << 31)
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    m = Module()
+    layout = data.StructLayout({"a": 7, "b": signed(40)})
+    x = Signal(layout)
+    out, regs = delay_line(m, x, "t", n), delay(m, x, "r", n=n)
+    stream = [{"a": rng.randrange(128), "b": rng.randrange(-(1 << 39), 1 << 39)}
+              for _ in range(60)]
+
+    async def bench(ctx):
+        for t, value in enumerate(stream):
+            ctx.set(x, value)
+            if t >= n:
+                want = stream[t - n]
+                for got in (ctx.get(out), ctx.get(regs)):
+                    assert (got.a, got.b) == (want["a"], want["b"]), (t, got, want)
+            await ctx.tick()
 
     run(m, bench)
 
