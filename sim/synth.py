@@ -34,6 +34,8 @@ class Board:
 
 
 _ULX3S = "amaranth_boards.ulx3s"
+# nextpnr-ecp5's placers: heap (its default) packs tightly; static (electrostatic) spreads.
+PLACERS = ("heap", "static")
 BOARDS = {
     # ULX3S: FT231X USB-UART, good for 3 Mbaud; 25 MHz board clock.
     "ulx3s-85f": Board(_ULX3S, "ULX3S_85F_Platform", "ecp5", 100.0, 3_000_000),
@@ -255,11 +257,16 @@ def run_steps(folder, steps, env, start, log, what):
 
 
 def build(board_name, *, core=None, venues=None, levels=None, capacity=None, freq_mhz=None,
-          baud=None, out="build", seed=1, command="", log=sys.stdout):
-    """Build one board's bitstream; write and return the report (see docs/boards.md)."""
+          baud=None, out="build", seed=1, placer=None, command="", log=sys.stdout):
+    """Build one board's bitstream; write and return the report (see docs/boards.md).
+
+    ``placer``: nextpnr's placer (``heap`` or ``static``; None: nextpnr's default, heap)."""
     if board_name not in BOARDS:
         raise ValueError(f"unknown board {board_name!r}; choose one of {', '.join(BOARDS)}")
     board = BOARDS[board_name]
+    if placer not in (None, *PLACERS) or (placer and board.family != "ecp5"):
+        raise ValueError(f"placer must be one of {', '.join(PLACERS)} on an ECP5 board, "
+                         f"not {placer!r} on {board_name}")
     try:
         platform_cls = getattr(importlib.import_module(board.module), board.platform)
     except ImportError as exc:
@@ -279,7 +286,8 @@ def build(board_name, *, core=None, venues=None, levels=None, capacity=None, fre
     folder.mkdir(parents=True, exist_ok=True)
     platform = platform_cls()
     start = time.monotonic()
-    overrides = {"nextpnr_opts": f"--seed {seed} --timing-allow-fail",
+    overrides = {"nextpnr_opts": f"--seed {seed} --timing-allow-fail"
+                                 + (f" --placer {placer}" if placer else ""),
                  "script_after_synth": "tee -q -o top.stat stat"}
     if board.family == "ice40":
         overrides["synth_opts"] = "-dsp"
@@ -336,6 +344,9 @@ def add_parser(sub):
                    help="sync clock (ECP5: made by the PLL; iCE40: the board clock only)")
     p.add_argument("--baud", type=int, help="UART baud rate (board default)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    p.add_argument("--placer", choices=PLACERS,
+                   help="nextpnr placer for a board build (default: nextpnr's, heap); static "
+                        "spreads a congested design over the die (docs/boards.md)")
     p.add_argument("--out", default="build", metavar="DIR",
                    help="build root; the board's files go to DIR/BOARD (default build)")
     p.set_defaults(run=run)
@@ -344,7 +355,7 @@ def add_parser(sub):
 def _command(args):
     """The command line that repeats this build, for the report."""
     words = ["obcore synth", f"--board {args.board}"]
-    for name in ("block", "core", "venues", "levels", "capacity", "freq", "baud"):
+    for name in ("block", "core", "venues", "levels", "capacity", "freq", "baud", "placer"):
         if getattr(args, name) is not None:
             words.append(f"--{name} {getattr(args, name):g}" if name == "freq"
                          else f"--{name} {getattr(args, name)}")
@@ -368,7 +379,7 @@ def run(args):
     if args.block:
         from .synth_block import build_block
 
-        for name in ("core", "baud"):
+        for name in ("core", "baud", "placer"):
             if getattr(args, name) is not None:
                 raise ValueError(f"--{name} does not apply to a --block build")
         build_block(args.board, args.block, venues=args.venues, levels=args.levels,
@@ -377,5 +388,5 @@ def run(args):
         return 0
     build(args.board, core=args.core, venues=args.venues, levels=args.levels,
           capacity=args.capacity, freq_mhz=args.freq, baud=args.baud, out=args.out,
-          seed=args.seed, command=_command(args))
+          seed=args.seed, placer=args.placer, command=_command(args))
     return 0

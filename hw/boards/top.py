@@ -1,8 +1,9 @@
 """Board tops: an engine core behind the UART bridge, with its clock, reset and status LEDs."""
 
 from amaranth.build import ResourceError
-from amaranth.hdl import ClockDomain, Instance, Module, ResetInserter, Signal
-from amaranth.lib import stream, wiring
+from amaranth.hdl import (ClockDomain, ClockSignal, DomainRenamer, Instance, Module,
+                          ResetInserter, ResetSignal, Signal)
+from amaranth.lib import io, stream, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
@@ -120,6 +121,13 @@ def ecp5_pll(fin, fout):
     return best
 
 
+def _ecp5_global(m, signal):
+    """``signal`` through an ECP5 DCCA: nextpnr routes its output on a global net."""
+    out = Signal(name="core_rst_global")
+    m.submodules.core_rst_dcca = Instance("DCCA", i_CLKI=signal, i_CE=1, o_CLKO=out)
+    return out
+
+
 class BridgedCore(wiring.Component):
     """``core`` behind a :class:`~obcore.hw.boards.bridge.Bridge` on the UART pins ``rx`` and
     ``tx``: everything of a board top but its clock and pins (so a test bench can run it).
@@ -127,6 +135,12 @@ class BridgedCore(wiring.Component):
     The bridge's RESET request resets only the core. Event strobes for LEDs: ``fed`` (a
     message entered the core), ``ordered`` (an order left it), ``error`` (the bridge counted
     an error).
+
+    ``reset_buffer(m, rst)``, if given, returns ``rst`` through a global buffer of the
+    device: the core then runs in a domain of its own on the ``sync`` clock whose one reset
+    is that buffered signal (the ``sync`` reset or the bridge's RESET), so the reset of every
+    core flip-flop (~20,000 with 2 venues) takes the global network, not fabric routing
+    (docs/boards.md). Hardware only: the simulators see the two clocks a delta apart.
     """
 
     rx: In(1, init=1)
@@ -135,8 +149,8 @@ class BridgedCore(wiring.Component):
     ordered: Out(1)
     error: Out(1)
 
-    def __init__(self, core, divisor, *, clock_hz=0):
-        self.core = core
+    def __init__(self, core, divisor, *, clock_hz=0, reset_buffer=None):
+        self.core, self.reset_buffer = core, reset_buffer
         self.bridge = Bridge(addr_width(core.regmap), divisor, clock_hz=clock_hz,
                              map_words=core.regmap.size)
         super().__init__()
@@ -145,7 +159,13 @@ class BridgedCore(wiring.Component):
         m = Module()
         core, bridge = self.core, self.bridge
         m.submodules.bridge = bridge
-        m.submodules.core = ResetInserter({"sync": bridge.engine_rst})(core)
+        if self.reset_buffer is None:
+            m.submodules.core = ResetInserter({"sync": bridge.engine_rst})(core)
+        else:
+            m.domains.core = cd = ClockDomain("core", local=True)
+            m.d.comb += [cd.clk.eq(ClockSignal("sync")),
+                         cd.rst.eq(self.reset_buffer(m, ResetSignal("sync") | bridge.engine_rst))]
+            m.submodules.core = DomainRenamer({"sync": "core"})(core)
         wiring.connect(m, bridge.feed, core.feed)
         wiring.connect(m, bridge.bus, core.bus)
         wiring.connect(m, core.obs, bridge.obs)
@@ -161,7 +181,8 @@ class BoardTop(wiring.Component):
     """A platform top: a :class:`BridgedCore` on the board's ``uart`` resource at ``baud``.
 
     ``pll="ecp5"`` makes the ``sync`` clock of ``clock_hz`` from the board clock with an
-    EHXPLLL, held in reset until it locks; ``pll=None`` runs ``sync`` on the board clock
+    EHXPLLL, held in reset until it locks, and puts the core's reset on a global net (a
+    DCCA, see :class:`BridgedCore`); ``pll=None`` runs ``sync`` on the board clock
     (``clock_hz`` must be its frequency). LEDs (as many as the board has, in this order):
     heartbeat (1 Hz), feed activity, order activity, bridge error; each event lights its LED
     for 50 ms so a single message shows.
@@ -182,7 +203,8 @@ class BoardTop(wiring.Component):
                                  f"{platform.default_clk_frequency / 1e6:g} MHz")
             return
         clki, fb, op, achieved = ecp5_pll(platform.default_clk_frequency, self.clock_hz)
-        clk = platform.request(platform.default_clk, 0)
+        m.submodules.clk_in = clk = io.Buffer("i", platform.request(platform.default_clk, 0,
+                                                                    dir="-"))
         m.domains.sync = cd = ClockDomain("sync")
         locked = Signal()
         m.submodules.pll = Instance(
@@ -200,10 +222,13 @@ class BoardTop(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         self._clock(m, platform)
-        m.submodules.bridged = bridged = BridgedCore(self.core, self.divisor,
-                                                     clock_hz=self.clock_hz)
-        uart = platform.request("uart", 0)
-        m.d.comb += [bridged.rx.eq(uart.rx.i), uart.tx.o.eq(bridged.tx)]
+        m.submodules.bridged = bridged = BridgedCore(
+            self.core, self.divisor, clock_hz=self.clock_hz,
+            reset_buffer=_ecp5_global if self.pll == "ecp5" else None)
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
+        m.d.comb += [bridged.rx.eq(rx.i), tx.o.eq(bridged.tx)]
 
         heartbeat = Signal()
         count = Signal(range(self.clock_hz // 2))
@@ -214,10 +239,11 @@ class BoardTop(wiring.Component):
         lights = [heartbeat, *(self._stretch(m, e, i) for i, e in enumerate(events))]
         for i, light in enumerate(lights):
             try:
-                led = platform.request("led", i)
+                led = platform.request("led", i, dir="-")
             except ResourceError:
                 break
-            m.d.comb += led.o.eq(light)
+            m.submodules[f"led{i}"] = buf = io.Buffer("o", led)
+            m.d.comb += buf.o.eq(light)
         return m
 
     def _stretch(self, m, event, index):

@@ -2,6 +2,7 @@
 
 import json
 import random
+import re
 
 import pytest
 from amaranth.back import rtlil
@@ -11,7 +12,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from obcore.control.cli import main
-from obcore.hw.boards.top import BooksEngine, books_map, ecp5_pll, make_core
+from obcore.hw.boards.top import BoardTop, BooksEngine, books_map, ecp5_pll, make_core
 from obcore.hw.ingress import Ingress, feed_layout
 from obcore.hw.registers import build_map
 from obcore.sim.synth import (
@@ -132,6 +133,10 @@ def test_board_list_and_help(capsys):
     (["synth", "--board", "nope"], "unknown board 'nope'"),
     (["synth", "--board", "icebreaker", "--levels", "0"], "--levels must be positive"),
     (["synth", "--board", "ulx3s-85f", "--freq", "900"], "--freq must be 1..400 MHz"),
+    (["synth", "--board", "icebreaker", "--placer", "static"],
+     "placer must be one of heap, static on an ECP5 board, not 'static' on icebreaker"),
+    (["synth", "--board", "ulx3s-85f", "--block", "csr", "--placer", "static"],
+     "--placer does not apply to a --block build"),
 ])
 def test_argument_errors(argv, message, capsys):
     assert main(argv) == 2
@@ -154,6 +159,25 @@ def test_books_core_keeps_addresses_and_elaborates():
     assert core.regmap.size == books.size and "sync" in rtlil.convert(core, name="top")
     with pytest.raises(ValueError, match="core must be one of engine, books"):
         make_core("signals", 1, 2)
+
+
+def test_ecp5_board_puts_the_core_reset_on_a_global():
+    """On an ECP5 board the core's one reset (the PLL-lock reset or the bridge's RESET) is a
+    DCCA's output, so nextpnr routes it on the global network (docs/boards.md)."""
+    ulx3s = pytest.importorskip("amaranth_boards.ulx3s", reason="needs the synth extra")
+    top = BoardTop(make_core("books", 1, 2), clock_hz=100e6, baud=3_000_000, pll="ecp5")
+    il = ulx3s.ULX3S_85F_Platform().prepare(top, name="top").files["top.il"]
+    bridged = re.search(r"\nmodule \\top\.bridged\n(.*?)\nend\n", il, re.S)[1]
+    cells = {name: (kind, dict(re.findall(r"connect \\(\S+) (\S+)", body)))
+             for kind, name, body in re.findall(r"\n  cell (\S+) (\S+)\n(.*?)\n  end",
+                                                bridged, re.S)}
+    kind, dcca = cells["\\core_rst_dcca"]
+    assert kind == "\\DCCA"
+    core_ports = cells["\\core"][1]
+    assert core_ports["core_rst"] == dcca["CLKO"]
+    # its input is the OR of the board's reset and the bridge's RESET request
+    (_, ors), = [c for c in cells.values() if c[0] == "$or" and c[1]["Y"] == dcca["CLKI"]]
+    assert {ors["A"], ors["B"]} == {"\\rst", "\\engine_rst"}
 
 
 @pytest.mark.synth
