@@ -169,8 +169,10 @@ def _synth(pulls, quotes):
         rep = json.loads(path.read_text())
         clock, fmax = min(rep["fmax"].items(), key=lambda kv: kv[1]["achieved_mhz"])
         ns = 1000 / fmax["achieved_mhz"]
-        engine = rep["config"]["core"] == "engine"
-        rows[board] = {"core": rep["config"]["core"], "clock": clock,
+        cfg = rep["config"]
+        engine = cfg["core"] == "engine"
+        rows[board] = {"core": f"{cfg['core']}, {cfg['venues']} venue(s) × {cfg['levels']} "
+                               f"levels", "clock": clock,
                        "fmax": fmax["achieved_mhz"], "pass": fmax["pass"],
                        "resources": rep["resources"],
                        "cancel_ns": [c * ns for c in cancel] if engine else None,
@@ -312,8 +314,9 @@ def _synth_lines(rows):
                      f"{' | '.join(_resources(row))} | "
                      f"{_ns(row['cancel_ns']) if row['cancel_ns'] is not None else '—'} | "
                      f"{_ns(row['quote_ns']) if row['quote_ns'] is not None else '—'} |")
-    lines += ["", "Nanoseconds are this run's cycle counts divided by the board's "
-              "lowest achieved Fmax (the books-only core has no guard or quoter)."]
+    lines += ["", "Nanoseconds are this run's cycle counts (on the native model of 2 venues × "
+              "16 levels) divided by the board's lowest achieved Fmax (the books-only core "
+              "has no guard or quoter)."]
     if not blocks:
         return lines + ["", "No block reports: `obcore synth --board ulx3s-85f --block NAME` "
                         "places and routes one block alone (docs/boards.md)."]

@@ -34,18 +34,25 @@ class Board:
 
 
 _ULX3S = "amaranth_boards.ulx3s"
-# nextpnr-ecp5's placers: heap (its default) packs tightly; static (electrostatic) spreads.
+# nextpnr-ecp5's placers. Its default, heap, packs the whole engine into part of the die
+# at a density the router cannot resolve; static (electrostatic) spreads it: the first
+# whole-engine route that converged used it (docs/boards.md), so ECP5 board builds default
+# to it. Block builds keep heap (their figures were measured with it).
 PLACERS = ("heap", "static")
 BOARDS = {
     # ULX3S: FT231X USB-UART, good for 3 Mbaud; 25 MHz board clock.
     "ulx3s-85f": Board(_ULX3S, "ULX3S_85F_Platform", "ecp5", 100.0, 3_000_000),
-    "ulx3s-45f": Board(_ULX3S, "ULX3S_45F_Platform", "ecp5", 100.0, 3_000_000),
-    "ulx3s-25f": Board(_ULX3S, "ULX3S_25F_Platform", "ecp5", 100.0, 3_000_000, levels=4),
+    # The smaller parts get what fits in about half their LUTs (yosys counts, docs/boards.md):
+    # the engine of 2 venues x 16 levels is ~64,000 LUTs, 1 venue x 4 levels ~21,000; the
+    # books core of 2 venues x 4 levels ~10,400.
+    "ulx3s-45f": Board(_ULX3S, "ULX3S_45F_Platform", "ecp5", 100.0, 3_000_000, "engine", 1, 4),
+    "ulx3s-25f": Board(_ULX3S, "ULX3S_25F_Platform", "ecp5", 100.0, 3_000_000, "books", 2, 4),
     "ulx3s-12f": Board(_ULX3S, "ULX3S_12F_Platform", "ecp5", 100.0, 3_000_000, "books", 1, 4),
     "ecpix5-85f": Board("amaranth_boards.ecpix5", "ECPIX585Platform", "ecp5", 100.0, 3_000_000),
-    "ecpix5-45f": Board("amaranth_boards.ecpix5", "ECPIX545Platform", "ecp5", 100.0, 3_000_000),
+    "ecpix5-45f": Board("amaranth_boards.ecpix5", "ECPIX545Platform", "ecp5", 100.0, 3_000_000,
+                        "engine", 1, 4),
     "icesugar-pro": Board("amaranth_boards.icesugar_pro", "ICESugarProPlatform", "ecp5", 100.0,
-                          3_000_000, levels=4),
+                          3_000_000, "books", 2, 4),
     # iCEBreaker: FT2232H; 12 MHz gives 12 clocks per bit at 1 Mbaud. The whole engine is
     # several times the UP5K (docs/boards.md), so the default is the books-only core.
     "icebreaker": Board("amaranth_boards.icebreaker", "ICEBreakerPlatform", "ice40", 12.0,
@@ -167,8 +174,8 @@ def render_markdown(report):
              f"{cfg['venues']} venue(s), {cfg['levels']} levels, capacity {cfg['capacity']}",
              "", f"Built {report['date']} in {report['elapsed_s']:.0f} s: "
              f"`{report['command']}`", "", *timing_tables(report)]
-    lines += ["", f"UART {cfg['baud']} baud ({cfg['divisor']} clocks per bit). Bitstream: "
-              f"`{report['bitstream']}`."]
+    lines += ["", f"UART {cfg['baud']} baud ({cfg['divisor']} clocks per bit); nextpnr placer "
+              f"{cfg.get('placer', 'default')}. Bitstream: `{report['bitstream']}`."]
     for clock, path in report["critical_paths"].items():
         if clock in report["fmax"]:   # the async pin paths are in report.json
             lines += ["", f"Critical path of `{clock}` (nextpnr):", "", "```", path, "```"]
@@ -260,7 +267,8 @@ def build(board_name, *, core=None, venues=None, levels=None, capacity=None, fre
           baud=None, out="build", seed=1, placer=None, command="", log=sys.stdout):
     """Build one board's bitstream; write and return the report (see docs/boards.md).
 
-    ``placer``: nextpnr's placer (``heap`` or ``static``; None: nextpnr's default, heap)."""
+    ``placer``: nextpnr-ecp5's placer, ``heap`` or ``static`` (None: ``static`` on ECP5,
+    nextpnr's default on iCE40)."""
     if board_name not in BOARDS:
         raise ValueError(f"unknown board {board_name!r}; choose one of {', '.join(BOARDS)}")
     board = BOARDS[board_name]
@@ -286,6 +294,8 @@ def build(board_name, *, core=None, venues=None, levels=None, capacity=None, fre
     folder.mkdir(parents=True, exist_ok=True)
     platform = platform_cls()
     start = time.monotonic()
+    if board.family == "ecp5":
+        placer = placer or "static"
     overrides = {"nextpnr_opts": f"--seed {seed} --timing-allow-fail"
                                  + (f" --placer {placer}" if placer else ""),
                  "script_after_synth": "tee -q -o top.stat stat"}
@@ -310,7 +320,8 @@ def build(board_name, *, core=None, venues=None, levels=None, capacity=None, fre
         "board": board_name, "device": platform.device, "family": board.family,
         "config": {"core": core, "venues": venues, "levels": levels,
                    "capacity": engine.capacity if engine.capacity else 2 * levels,
-                   "clock_mhz": clock_hz / 1e6, "baud": baud, "divisor": top.divisor},
+                   "clock_mhz": clock_hz / 1e6, "baud": baud, "divisor": top.divisor,
+                   "placer": placer or "default"},
         "date": datetime.date.today().isoformat(), "elapsed_s": round(elapsed, 1),
         "command": command or f"obcore synth --board {board_name}",
         "tools": tool_versions(),
@@ -345,8 +356,8 @@ def add_parser(sub):
     p.add_argument("--baud", type=int, help="UART baud rate (board default)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
     p.add_argument("--placer", choices=PLACERS,
-                   help="nextpnr placer for a board build (default: nextpnr's, heap); static "
-                        "spreads a congested design over the die (docs/boards.md)")
+                   help="nextpnr-ecp5 placer for a board build (default static: it spreads the "
+                        "engine over the die; heap packs it tighter, docs/boards.md)")
     p.add_argument("--out", default="build", metavar="DIR",
                    help="build root; the board's files go to DIR/BOARD (default build)")
     p.set_defaults(run=run)

@@ -1,8 +1,16 @@
 """Board tops: an engine core behind the UART bridge, with its clock, reset and status LEDs."""
 
 from amaranth.build import ResourceError
-from amaranth.hdl import (ClockDomain, ClockSignal, DomainRenamer, Instance, Module,
-                          ResetInserter, ResetSignal, Signal)
+from amaranth.hdl import (
+    ClockDomain,
+    ClockSignal,
+    DomainRenamer,
+    Instance,
+    Module,
+    ResetInserter,
+    ResetSignal,
+    Signal,
+)
 from amaranth.lib import io, stream, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
