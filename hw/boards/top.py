@@ -174,18 +174,12 @@ class BridgedCore(wiring.Component):
             m.d.comb += [cd.clk.eq(ClockSignal("sync")),
                          cd.rst.eq(self.reset_buffer(m, ResetSignal("sync") | bridge.engine_rst))]
             m.submodules.core = DomainRenamer({"sync": "core"})(core)
-        # A register between the bridge's receiver and the core's ingress: they sit apart on
-        # the die, and the wire across was the head of the whole engine's critical path
-        # (docs/boards.md). One cycle more from the UART to the book; none inside the core.
-        with m.If(~core.feed.valid | core.feed.ready):
-            m.d.sync += [core.feed.valid.eq(bridge.feed.valid),
-                         core.feed.payload.eq(bridge.feed.payload)]
-        m.d.comb += bridge.feed.ready.eq(~core.feed.valid | core.feed.ready)
+        wiring.connect(m, bridge.feed, core.feed)
         wiring.connect(m, bridge.bus, core.bus)
         wiring.connect(m, core.obs, bridge.obs)
         wiring.connect(m, core.orders, bridge.orders)
         m.d.comb += [bridge.rx.eq(self.rx), self.tx.eq(bridge.tx),
-                     self.fed.eq(core.feed.valid & core.feed.ready),
+                     self.fed.eq(bridge.feed.valid & core.feed.ready),
                      self.ordered.eq(core.orders.valid & bridge.orders.ready),
                      self.error.eq(bridge.error)]
         return m
