@@ -12,6 +12,7 @@ from .signal_units import (
     IMB_FRAC,
     IMB_MAX,
     IMB_STAGES,
+    SHIFT_MAX,
     SIGMA2_FRAC,
     ImbalanceDivider,
     SerialSqrt,
@@ -28,8 +29,6 @@ LATENCY = 3                   # cycles from the book inputs (and tick) to every 
 # A tick's sample reaches sigma2 (the EWMA state, its own output register) this many cycles
 # later: the mid change, its square, the EWMA step. The root waits for it (SerialSqrt).
 VOL_STAGES = LATENCY
-SHIFT_MAX = int(REGISTERS["vol_fast_shift"].limits()[1])   # EWMA shifts: larger ones act as it
-assert REGISTERS["vol_slow_shift"].limits()[1] == SHIFT_MAX
 PRICE_BITS = FEED.offsets()["price"][1]
 QTY_BITS = FEED.offsets()["size"][1]
 DEPTH_BITS = 36               # 16 levels of sizes < 2^31 sum below 2^35; one bit to spare
@@ -198,10 +197,12 @@ class VenueSignals(wiring.Component):
         spread_a, mid2_a = delay(m, spread, "spread_a"), delay(m, mid2, "mid2_a")
         upd = delay(m, bk.updated, "upd", n=LATENCY - 1)
 
-        # Volatility sample: tick with a two-sided book. x = (delta mid2)^2 with delta clamped
+        # Volatility sample: tick with a two-sided book, not in the cycle after a sample (at
+        # most one every other cycle: ewma_step computes a sample's shifts at stage B, so the
+        # EWMA state must not move before its stage C). x = (delta mid2)^2 with delta clamped
         # to one DSP operand; the first sample after reset only sets `prev`. Stage A registers
-        # the clamped delta, stage B its square (a DSP between registers), stage C the EWMAs.
-        prev, have_prev = Signal(PRICE_BITS + 1), Signal()
+        # the clamped delta, stage B squares and shifts it, stage C steps the EWMAs.
+        prev, have_prev, sample_a = Signal(PRICE_BITS + 1), Signal(), Signal(name="sample_a")
         delta = Signal(signed(PRICE_BITS + 2), name="delta")
         # a + b - prev = a + b + ~prev + 1, a written-out carry-save level and one chain: yosys
         # otherwise reuses `a + b` (mid2) and subtracts after it (two chains: 14.8 ns routed).
@@ -209,12 +210,12 @@ class VenueSignals(wiring.Component):
                                    for v, fill in ((ask, 0), (bid, 0), (~prev, -1))))
         m.d.comb += delta.eq(csa_sum + (csa_carry | 1))
         delta_sat = _saturates(csa_sum, csa_carry | 1)
-        sample = tick & ok & have_prev
-        with m.If(tick & ok):
+        sample = tick & ok & have_prev & ~sample_a
+        with m.If(tick & ok & ~sample_a):
             m.d.sync += [prev.eq(mid2), have_prev.eq(1)]
         delta_a = delay(m, Mux(delta_sat, CLAMP_MAX, delta[:CLAMP_BITS].as_signed()),  # exact
                         "delta_a", signed(CLAMP_BITS))                      # unless clamped
-        sample_a = delay(m, sample, "sample_a")
+        m.d.sync += sample_a.eq(sample)
         sat_vol = delay(m, sample & delta_sat, "sat_vol", n=LATENCY - 1)
 
         micro_sat = _saturates(Cat(ask, Const(0, 2)), Cat(~bid, Const(-1, 2)), 1)
@@ -284,19 +285,13 @@ class VenueSignals(wiring.Component):
                                     (p.xv_c, p.xv_inv_liq))):
             star_terms += truncated(partials(m, x, y, f"star{i}_a"), STAR_SHIFTS[i])
         # Stage B: products with data, the square of the mid change, acceleration.
-        # Stage C: the EWMAs (hw/signal_units.py ewma_step) and their threshold compares.
-        x_b = delay(m, (delta_a * delta_a)[:2 * CLAMP_BITS - 2], "x_b")     # <= CLAMP_MAX^2
+        # Stages B, C: the EWMAs (hw/signal_units.py ewma_step) and their threshold compares.
+        square = (delta_a * delta_a)[:2 * CLAMP_BITS - 2]                    # <= CLAMP_MAX^2
         sample_b = delay(m, sample_a, "sample_b")
         vol_valid = Signal()
-        above = {}
-        for state, param, hi, name in ((sf, p.vol_fast_shift, p.vol_fast_hi, "fast"),
-                                       (ss, p.vol_slow_shift, p.vol_slow_hi, "slow")):
-            # Raw values over the register's limit act as it: a shorter shifter in the loop.
-            shift = delay(m, Mux(param > SHIFT_MAX, SHIFT_MAX, param), f"{name}_shift",
-                          range(SHIFT_MAX + 1))
-            mask = delay(m, Cat(param > i for i in range(SHIFT_MAX)), f"{name}_mask", n=2)
-            above[name] = ewma_step(m, state, sample_b, x_b, shift, mask,
-                                    delay(m, hi, f"{name}_hi", n=2), name)
+        above = {name: ewma_step(m, state, sample_b, square, shift, hi, name)
+                 for state, shift, hi, name in ((sf, p.vol_fast_shift, p.vol_fast_hi, "fast"),
+                                                (ss, p.vol_slow_shift, p.vol_slow_hi, "slow"))}
         with m.If(sample_a):
             m.d.sync += vol_valid.eq(1)
 
