@@ -219,9 +219,10 @@ def test_strict_compares_at_their_edges():
               ([_book(db=49, da=24)] * 2, False, {})]
     # LVI: 2 x 25 = 50 = min(Db, Da) on the edge, 49 over.
     steps += [([_book(db=50, da=60)] * 2, False, {}), ([_book(db=49, da=60)] * 2, False, {})]
-    # sigma2 = (2008 - 2004)^2 = 16 -> raise thresholds to 16: on the edge; sigma = 4.
-    steps += [([base] * 2, True, {}), ([_book(ask=1008)] * 2, True, _raw(vol_fast_hi=16,
-                                                                        vol_slow_hi=16))]
+    # sigma2 = (2008 - 2004)^2 = 16 -> raise thresholds to 16: on the edge; sigma = 4. The
+    # samples are two cycles apart (a tick right after a sample is no volatility sample).
+    steps += [([base] * 2, True, {}), ([base] * 2, False, {}),
+              ([_book(ask=1008)] * 2, True, _raw(vol_fast_hi=16, vol_slow_hi=16))]
     steps += [([_book(ask=1008)] * 2, False, _raw(vol_fast_hi="15.99", lsafe_k=12))] * SETTLE
     # L sigma risk = 2 * 4 * 1.5 = 12 = K; then K just under.
     steps += [([_book(ask=1008)] * 2, False, _raw(lsafe_k="11.99", leverage_max="1.99"))]
@@ -237,24 +238,27 @@ def test_strict_compares_at_their_edges():
 def test_vol_clamp_at_its_edges():
     """The mid change `a + b - prev` on both sides of the clamp: +-CLAMP_MAX passes,
     one more saturates (`sat_vol`), so the full-width sum behind the clamp is exact; the
-    spread's clamp (`sat_micro`) the same."""
+    spread's clamp (`sat_micro`) the same. Ticks every other cycle: each one samples."""
     asks = [1004]
     for step in (CLAMP_MAX, CLAMP_MAX + 1, -CLAMP_MAX, -(CLAMP_MAX + 1)):
         asks.append(asks[-1] + step)
-    steps = [([_book(ask=a)] * 2, True, {}) for a in asks]
+    steps = [([_book(ask=a)] * 2, tick, {}) for a in asks for tick in (True, False)]
     # The microprice spread's clamp likewise, both signs (a crossed book for the negative).
     steps += [([_book(bid=1000, ask=1000 + d) if d >= 0 else _book(bid=1000 - d, ask=1000)] * 2,
                False, {}) for d in (CLAMP_MAX, CLAMP_MAX + 1, -CLAMP_MAX, -CLAMP_MAX - 1)]
     _run_against_model(steps + [([_book(ask=asks[-1])] * 2, False, {})] * LATENCY)
 
 
-def test_ewma_ticks_every_cycle_and_raw_shifts():
-    """Ticks in consecutive cycles through the EWMA loop (each step uses the one before),
-    with shifts 0, the register limit and raw values above it, which act as the limit."""
+def test_ewma_samples_back_to_back_and_raw_shifts():
+    """Volatility samples as close as they come (two cycles apart, each step using the one
+    before), with ticks every cycle (every other one is no sample) and every other cycle;
+    shifts 0, the register limit and raw values above it, which act as the limit."""
     steps, ask = [], 4 * CLAMP_MAX             # the mid moves up and down, both sides kept
     for fast, slow in ((0, SHIFT_MAX), (SHIFT_MAX + 1, 255), (3, SHIFT_MAX - 1)):
         params = {"vol_fast_shift": [fast, slow], "vol_slow_shift": [slow, fast]}
         for i in range(12):
             ask += (CLAMP_MAX if i % 3 else -CLAMP_MAX // 2) - 40 * i
             steps.append(([_book(ask=ask)] * 2, True, params if i == 0 else {}))
+            if i % 3 == 0:
+                steps.append(([_book(ask=ask)] * 2, False, {}))
     _run_against_model(steps + [([_book(ask=ask)] * 2, False, {})] * (SIGMA_LAG + LATENCY))
