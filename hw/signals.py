@@ -19,15 +19,21 @@ from .signal_units import (
     ewma_step,
 )
 
-__all__ = ["BOOK_VIEW", "STATUS", "REGIME", "FLAGS", "XV_STATUS", "VolRegime", "LiqRegime",
+__all__ = ["BOOK_VIEW", "BBO_LEAD", "EARLY_FIELDS", "STATUS", "REGIME", "FLAGS", "XV_STATUS",
+           "VolRegime", "LiqRegime",
            "VENUE_PARAMS", "VENUE_OUTPUTS", "CROSS_PARAMS", "CROSS_OUTPUTS", "LATENCY",
            "CLAMP_MAX", "SIGMA2_FRAC", "VOL_STAGES", "SHIFT_MAX", "SIGMA_LAG", "WINDOW_MAX",
            "DEPTH_BITS", "IMB_FRAC", "IMB_MAX", "IMB_LATENCY", "IMB_OUTPUTS", "VenueSignals",
            "Signals", "port_layout"]
 
 LATENCY = 3                   # cycles from the book inputs (and tick) to every registered output
+# The BBO fields of BOOK_VIEW and `tick` arrive this many cycles before the depths and
+# `updated` (as hw/book.py shows them): the mid change and its square are registered before
+# stage A ends, so the EWMAs' shifts at stage B start from a register (docs/signals.md).
+BBO_LEAD = 1
+EARLY_FIELDS = ("best_bid", "best_ask", "best_bid_qty", "best_ask_qty", "valid")
 # A tick's sample reaches sigma2 (the EWMA state, its own output register) this many cycles
-# later: the mid change, its square, the EWMA step. The root waits for it (SerialSqrt).
+# after the depths show its book: the EWMA shifts, the EWMA step. The root waits for it.
 VOL_STAGES = LATENCY
 PRICE_BITS = FEED.offsets()["price"][1]
 QTY_BITS = FEED.offsets()["size"][1]
@@ -57,6 +63,8 @@ LSAFE_SHIFT = _frac("leverage", "liquidity_risk", "sigma") - _frac("lsafe_k")
 STAR_SHIFTS = tuple(_frac(*pair) - _frac("spread_star") for pair in (
     ("xv_a", "sigma"), ("xv_b", "leverage"), ("xv_c", "xv_inv_liq")))
 STAR_FRAC = _frac("spread_star")
+# The EARLY_FIELDS (the BBO and `valid`) come BBO_LEAD cycles before the depths and
+# `updated` of the same book.
 BOOK_VIEW = wiring.Signature({
     "best_bid": Out(PRICE_BITS), "best_ask": Out(PRICE_BITS),        # ticks, 0 = side empty
     "best_bid_qty": Out(QTY_BITS), "best_ask_qty": Out(QTY_BITS),    # lots < 2^31
@@ -138,7 +146,8 @@ class VenueSignals(wiring.Component):
     """One venue's signals; every output is registered, ``LATENCY`` cycles after its inputs.
 
     Inputs: ``book`` (:data:`BOOK_VIEW`), the global ``tick`` strobe (a feed TICK: one time
-    sample), and the parameters named after their registers (raw register bits). Outputs
+    sample; with the BBO, ``BBO_LEAD`` cycles before the depths of the book it samples), and
+    the parameters named after their registers (raw register bits). Outputs
     as the registers of the same names, plus ``dev`` = S - Spread* (SQ34.8, 0 unless
     ``dev_valid``) two cycles after the inputs, for the cross-venue stage. The exact
     arithmetic is ``obcore.sim.signals_model``; docs/signals.md explains it.
@@ -185,8 +194,12 @@ class VenueSignals(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         bk, p, st = self.book, self, self.sig_status
-        tick, ok = self.tick, bk.valid
-        ask, bid, va, vb = bk.best_ask, bk.best_bid, bk.best_ask_qty, bk.best_bid_qty
+        # Stage E, the cycle before stage A: only the volatility sample uses the early BBO
+        # and tick; everything else takes them delayed to the depths' cycle.
+        tick_e, ok_e, ask_e, bid_e = self.tick, bk.valid, bk.best_ask, bk.best_bid
+        tick, ok, ask, bid, va, vb = (delay(m, v, f"{n}_in", n=BBO_LEAD) for v, n in (
+            (tick_e, "tick"), (ok_e, "ok"), (ask_e, "ask"), (bid_e, "bid"),
+            (bk.best_ask_qty, "va"), (bk.best_bid_qty, "vb")))
         da, db = bk.ask_depth, bk.bid_depth
 
         # Stage A: sums and differences of the inputs; parameter-only products.
@@ -200,23 +213,27 @@ class VenueSignals(wiring.Component):
         # Volatility sample: tick with a two-sided book, not in the cycle after a sample (at
         # most one every other cycle: ewma_step computes a sample's shifts at stage B, so the
         # EWMA state must not move before its stage C). x = (delta mid2)^2 with delta clamped
-        # to one DSP operand; the first sample after reset only sets `prev`. Stage A registers
-        # the clamped delta, stage B squares and shifts it, stage C steps the EWMAs.
-        prev, have_prev, sample_a = Signal(PRICE_BITS + 1), Signal(), Signal(name="sample_a")
+        # to one DSP operand; the first sample after reset only sets `prev`. From the early
+        # BBO: stage E registers the clamped delta, stage A the square (the DSP alone in its
+        # cycle), stage B shifts it, stage C steps the EWMAs.
+        prev, have_prev, sample_e = Signal(PRICE_BITS + 1), Signal(), Signal(name="sample_e")
         delta = Signal(signed(PRICE_BITS + 2), name="delta")
         # a + b - prev = a + b + ~prev + 1, a written-out carry-save level and one chain: yosys
         # otherwise reuses `a + b` (mid2) and subtracts after it (two chains: 14.8 ns routed).
         csa_sum, csa_carry = csa(*(Cat(v, Const(fill, len(delta) + 1 - len(v)))
-                                   for v, fill in ((ask, 0), (bid, 0), (~prev, -1))))
+                                   for v, fill in ((ask_e, 0), (bid_e, 0), (~prev, -1))))
         m.d.comb += delta.eq(csa_sum + (csa_carry | 1))
         delta_sat = _saturates(csa_sum, csa_carry | 1)
-        sample = tick & ok & have_prev & ~sample_a
-        with m.If(tick & ok & ~sample_a):
-            m.d.sync += [prev.eq(mid2), have_prev.eq(1)]
-        delta_a = delay(m, Mux(delta_sat, CLAMP_MAX, delta[:CLAMP_BITS].as_signed()),  # exact
-                        "delta_a", signed(CLAMP_BITS))                      # unless clamped
-        m.d.sync += sample_a.eq(sample)
-        sat_vol = delay(m, sample & delta_sat, "sat_vol", n=LATENCY - 1)
+        sample = tick_e & ok_e & have_prev & ~sample_e
+        with m.If(tick_e & ok_e & ~sample_e):
+            m.d.sync += [prev.eq(ask_e + bid_e), have_prev.eq(1)]
+        delta_e = delay(m, Mux(delta_sat, CLAMP_MAX, delta[:CLAMP_BITS].as_signed()),  # exact
+                        "delta_e", signed(CLAMP_BITS))                      # unless clamped
+        m.d.sync += sample_e.eq(sample)
+        sat_vol = delay(m, sample & delta_sat, "sat_vol", n=BBO_LEAD + LATENCY - 1)
+        square_a = delay(m, (delta_e * delta_e)[:2 * CLAMP_BITS - 2],       # <= CLAMP_MAX^2
+                         "square_a")
+        sample_a = delay(m, sample_e, "sample_a")
 
         micro_sat = _saturates(Cat(ask, Const(0, 2)), Cat(~bid, Const(-1, 2)), 1)
         micro_s_a = delay(m, Mux(micro_sat, Mux(spread[-1], -CLAMP_MAX, CLAMP_MAX),
@@ -284,12 +301,11 @@ class VenueSignals(wiring.Component):
         for i, (x, y) in enumerate(((p.xv_a, sqrt.root), (p.xv_b, p.leverage),
                                     (p.xv_c, p.xv_inv_liq))):
             star_terms += truncated(partials(m, x, y, f"star{i}_a"), STAR_SHIFTS[i])
-        # Stage B: products with data, the square of the mid change, acceleration.
+        # Stage B: products with data, acceleration.
         # Stages B, C: the EWMAs (hw/signal_units.py ewma_step) and their threshold compares.
-        square = (delta_a * delta_a)[:2 * CLAMP_BITS - 2]                    # <= CLAMP_MAX^2
         sample_b = delay(m, sample_a, "sample_b")
         vol_valid = Signal()
-        above = {name: ewma_step(m, state, sample_b, square, shift, hi, name)
+        above = {name: ewma_step(m, state, sample_b, square_a, shift, hi, name)
                  for state, shift, hi, name in ((sf, p.vol_fast_shift, p.vol_fast_hi, "fast"),
                                                 (ss, p.vol_slow_shift, p.vol_slow_hi, "slow"))}
         with m.If(sample_a):
