@@ -165,7 +165,7 @@ def simulate(engine, msgs, phases, values, fills=None, rng=None, log=print):
             count, was_pulled = regs.get_raw("pull_count"), not armed
         batch = np.concatenate([feed_array(pending), msgs[lo:hi]]) if pending else msgs[lo:hi]
         obs, orders = engine.run(batch)
-        cycles = engine.last_order_cycles
+        cycles, end = engine.last_order_cycles, engine.cycle
         obs = obs[len(pending):]
         pending = []
         parts.append((obs, orders, cycles))
@@ -173,7 +173,9 @@ def simulate(engine, msgs, phases, values, fills=None, rng=None, log=print):
         state, now = regs.get_raw("pull_state"), regs.get_raw("pull_count")
         quoting = cycles[np.isin(orders["kind"], (OrderKind.NEW, OrderKind.REPLACE))]
         if was_pulled and (now != count or not state & 1):
-            back = int(quoting[0]) if len(quoting) else engine.cycle
+            # No quote in the batch: the re-arm came after its last cycle, during the
+            # register reads, and its first orders come out with the next batch.
+            back = int(quoting[0]) if len(quoting) else end
             run.rearms.append((phases[lo], back))
             pulled[lo:hi] = obs["cycle"] < back
         else:
