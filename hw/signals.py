@@ -235,13 +235,21 @@ class VenueSignals(wiring.Component):
                          "square_a")
         sample_a = delay(m, sample_e, "sample_a")
 
-        micro_sat = _saturates(Cat(ask, Const(0, 2)), Cat(~bid, Const(-1, 2)), 1)
-        micro_s_a = delay(m, Mux(micro_sat, Mux(spread[-1], -CLAMP_MAX, CLAMP_MAX),
-                                 spread[:CLAMP_BITS].as_signed()), "micro_s_a", signed(CLAMP_BITS))
+        # The microprice's clamped spread (0 unless ok) and Vb + Va from the early BBO: stage E
+        # computes them, stage A only registers them again, so the registers at the DSPs'
+        # inputs have no logic before them and can sit by the DSPs (a Mux between register
+        # and DSP, the DSP in the same cycle: 11.44 ns routed).
+        spread_e = Signal(signed(PRICE_BITS + 1), name="spread_e")
+        m.d.comb += spread_e.eq(ask_e - bid_e)
+        micro_sat = _saturates(Cat(ask_e, Const(0, 2)), Cat(~bid_e, Const(-1, 2)), 1)
+        micro_s = Mux(micro_sat, Mux(spread_e[-1], -CLAMP_MAX, CLAMP_MAX),
+                      spread_e[:CLAMP_BITS].as_signed())
+        micro_s_a = delay(m, Mux(ok_e, micro_s, 0), "micro_s", signed(CLAMP_BITS), n=BBO_LEAD + 1)
         vb_a = delay(m, vb, "vb_a")
-        sat_micro = delay(m, ok & micro_sat, "sat_micro", n=LATENCY - 1)
+        sat_micro = delay(m, ok_e & micro_sat, "sat_micro", n=BBO_LEAD + LATENCY - 1)
         tmag_a, tneg_a, tbid_a = magnitude(m, vb, va, "t_a_")
-        tsum_a = delay(m, vb + va, "tsum_a", unsigned(QTY_BITS + 1))
+        tsum_a = delay(m, bk.best_bid_qty + bk.best_ask_qty, "tsum", unsigned(QTY_BITS + 1),
+                       n=BBO_LEAD + 1)
         dmag_a, dneg_a, dbid_a = magnitude(m, db, da, "d_a_")
         dsum_a = delay(m, db + da, "dsum_a", unsigned(DEPTH_BITS + 1))
         dmin_a = delay(m, Mux(db < da, db, da), "dmin_a", unsigned(DEPTH_BITS))
@@ -339,7 +347,7 @@ class VenueSignals(wiring.Component):
         lvi_b = delay(m, _exceeds(weighted(lvi_prod_a), [dmin_a << LEV_FRAC]), "lvi_b")
         lsafe_prod_b = partials(m, risk_a, sigma_a, "lsafe_prod_b_p")        # UQ33.24
         # micro_s is 0 unless ok: the product is the output's 0 then.
-        micro_num_b = partial_sum(m, Mux(ok_a, micro_s_a, 0), vb_a, "micro_num_b_p")
+        micro_num_b = partial_sum(m, micro_s_a, vb_a, "micro_num_b_p")
         micro_den_b = delay(m, Mux(ok_a, tsum_a, 0), "micro_den_b", _shape("micro_den"))
         # dev sums the terms again rather than behind star: one sum, not two in a row.
         star_b = delay(m, sum(star_terms)[:len(self.spread_star)], "star_b")   # < 2^34: fits

@@ -137,8 +137,8 @@ def simulate(engine, msgs, phases, values, fills=None, rng=None, log=print):
     refused), then feeds tick after tick. With a :class:`~obcore.sim.fills.FillModel`
     ``fills`` (and its ``rng``), our resting quotes are hit at each tick's end and the fills
     go to the engine as FILL messages at the start of the next batch. Returns a
-    :class:`Run`. Each batch ends with 2 x RUN_DRAIN idle cycles and a few register reads,
-    so a tick lasts about its message count + 25 cycles.
+    :class:`Run`. Each batch ends with RUN_DRAIN idle cycles and a few register reads, so
+    a tick lasts about its message count + RUN_DRAIN + 4 cycles.
     """
     regs = Registers(engine)
     params.apply(regs, values)
@@ -238,7 +238,7 @@ def add_parser(sub):
                         "in sim/params/)")
     p.add_argument("--cooldown", type=_cycles, default=COOLDOWN, metavar="CYCLES",
                    help="re-arm automatically once every trigger stayed clear this long "
-                        f"(default: {COOLDOWN}; a tick lasts about 35 cycles)")
+                        f"(default: {COOLDOWN}; a tick lasts about 45 cycles)")
     p.add_argument("--no-auto-arm", dest="auto_arm", action="store_false",
                    help="arm once only; quotes stay pulled after the first pull")
     p.add_argument("--fill-rate", type=float, default=FillModel.a, metavar="A",
