@@ -124,15 +124,13 @@ def _shape(name):
     return signed(fmt.width) if fmt.signed else unsigned(fmt.width)
 
 
-def _saturates(x, y, offset=0):
-    """``|x + y + offset| > CLAMP_MAX``, ``x``, ``y`` of one width that holds that sum
-    +-2^CLAMP_BITS exactly: the signs of ``x + y + offset - CLAMP_MAX - 1`` and ``x + y +
-    offset + CLAMP_MAX``, a carry-save level and a chain each beside the sum, not a test on
-    the sum's bits behind its chain (that test was 14.1 ns routed)."""
-    def sign(const):
-        total, carry = csa(x, y, Const(const % (1 << len(x)), len(x)))
-        return (total + carry)[len(x) - 1]
-    return ~sign(offset - CLAMP_MAX - 1) | sign(offset + CLAMP_MAX)
+def _beyond(x):
+    """``|x| > CLAMP_MAX`` for a signed ``x`` straight from a register: the bits from
+    CLAMP_BITS - 1 up are not all copies of the sign, or ``x`` is -2^(CLAMP_BITS - 1). A test
+    on the bits, in the cycle after the sum's carry chain (behind the chain in its own cycle:
+    14.1 ns routed; as the signs of two more sums beside it, with the clamp's Mux, 12.0)."""
+    top = x[CLAMP_BITS - 1:]
+    return ~(top.all() | ~top.any()) | (top.all() & ~x[:CLAMP_BITS - 1].any())
 
 
 def _exceeds(big, small):
@@ -202,20 +200,22 @@ class VenueSignals(wiring.Component):
             (bk.best_ask_qty, "va"), (bk.best_bid_qty, "vb")))
         da, db = bk.ask_depth, bk.bid_depth
 
-        # Stage A: sums and differences of the inputs; parameter-only products.
-        spread = Signal(signed(PRICE_BITS + 1), name="spread_now")
-        mid2 = Signal(PRICE_BITS + 1, name="mid2_now")
-        m.d.comb += [spread.eq(ask - bid), mid2.eq(ask + bid)]
+        # Stage E: the spread and the mid (to stage A's registers), and the mid change.
+        # Stage A: differences of the inputs, the clamps; parameter-only products.
+        spread = delay(m, ask_e - bid_e, "spread", signed(PRICE_BITS + 1))
+        mid2 = Signal(PRICE_BITS + 1, name="mid2_e")
+        m.d.comb += mid2.eq(ask_e + bid_e)
         ok_a, tick_a = delay(m, ok, "ok_a"), delay(m, tick, "tick_a")
-        spread_a, mid2_a = delay(m, spread, "spread_a"), delay(m, mid2, "mid2_a")
+        spread_a, mid2_a = delay(m, spread, "spread_a"), delay(m, mid2, "mid2_a", n=2)
         upd = delay(m, bk.updated, "upd", n=LATENCY - 1)
 
         # Volatility sample: tick with a two-sided book, not in the cycle after a sample (at
         # most one every other cycle: ewma_step computes a sample's shifts at stage B, so the
         # EWMA state must not move before its stage C). x = (delta mid2)^2 with delta clamped
         # to one DSP operand; the first sample after reset only sets `prev`. From the early
-        # BBO: stage E registers the clamped delta, stage A the square (the DSP alone in its
-        # cycle), stage B shifts it, stage C steps the EWMAs.
+        # BBO: stage E registers the mid change, stage A squares its low bits (the DSP alone
+        # in its cycle) and tests the clamp on its bits, stage B takes CLAMP_MAX^2 for a
+        # clamped one and shifts it, stage C steps the EWMAs.
         prev, have_prev, sample_e = Signal(PRICE_BITS + 1), Signal(), Signal(name="sample_e")
         delta = Signal(signed(PRICE_BITS + 2), name="delta")
         # a + b - prev = a + b + ~prev + 1, a written-out carry-save level and one chain: yosys
@@ -223,30 +223,28 @@ class VenueSignals(wiring.Component):
         csa_sum, csa_carry = csa(*(Cat(v, Const(fill, len(delta) + 1 - len(v)))
                                    for v, fill in ((ask_e, 0), (bid_e, 0), (~prev, -1))))
         m.d.comb += delta.eq(csa_sum + (csa_carry | 1))
-        delta_sat = _saturates(csa_sum, csa_carry | 1)
         sample = tick_e & ok_e & have_prev & ~sample_e
         with m.If(tick_e & ok_e & ~sample_e):
-            m.d.sync += [prev.eq(ask_e + bid_e), have_prev.eq(1)]
-        delta_e = delay(m, Mux(delta_sat, CLAMP_MAX, delta[:CLAMP_BITS].as_signed()),  # exact
-                        "delta_e", signed(CLAMP_BITS))                      # unless clamped
+            m.d.sync += [prev.eq(mid2), have_prev.eq(1)]
+        delta_e = delay(m, delta, "delta_e")
         m.d.sync += sample_e.eq(sample)
-        sat_vol = delay(m, sample & delta_sat, "sat_vol", n=BBO_LEAD + LATENCY - 1)
-        square_a = delay(m, (delta_e * delta_e)[:2 * CLAMP_BITS - 2],       # <= CLAMP_MAX^2
-                         "square_a")
+        delta_sat = _beyond(delta_e)
+        sat_vol = delay(m, sample_e & delta_sat, "sat_vol", n=LATENCY - 1)
+        low = delta_e[:CLAMP_BITS].as_signed()                              # exact unless clamped
+        square_a = delay(m, (low * low)[:2 * CLAMP_BITS - 2], "square_a")   # <= CLAMP_MAX^2 then
+        x_b = Mux(delay(m, delta_sat, "delta_sat_a"), CLAMP_MAX * CLAMP_MAX, square_a)
         sample_a = delay(m, sample_e, "sample_a")
 
-        # The microprice's clamped spread (0 unless ok) and Vb + Va from the early BBO: stage E
-        # computes them, stage A only registers them again, so the registers at the DSPs'
-        # inputs have no logic before them and can sit by the DSPs (a Mux between register
-        # and DSP, the DSP in the same cycle: 11.44 ns routed).
-        spread_e = Signal(signed(PRICE_BITS + 1), name="spread_e")
-        m.d.comb += spread_e.eq(ask_e - bid_e)
-        micro_sat = _saturates(Cat(ask_e, Const(0, 2)), Cat(~bid_e, Const(-1, 2)), 1)
-        micro_s = Mux(micro_sat, Mux(spread_e[-1], -CLAMP_MAX, CLAMP_MAX),
-                      spread_e[:CLAMP_BITS].as_signed())
-        micro_s_a = delay(m, Mux(ok_e, micro_s, 0), "micro_s", signed(CLAMP_BITS), n=BBO_LEAD + 1)
+        # The microprice's clamped spread (0 unless ok) and Vb + Va: stage A registers them,
+        # from the spread and Vb + Va registered at stage E, so the registers at the DSPs'
+        # inputs have no logic before them (a Mux between register and DSP, the DSP in the
+        # same cycle: 11.44 ns routed).
+        micro_sat = _beyond(spread)
+        micro_s_a = delay(m, Mux(ok, Mux(micro_sat, Mux(spread[-1], -CLAMP_MAX, CLAMP_MAX),
+                                         spread[:CLAMP_BITS].as_signed()), 0),
+                          "micro_s_a", signed(CLAMP_BITS))
         vb_a = delay(m, vb, "vb_a")
-        sat_micro = delay(m, ok_e & micro_sat, "sat_micro", n=BBO_LEAD + LATENCY - 1)
+        sat_micro = delay(m, ok & micro_sat, "sat_micro", n=LATENCY - 1)
         tmag_a, tneg_a, tbid_a = magnitude(m, vb, va, "t_a_")
         tsum_a = delay(m, bk.best_bid_qty + bk.best_ask_qty, "tsum", unsigned(QTY_BITS + 1),
                        n=BBO_LEAD + 1)
@@ -313,7 +311,7 @@ class VenueSignals(wiring.Component):
         # Stages B, C: the EWMAs (hw/signal_units.py ewma_step) and their threshold compares.
         sample_b = delay(m, sample_a, "sample_b")
         vol_valid = Signal()
-        above = {name: ewma_step(m, state, sample_b, square_a, shift, hi, name)
+        above = {name: ewma_step(m, state, sample_b, x_b, shift, hi, name)
                  for state, shift, hi, name in ((sf, p.vol_fast_shift, p.vol_fast_hi, "fast"),
                                                 (ss, p.vol_slow_shift, p.vol_slow_hi, "slow"))}
         with m.If(sample_a):
