@@ -269,8 +269,15 @@ class VenueSignals(wiring.Component):
         w = p.depth_window
         m.d.comb += win.eq(Mux(w == 0, 1, Mux(w > WINDOW_MAX, WINDOW_MAX, w)))
         filled = Mux((count == WINDOW_MAX) | ~tick, count, count + 1)
+        # The read address wptr + tick - W modulo the history: wptr + tick is a register (from
+        # the early tick), and the raw W only picks among three differences (0 reads as 1, W
+        # >= WINDOW_MAX as WINDOW_MAX: 0 modulo the history), not the clamp and then a
+        # subtraction in front of the memory (11.32 ns routed, the parameter to `then`).
+        here = Signal.like(wptr, name="hist_here")
+        m.d.sync += here.eq(wptr + tick + tick_e)
         m.d.comb += [wr.addr.eq(wptr), wr.data.bid.eq(db), wr.data.ask.eq(da), wr.en.eq(tick),
-                     rd.addr.eq((wptr + tick - win)[:len(wptr)])]    # modulo the history
+                     rd.addr.eq(Mux(w == 0, here - 1, Mux(w >= WINDOW_MAX, here,
+                                                         here - w[:len(wptr)])))]
         with m.If(tick):
             m.d.sync += [wptr.eq((wptr + 1)[:len(wptr)]), count.eq(filled)]
         bypass = tick & (win == 1)

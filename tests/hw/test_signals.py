@@ -24,6 +24,7 @@ from obcore.hw.signals import (
     STATUS,
     VENUE_OUTPUTS,
     VENUE_PARAMS,
+    WINDOW_MAX,
     Signals,
     port_layout,
 )
@@ -271,3 +272,19 @@ def test_ewma_samples_back_to_back_and_raw_shifts():
             if i % 3 == 0:
                 steps.append(([_book(ask=ask)] * 2, False, {}))
     _run_against_model(steps + [([_book(ask=ask)] * 2, False, {})] * (SIGMA_LAG + LATENCY))
+
+
+def test_depth_window_raw_values():
+    """Raw ``depth_window`` values outside 1..16 (the CSR does not range-check): 0 reads as
+    1, above 16 as 16; per venue, changed between ticks over depths that rise and fall, with
+    a drop threshold low enough that the window picked decides ``bid_drop`` / ``ask_drop``."""
+    steps = []
+    for first, windows in enumerate(((1, 0), (WINDOW_MAX - 1, 5), (0, 17), (255, 16),
+                                     (WINDOW_MAX, 254))):
+        for i in range(WINDOW_MAX + 4):
+            book = _book(db=100 + 37 * i % 50, da=90 - 23 * i % 40)
+            params = {"depth_window": list(windows)} if i == 0 else {}
+            if first == 0 and i == 0:
+                params.update(_raw(depth_drop_th="0.01"))
+            steps.append(([book] * 2, i % 2 == 0, params))
+    _run_against_model(steps)
