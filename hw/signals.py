@@ -1,6 +1,6 @@
 """Market signals from the book outputs: spread, imbalance, volatility, depth drop, leverage."""
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -134,10 +134,19 @@ def _beyond(x):
 
 
 def _exceeds(big, small):
-    """``sum(big) > sum(small)`` as the sign of ``sum(small) - sum(big)``: one multi-operand
-    sum (one carry chain), not a sum and then a compare behind it."""
-    diff = sum(small, 0) - sum(big, 0)
-    return diff.as_signed()[-1]
+    """``sum(big) > sum(small)`` as the sign of ``sum(small) + sum(~big) + len(big)`` (=
+    ``sum(small) - sum(big)``, two's complement wide enough): carry-save levels down to two
+    operands, then one carry chain. Not a sum and then a compare behind it, nor Python's
+    ``sum`` (yosys chains one adder per operand: two chains in series, 12.35 ns routed)."""
+    terms = [Value.cast(v) for v in (*big, *small)]
+    width = max(len(v) for v in terms) + len(terms).bit_length() + 1
+
+    def wide(v):
+        return Cat(v, (v[-1] if v.shape().signed else Const(0, 1)).replicate(width - len(v)))
+    ops = [wide(v) for v in small] + [~wide(v) for v in big] + [Const(len(big), width)]
+    while len(ops) > 2:
+        ops = [*ops[3:], *csa(*ops[:3])]
+    return (ops[0] + ops[1])[width - 1]
 
 
 class VenueSignals(wiring.Component):
