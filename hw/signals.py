@@ -26,7 +26,7 @@ __all__ = ["BOOK_VIEW", "BBO_LEAD", "EARLY_FIELDS", "STATUS", "REGIME", "FLAGS",
            "DEPTH_BITS", "IMB_FRAC", "IMB_MAX", "IMB_LATENCY", "IMB_OUTPUTS", "VenueSignals",
            "Signals", "port_layout"]
 
-LATENCY = 3                   # cycles from the book inputs (and tick) to every registered output
+LATENCY = 3                   # cycles from the book's depths to every registered output
 # The BBO fields of BOOK_VIEW and `tick` arrive this many cycles before the depths and
 # `updated` (as hw/book.py shows them): the mid change and its square are registered before
 # stage A ends, so the EWMAs' shifts at stage B start from a register (docs/signals.md).
