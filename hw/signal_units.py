@@ -4,21 +4,22 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .pipeline import csa
+from .pipeline import csa, delay
 from .registers import REGISTERS
 
-__all__ = ["IMB_FRAC", "IMB_MAX", "IMB_DIGITS", "IMB_STAGES", "SIGMA2_FRAC", "SerialSqrt",
-           "ImbalanceDivider", "ewma_step"]
+__all__ = ["IMB_FRAC", "IMB_MAX", "IMB_STAGES", "SIGMA2_FRAC", "SHIFT_MAX",
+           "SerialSqrt", "ImbalanceDivider", "ewma_step"]
 
 IMB_FRAC = REGISTERS["obi_touch_th"].fmt.frac_bits   # SQ1.15, like the thresholds' UQ1.15
 SIGMA2_FRAC = REGISTERS["sigma2_fast"].fmt.frac_bits   # sigma2: UQ34.16 ticks^2
+SHIFT_MAX = int(REGISTERS["vol_fast_shift"].limits()[1])   # EWMA shifts: larger ones act as it
+assert REGISTERS["vol_slow_shift"].limits()[1] == SHIFT_MAX
 IMB_MAX = (1 << IMB_FRAC) - 1  # +-1.0 (a one-sided touch) reads as +-IMB_MAX
-# Restoring division in radix 4: two quotient bits (the integer bit and IMB_FRAC fraction bits)
-# per cycle from three trial subtractions side by side, then one cycle for the sign. One
-# compare-subtract in a cycle, never two in a row: the clock target, not the step count.
-IMB_DIGITS = (IMB_FRAC + 2) // 2
-IMB_STAGES = IMB_DIGITS + 1            # cycles from the divider's inputs to ``q``
-assert 2 * IMB_DIGITS == IMB_FRAC + 1
+# Restoring division in radix 2: one quotient bit per cycle (the integer bit and IMB_FRAC
+# fraction bits) from one trial subtraction, then one cycle for the sign. One carry chain
+# and a pick in a cycle: the clock target (radix 4, three subtractions side by side and the
+# pick, was 11.8 ns routed), not the step count.
+IMB_STAGES = IMB_FRAC + 2              # cycles from the divider's inputs to ``q``
 
 
 class SerialSqrt(wiring.Component):
@@ -60,7 +61,7 @@ class SerialSqrt(wiring.Component):
 class ImbalanceDivider(wiring.Component):
     """``q = (num << IMB_FRAC) / den`` in SQ1.15, truncated toward 0, the magnitude limited
     to ``IMB_MAX``; 0 when ``den`` is 0, where ``num`` is ``mag`` (unsigned), negated when
-    ``neg``. Needs ``mag <= den`` (an imbalance: (Vb - Va) / (Vb + Va)). Pipelined radix-4
+    ``neg``. Needs ``mag <= den`` (an imbalance: (Vb - Va) / (Vb + Va)). Pipelined radix-2
     restoring division: a result every cycle, ``IMB_STAGES`` cycles after its inputs. Off
     the hot path: thresholds compare by cross-multiplication.
     """
@@ -72,65 +73,63 @@ class ImbalanceDivider(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        width = self._den_bits + 2             # 4 x a remainder < den, and 3 x den
+        width = self._den_bits + 1             # 2 x a remainder < den
         acc_bits = IMB_FRAC + 1
-        rem = Signal(width, name="rem_in")
-        den, den3 = self.den, None
-        neg, zero = self.neg, self.den == 0
+        rem, den, neg, zero = self.mag, self.den, self.neg, self.den == 0
         acc = Const(0, acc_bits)
-        m.d.comb += rem.eq(self.mag)
-        for digit in range(IMB_DIGITS):
-            # Digit 0 is the integer bit and the first fraction bit: |num| <= den, so the
-            # trial 2 |num| is below 3 den and 3 den is not needed yet (it is made beside it).
-            trial = (rem << (1 if digit == 0 else 2))[:width]
-            multiples = [den, den << 1] + ([den3] if digit else [])
-            # One carry chain per multiple: `fits` is the sign of the difference itself.
-            diffs = [trial - mult for mult in multiples]
-            fits = [~diff[-1] for diff in diffs]            # monotone: fits[i+1] -> fits[i]
-            rest = trial
-            for fit, diff in zip(fits, diffs, strict=True):
-                rest = Mux(fit, diff[:width], rest)
-            q = sum(fits)
-            regs = [Signal(width, name=f"rem_{digit}"), Signal(len(den), name=f"den_{digit}"),
-                    Signal(width, name=f"den3_{digit}"), Signal(name=f"neg_{digit}"),
-                    Signal(name=f"zero_{digit}"), Signal(acc_bits, name=f"acc_{digit}")]
-            vals = (rest[:width], den, den + (den << 1) if digit == 0 else den3, neg, zero,
-                    (Cat(q[:2], acc))[:acc_bits])
+        for bit in range(acc_bits):
+            # Bit 0 is the integer bit: |num| <= den, so its trial is |num| itself.
+            trial = rem if bit == 0 else (rem << 1)[:width]
+            diff = trial - den                  # one carry chain: `fits` is its sign
+            fits = ~diff[-1]
+            regs = [Signal(width, name=f"rem_{bit}"), Signal(len(den), name=f"den_{bit}"),
+                    Signal(name=f"neg_{bit}"), Signal(name=f"zero_{bit}"),
+                    Signal(acc_bits, name=f"acc_{bit}")]
+            vals = (Mux(fits, diff[:width], trial), den, neg, zero, Cat(fits, acc)[:acc_bits])
             m.d.sync += [r.eq(v) for r, v in zip(regs, vals, strict=True)]
-            rem, den, den3, neg, zero, acc = regs
+            rem, den, neg, zero, acc = regs
         # The sign in a cycle of its own: a negation is one more carry chain.
         mag = Mux(acc > IMB_MAX, IMB_MAX, acc)
         m.d.sync += self.q.eq(Mux(zero, 0, Mux(neg, -mag, mag)))
         return m
 
 
-def ewma_step(m, state, en, x, shift_a, mask, hi, name):
-    """One EWMA clock edge: when ``en``, ``state`` (unsigned, UQ34.16) takes ``state + ((X -
-    state) >> shift)``, X = ``x`` << SIGMA2_FRAC, a floor shift. Returns (comb) whether the
-    state after this edge exceeds ``hi``. ``mask`` = 2^shift - 1 (registered); ``shift_a``
-    is the shift a cycle earlier: registered here twice, once inverted (yosys merges equal
-    registers), so that each of the two shifters has its own copy of the selects.
+def ewma_step(m, state, en, x, shift, hi, name):
+    """One EWMA over two pipeline stages (B and C). When ``en`` (stage C), ``state``
+    (unsigned, UQ34.16) takes ``state + ((X - state) >> k)``, X = ``x`` << SIGMA2_FRAC, a floor
+    shift, k = ``shift`` clamped to SHIFT_MAX. Returns (comb, stage C) whether the state after
+    this edge exceeds ``hi``. ``x`` (the square, registered behind its DSP) is a stage-B
+    value; ``shift`` and ``hi`` (raw register bits) are stage-A values, registered here.
 
     The step is ``state + ~(state >> k) + (X >> k) + ~borrow`` modulo 2^width, borrow = [X
-    mod 2^k < state mod 2^k] (the same integer, floor included): one shift of the state,
-    one carry-save level whose free carry bit 0 takes ~borrow, one carry chain from the
-    state back to itself. The borrow compare (registers, a chain of its own) is done before
-    the shifter is. The threshold compare is the sign of ``new + ~hi`` (= new - hi - 1) two
-    bits wider, as ``(state + ~hi) + ~(state >> k) + (X >> k) + ~borrow``: the first sum
-    (registers only) runs beside the shifter, so the compare is as deep as the step.
+    mod 2^k < state mod 2^k] (the same integer, floor included). Everything but the last
+    carry-save level and carry chain depends on the state and k only, and the state cannot
+    move between a sample's stage B and its stage C (at most one sample every other cycle:
+    signals.py), so stage B computes and registers the two shifts (each shifter with its own
+    copy of the selects: one is registered inverted, which yosys does not merge), the borrow
+    and the first sum of the threshold compare. The compare is the sign of ``new + ~hi`` (=
+    new - hi - 1) two bits wider, ``(state + ~hi) + ~(state >> k) + (X >> k) + ~borrow``; in
+    a cycle without a step it is the sign of ``state + ~hi`` from stage-C registers.
     """
     width = len(state)
     wide = width + 2
+    ones, zeros = Const(-1, 2), Const(0, 2)
     big_x = x << SIGMA2_FRAC
-    shift = Signal.like(shift_a, name=f"{name}_shift_s")
-    shift_n = Signal(len(shift_a), name=f"{name}_shift_x")
-    m.d.sync += [shift.eq(shift_a), shift_n.eq(~shift_a)]
-    no_borrow = ~((big_x & mask) < (state & mask))
-    ones = Const(-1, 2)
-    shifted = Cat(~(state >> shift)[:width], ones), Cat((big_x >> ~shift_n)[:width], Const(0, 2))
-    base = (Cat(state, Const(0, 2)) + Cat(~hi, ones))[:wide]        # state - hi - 1
-    s1, c1 = csa(Cat(state, Const(0, 2)), *shifted)
-    s2, c2 = csa(base, *shifted)
+    clamped = Mux(shift > SHIFT_MAX, SHIFT_MAX, shift)       # larger raw shifts act as it
+    sel = delay(m, clamped, f"{name}_shift_s", range(SHIFT_MAX + 1))
+    sel_n = delay(m, ~clamped, f"{name}_shift_x", unsigned(len(sel)))
+    mask = delay(m, Cat(shift > i for i in range(SHIFT_MAX)), f"{name}_mask")   # 2^k - 1
+    hi_b = delay(m, hi, f"{name}_hi_b")
+    # Stage B: the shifts, the borrow and state - hi - 1, from the state one cycle early.
+    state_n = delay(m, ~(state >> sel)[:width], f"{name}_state_n")
+    xk = delay(m, (big_x >> ~sel_n)[:width], f"{name}_xk")
+    no_borrow = delay(m, ~((big_x & mask) < (state & mask)), f"{name}_no_borrow")
+    base_b = delay(m, (Cat(state, zeros) + Cat(~hi_b, ones))[:wide], f"{name}_base")
+    # Stage C: one carry-save level, one carry chain; its free carry bit 0 takes ~borrow.
+    terms = Cat(state_n, ones), Cat(xk, zeros)
+    s1, c1 = csa(Cat(state, zeros), *terms)
+    s2, c2 = csa(base_b, *terms)
+    base_c = (Cat(state, zeros) + Cat(~delay(m, hi_b, f"{name}_hi_c"), ones))[:wide]
     with m.If(en):
         m.d.sync += state.eq((s1 + (c1 | no_borrow))[:width])
-    return ~Mux(en, (s2 + (c2 | no_borrow))[wide - 1], base[-1])
+    return ~Mux(en, (s2 + (c2 | no_borrow))[wide - 1], base_c[-1])

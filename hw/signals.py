@@ -1,6 +1,6 @@
 """Market signals from the book outputs: spread, imbalance, volatility, depth drop, leverage."""
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -12,24 +12,29 @@ from .signal_units import (
     IMB_FRAC,
     IMB_MAX,
     IMB_STAGES,
+    SHIFT_MAX,
     SIGMA2_FRAC,
     ImbalanceDivider,
     SerialSqrt,
     ewma_step,
 )
 
-__all__ = ["BOOK_VIEW", "STATUS", "REGIME", "FLAGS", "XV_STATUS", "VolRegime", "LiqRegime",
+__all__ = ["BOOK_VIEW", "BBO_LEAD", "EARLY_FIELDS", "STATUS", "REGIME", "FLAGS", "XV_STATUS",
+           "VolRegime", "LiqRegime",
            "VENUE_PARAMS", "VENUE_OUTPUTS", "CROSS_PARAMS", "CROSS_OUTPUTS", "LATENCY",
            "CLAMP_MAX", "SIGMA2_FRAC", "VOL_STAGES", "SHIFT_MAX", "SIGMA_LAG", "WINDOW_MAX",
            "DEPTH_BITS", "IMB_FRAC", "IMB_MAX", "IMB_LATENCY", "IMB_OUTPUTS", "VenueSignals",
            "Signals", "port_layout"]
 
-LATENCY = 3                   # cycles from the book inputs (and tick) to every registered output
+LATENCY = 3                   # cycles from the book's depths to every registered output
+# The BBO fields of BOOK_VIEW and `tick` arrive this many cycles before the depths and
+# `updated` (as hw/book.py shows them): the mid change and its square are registered before
+# stage A ends, so the EWMAs' shifts at stage B start from a register (docs/signals.md).
+BBO_LEAD = 1
+EARLY_FIELDS = ("best_bid", "best_ask", "best_bid_qty", "best_ask_qty", "valid")
 # A tick's sample reaches sigma2 (the EWMA state, its own output register) this many cycles
-# later: the mid change, its square, the EWMA step. The root waits for it (SerialSqrt).
+# after the depths show its book: the EWMA shifts, the EWMA step. The root waits for it.
 VOL_STAGES = LATENCY
-SHIFT_MAX = int(REGISTERS["vol_fast_shift"].limits()[1])   # EWMA shifts: larger ones act as it
-assert REGISTERS["vol_slow_shift"].limits()[1] == SHIFT_MAX
 PRICE_BITS = FEED.offsets()["price"][1]
 QTY_BITS = FEED.offsets()["size"][1]
 DEPTH_BITS = 36               # 16 levels of sizes < 2^31 sum below 2^35; one bit to spare
@@ -58,6 +63,8 @@ LSAFE_SHIFT = _frac("leverage", "liquidity_risk", "sigma") - _frac("lsafe_k")
 STAR_SHIFTS = tuple(_frac(*pair) - _frac("spread_star") for pair in (
     ("xv_a", "sigma"), ("xv_b", "leverage"), ("xv_c", "xv_inv_liq")))
 STAR_FRAC = _frac("spread_star")
+# The EARLY_FIELDS (the BBO and `valid`) come BBO_LEAD cycles before the depths and
+# `updated` of the same book.
 BOOK_VIEW = wiring.Signature({
     "best_bid": Out(PRICE_BITS), "best_ask": Out(PRICE_BITS),        # ticks, 0 = side empty
     "best_bid_qty": Out(QTY_BITS), "best_ask_qty": Out(QTY_BITS),    # lots < 2^31
@@ -117,29 +124,37 @@ def _shape(name):
     return signed(fmt.width) if fmt.signed else unsigned(fmt.width)
 
 
-def _saturates(x, y, offset=0):
-    """``|x + y + offset| > CLAMP_MAX``, ``x``, ``y`` of one width that holds that sum
-    +-2^CLAMP_BITS exactly: the signs of ``x + y + offset - CLAMP_MAX - 1`` and ``x + y +
-    offset + CLAMP_MAX``, a carry-save level and a chain each beside the sum, not a test on
-    the sum's bits behind its chain (that test was 14.1 ns routed)."""
-    def sign(const):
-        total, carry = csa(x, y, Const(const % (1 << len(x)), len(x)))
-        return (total + carry)[len(x) - 1]
-    return ~sign(offset - CLAMP_MAX - 1) | sign(offset + CLAMP_MAX)
+def _beyond(x):
+    """``|x| > CLAMP_MAX`` for a signed ``x`` straight from a register: the bits from
+    CLAMP_BITS - 1 up are not all copies of the sign, or ``x`` is -2^(CLAMP_BITS - 1). A test
+    on the bits, in the cycle after the sum's carry chain (behind the chain in its own cycle:
+    14.1 ns routed; as the signs of two more sums beside it, with the clamp's Mux, 12.0)."""
+    top = x[CLAMP_BITS - 1:]
+    return ~(top.all() | ~top.any()) | (top.all() & ~x[:CLAMP_BITS - 1].any())
 
 
 def _exceeds(big, small):
-    """``sum(big) > sum(small)`` as the sign of ``sum(small) - sum(big)``: one multi-operand
-    sum (one carry chain), not a sum and then a compare behind it."""
-    diff = sum(small, 0) - sum(big, 0)
-    return diff.as_signed()[-1]
+    """``sum(big) > sum(small)`` as the sign of ``sum(small) + sum(~big) + len(big)`` (=
+    ``sum(small) - sum(big)``, two's complement wide enough): carry-save levels down to two
+    operands, then one carry chain. Not a sum and then a compare behind it, nor Python's
+    ``sum`` (yosys chains one adder per operand: two chains in series, 12.35 ns routed)."""
+    terms = [Value.cast(v) for v in (*big, *small)]
+    width = max(len(v) for v in terms) + len(terms).bit_length() + 1
+
+    def wide(v):
+        return Cat(v, (v[-1] if v.shape().signed else Const(0, 1)).replicate(width - len(v)))
+    ops = [wide(v) for v in small] + [~wide(v) for v in big] + [Const(len(big), width)]
+    while len(ops) > 2:
+        ops = [*ops[3:], *csa(*ops[:3])]
+    return (ops[0] + ops[1])[width - 1]
 
 
 class VenueSignals(wiring.Component):
     """One venue's signals; every output is registered, ``LATENCY`` cycles after its inputs.
 
     Inputs: ``book`` (:data:`BOOK_VIEW`), the global ``tick`` strobe (a feed TICK: one time
-    sample), and the parameters named after their registers (raw register bits). Outputs
+    sample; with the BBO, ``BBO_LEAD`` cycles before the depths of the book it samples), and
+    the parameters named after their registers (raw register bits). Outputs
     as the registers of the same names, plus ``dev`` = S - Spread* (SQ34.8, 0 unless
     ``dev_valid``) two cycles after the inputs, for the cross-venue stage. The exact
     arithmetic is ``obcore.sim.signals_model``; docs/signals.md explains it.
@@ -186,44 +201,62 @@ class VenueSignals(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         bk, p, st = self.book, self, self.sig_status
-        tick, ok = self.tick, bk.valid
-        ask, bid, va, vb = bk.best_ask, bk.best_bid, bk.best_ask_qty, bk.best_bid_qty
+        # Stage E, the cycle before stage A: only the volatility sample uses the early BBO
+        # and tick; everything else takes them delayed to the depths' cycle.
+        tick_e, ok_e, ask_e, bid_e = self.tick, bk.valid, bk.best_ask, bk.best_bid
+        tick, ok, ask, bid, va, vb = (delay(m, v, f"{n}_in", n=BBO_LEAD) for v, n in (
+            (tick_e, "tick"), (ok_e, "ok"), (ask_e, "ask"), (bid_e, "bid"),
+            (bk.best_ask_qty, "va"), (bk.best_bid_qty, "vb")))
         da, db = bk.ask_depth, bk.bid_depth
 
-        # Stage A: sums and differences of the inputs; parameter-only products.
-        spread = Signal(signed(PRICE_BITS + 1), name="spread_now")
-        mid2 = Signal(PRICE_BITS + 1, name="mid2_now")
-        m.d.comb += [spread.eq(ask - bid), mid2.eq(ask + bid)]
+        # Stage E: the spread and the mid (to stage A's registers), and the mid change.
+        # Stage A: differences of the inputs, the clamps; parameter-only products.
+        spread = delay(m, ask_e - bid_e, "spread", signed(PRICE_BITS + 1))
+        mid2 = Signal(PRICE_BITS + 1, name="mid2_e")
+        m.d.comb += mid2.eq(ask_e + bid_e)
         ok_a, tick_a = delay(m, ok, "ok_a"), delay(m, tick, "tick_a")
-        spread_a, mid2_a = delay(m, spread, "spread_a"), delay(m, mid2, "mid2_a")
+        spread_a, mid2_a = delay(m, spread, "spread_a"), delay(m, mid2, "mid2_a", n=2)
         upd = delay(m, bk.updated, "upd", n=LATENCY - 1)
 
-        # Volatility sample: tick with a two-sided book. x = (delta mid2)^2 with delta clamped
-        # to one DSP operand; the first sample after reset only sets `prev`. Stage A registers
-        # the clamped delta, stage B its square (a DSP between registers), stage C the EWMAs.
-        prev, have_prev = Signal(PRICE_BITS + 1), Signal()
+        # Volatility sample: tick with a two-sided book, not in the cycle after a sample (at
+        # most one every other cycle: ewma_step computes a sample's shifts at stage B, so the
+        # EWMA state must not move before its stage C). x = (delta mid2)^2 with delta clamped
+        # to one DSP operand; the first sample after reset only sets `prev`. From the early
+        # BBO: stage E registers the mid change, stage A squares its low bits (the DSP alone
+        # in its cycle) and tests the clamp on its bits, stage B takes CLAMP_MAX^2 for a
+        # clamped one and shifts it, stage C steps the EWMAs.
+        prev, have_prev, sample_e = Signal(PRICE_BITS + 1), Signal(), Signal(name="sample_e")
         delta = Signal(signed(PRICE_BITS + 2), name="delta")
         # a + b - prev = a + b + ~prev + 1, a written-out carry-save level and one chain: yosys
         # otherwise reuses `a + b` (mid2) and subtracts after it (two chains: 14.8 ns routed).
         csa_sum, csa_carry = csa(*(Cat(v, Const(fill, len(delta) + 1 - len(v)))
-                                   for v, fill in ((ask, 0), (bid, 0), (~prev, -1))))
+                                   for v, fill in ((ask_e, 0), (bid_e, 0), (~prev, -1))))
         m.d.comb += delta.eq(csa_sum + (csa_carry | 1))
-        delta_sat = _saturates(csa_sum, csa_carry | 1)
-        sample = tick & ok & have_prev
-        with m.If(tick & ok):
+        sample = tick_e & ok_e & have_prev & ~sample_e
+        with m.If(tick_e & ok_e & ~sample_e):
             m.d.sync += [prev.eq(mid2), have_prev.eq(1)]
-        delta_a = delay(m, Mux(delta_sat, CLAMP_MAX, delta[:CLAMP_BITS].as_signed()),  # exact
-                        "delta_a", signed(CLAMP_BITS))                      # unless clamped
-        sample_a = delay(m, sample, "sample_a")
-        sat_vol = delay(m, sample & delta_sat, "sat_vol", n=LATENCY - 1)
+        delta_e = delay(m, delta, "delta_e")
+        m.d.sync += sample_e.eq(sample)
+        delta_sat = _beyond(delta_e)
+        sat_vol = delay(m, sample_e & delta_sat, "sat_vol", n=LATENCY - 1)
+        low = delta_e[:CLAMP_BITS].as_signed()                              # exact unless clamped
+        square_a = delay(m, (low * low)[:2 * CLAMP_BITS - 2], "square_a")   # <= CLAMP_MAX^2 then
+        x_b = Mux(delay(m, delta_sat, "delta_sat_a"), CLAMP_MAX * CLAMP_MAX, square_a)
+        sample_a = delay(m, sample_e, "sample_a")
 
-        micro_sat = _saturates(Cat(ask, Const(0, 2)), Cat(~bid, Const(-1, 2)), 1)
-        micro_s_a = delay(m, Mux(micro_sat, Mux(spread[-1], -CLAMP_MAX, CLAMP_MAX),
-                                 spread[:CLAMP_BITS].as_signed()), "micro_s_a", signed(CLAMP_BITS))
+        # The microprice's clamped spread (0 unless ok) and Vb + Va: stage A registers them,
+        # from the spread and Vb + Va registered at stage E, so the registers at the DSPs'
+        # inputs have no logic before them (a Mux between register and DSP, the DSP in the
+        # same cycle: 11.44 ns routed).
+        micro_sat = _beyond(spread)
+        micro_s_a = delay(m, Mux(ok, Mux(micro_sat, Mux(spread[-1], -CLAMP_MAX, CLAMP_MAX),
+                                         spread[:CLAMP_BITS].as_signed()), 0),
+                          "micro_s_a", signed(CLAMP_BITS))
         vb_a = delay(m, vb, "vb_a")
         sat_micro = delay(m, ok & micro_sat, "sat_micro", n=LATENCY - 1)
         tmag_a, tneg_a, tbid_a = magnitude(m, vb, va, "t_a_")
-        tsum_a = delay(m, vb + va, "tsum_a", unsigned(QTY_BITS + 1))
+        tsum_a = delay(m, bk.best_bid_qty + bk.best_ask_qty, "tsum", unsigned(QTY_BITS + 1),
+                       n=BBO_LEAD + 1)
         dmag_a, dneg_a, dbid_a = magnitude(m, db, da, "d_a_")
         dsum_a = delay(m, db + da, "dsum_a", unsigned(DEPTH_BITS + 1))
         dmin_a = delay(m, Mux(db < da, db, da), "dmin_a", unsigned(DEPTH_BITS))
@@ -245,8 +278,15 @@ class VenueSignals(wiring.Component):
         w = p.depth_window
         m.d.comb += win.eq(Mux(w == 0, 1, Mux(w > WINDOW_MAX, WINDOW_MAX, w)))
         filled = Mux((count == WINDOW_MAX) | ~tick, count, count + 1)
+        # The read address wptr + tick - W modulo the history: wptr + tick is a register (from
+        # the early tick), and the raw W only picks among three differences (0 reads as 1, W
+        # >= WINDOW_MAX as WINDOW_MAX: 0 modulo the history), not the clamp and then a
+        # subtraction in front of the memory (11.32 ns routed, the parameter to `then`).
+        here = Signal.like(wptr, name="hist_here")
+        m.d.sync += here.eq(wptr + tick + tick_e)
         m.d.comb += [wr.addr.eq(wptr), wr.data.bid.eq(db), wr.data.ask.eq(da), wr.en.eq(tick),
-                     rd.addr.eq((wptr + tick - win)[:len(wptr)])]    # modulo the history
+                     rd.addr.eq(Mux(w == 0, here - 1, Mux(w >= WINDOW_MAX, here,
+                                                         here - w[:len(wptr)])))]
         with m.If(tick):
             m.d.sync += [wptr.eq((wptr + 1)[:len(wptr)]), count.eq(filled)]
         bypass = tick & (win == 1)
@@ -283,20 +323,13 @@ class VenueSignals(wiring.Component):
         for i, (x, y) in enumerate(((p.xv_a, sqrt.root), (p.xv_b, p.leverage),
                                     (p.xv_c, p.xv_inv_liq))):
             star_terms += truncated(partials(m, x, y, f"star{i}_a"), STAR_SHIFTS[i])
-        # Stage B: products with data, the square of the mid change, acceleration.
-        # Stage C: the EWMAs (hw/signal_units.py ewma_step) and their threshold compares.
-        x_b = delay(m, (delta_a * delta_a)[:2 * CLAMP_BITS - 2], "x_b")     # <= CLAMP_MAX^2
+        # Stage B: products with data, acceleration.
+        # Stages B, C: the EWMAs (hw/signal_units.py ewma_step) and their threshold compares.
         sample_b = delay(m, sample_a, "sample_b")
         vol_valid = Signal()
-        above = {}
-        for state, param, hi, name in ((sf, p.vol_fast_shift, p.vol_fast_hi, "fast"),
-                                       (ss, p.vol_slow_shift, p.vol_slow_hi, "slow")):
-            # Raw values over the register's limit act as it: a shorter shifter in the loop.
-            shift = delay(m, Mux(param > SHIFT_MAX, SHIFT_MAX, param), f"{name}_shift",
-                          range(SHIFT_MAX + 1))
-            mask = delay(m, Cat(param > i for i in range(SHIFT_MAX)), f"{name}_mask", n=2)
-            above[name] = ewma_step(m, state, sample_b, x_b, shift, mask,
-                                    delay(m, hi, f"{name}_hi", n=2), name)
+        above = {name: ewma_step(m, state, sample_b, x_b, shift, hi, name)
+                 for state, shift, hi, name in ((sf, p.vol_fast_shift, p.vol_fast_hi, "fast"),
+                                                (ss, p.vol_slow_shift, p.vol_slow_hi, "slow"))}
         with m.If(sample_a):
             m.d.sync += vol_valid.eq(1)
 
@@ -328,7 +361,7 @@ class VenueSignals(wiring.Component):
         lvi_b = delay(m, _exceeds(weighted(lvi_prod_a), [dmin_a << LEV_FRAC]), "lvi_b")
         lsafe_prod_b = partials(m, risk_a, sigma_a, "lsafe_prod_b_p")        # UQ33.24
         # micro_s is 0 unless ok: the product is the output's 0 then.
-        micro_num_b = partial_sum(m, Mux(ok_a, micro_s_a, 0), vb_a, "micro_num_b_p")
+        micro_num_b = partial_sum(m, micro_s_a, vb_a, "micro_num_b_p")
         micro_den_b = delay(m, Mux(ok_a, tsum_a, 0), "micro_den_b", _shape("micro_den"))
         # dev sums the terms again rather than behind star: one sum, not two in a row.
         star_b = delay(m, sum(star_terms)[:len(self.spread_star)], "star_b")   # < 2^34: fits

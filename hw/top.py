@@ -12,7 +12,7 @@ from .layouts import OBS, TELEM, FeedKind, ObsStatus, feed_layout, order_layout
 from .pipeline import delay, delay_line
 from .quoter import Quoter
 from .registers import build_map
-from .signals import IMB_LATENCY, IMB_OUTPUTS, LATENCY, Signals
+from .signals import BBO_LEAD, EARLY_FIELDS, IMB_LATENCY, IMB_OUTPUTS, LATENCY, Signals
 
 __all__ = ["Engine", "wire_registers", "OBS_LATENCY", "TELEM_LATENCY"]
 
@@ -92,7 +92,7 @@ class Engine(wiring.Component):
         m.d.comb += csr.cycle.eq(cycle)
 
         # Book status into the registers and the signals. The BBO shows a message one cycle
-        # before depth and `updated`; delay it so signals see one consistent book.
+        # before depth and `updated`; the signals take it BBO_LEAD cycles early.
         m.d.comb += csr.malformed_count.eq(books.malformed_count)
         for v in range(self.venues):
             st = books.venue[v]
@@ -109,20 +109,23 @@ class Engine(wiring.Component):
                     csr.ladder_flags[v].eq(Cat(bid.lost_better, bid.lost_worse, bid.stuck,
                                                ask.lost_better, ask.lost_worse, ask.stuck))]
             view = signals.book[v]
-            lag = STATUS_LATENCY - BBO_LATENCY
-            for name in ("best_bid", "best_ask", "best_bid_qty", "best_ask_qty", "valid"):
+            lag = STATUS_LATENCY - BBO_LATENCY - BBO_LEAD
+            for name in EARLY_FIELDS:
                 m.d.comb += getattr(view, name).eq(delay(m, getattr(st, name), f"v{v}_{name}",
                                                          n=lag))
             m.d.comb += [view.bid_depth.eq(st.bid_depth), view.ask_depth.eq(st.ask_depth),
                          view.updated.eq(st.updated)]
 
-        # A TICK reaches the signals when the book has shown everything before it.
+        # A TICK is due when the book has shown everything before it; the signals take it
+        # with the BBO, BBO_LEAD cycles early.
         msg = self.feed.payload
         accepted = self.feed.valid & self.feed.ready
         # Well formed as the ingress rules it (docs/feed.md): every field but seq is 0.
         is_tick = accepted & (msg.kind == FeedKind.TICK) & (msg.venue == 0) & (msg.side == 0) \
             & (msg.flags == 0) & (msg.price == 0) & (msg.size == 0)
-        m.d.comb += signals.tick.eq(delay(m, is_tick, "tick", n=STATUS_LATENCY))
+        tick_early = delay(m, is_tick, "tick_early", n=STATUS_LATENCY - BBO_LEAD)
+        tick = delay(m, tick_early, "tick", n=BBO_LEAD)
+        m.d.comb += signals.tick.eq(tick_early)
         # One venue has no cross-venue pair: its misalign registers stay 0 (never valid).
         cross = ("misalign", "xv_status") if self.venues == 1 else ()
         wire_registers(m, csr, signals, regmap,
@@ -141,7 +144,7 @@ class Engine(wiring.Component):
                      fill.venue.eq(delay(m, msg.venue, "fill_venue", n=STATUS_LATENCY)),
                      fill.side.eq(delay(m, msg.side[0], "fill_side", n=STATUS_LATENCY)),
                      fill.size.eq(delay(m, msg.size, "fill_size", n=STATUS_LATENCY)),
-                     quoter.tick.eq(signals.tick)]
+                     quoter.tick.eq(tick)]
         self._observe(m, books, msg, accepted, cycle)
         self._telemetry(m, signals, msg, accepted, cycle)
         return m

@@ -137,8 +137,8 @@ def simulate(engine, msgs, phases, values, fills=None, rng=None, log=print):
     refused), then feeds tick after tick. With a :class:`~obcore.sim.fills.FillModel`
     ``fills`` (and its ``rng``), our resting quotes are hit at each tick's end and the fills
     go to the engine as FILL messages at the start of the next batch. Returns a
-    :class:`Run`. Each batch ends with 2 x RUN_DRAIN idle cycles and a few register reads,
-    so a tick lasts about its message count + 25 cycles.
+    :class:`Run`. Each batch ends with RUN_DRAIN idle cycles and a few register reads, so
+    a tick lasts about its message count + RUN_DRAIN + 4 cycles.
     """
     regs = Registers(engine)
     params.apply(regs, values)
@@ -165,7 +165,7 @@ def simulate(engine, msgs, phases, values, fills=None, rng=None, log=print):
             count, was_pulled = regs.get_raw("pull_count"), not armed
         batch = np.concatenate([feed_array(pending), msgs[lo:hi]]) if pending else msgs[lo:hi]
         obs, orders = engine.run(batch)
-        cycles = engine.last_order_cycles
+        cycles, end = engine.last_order_cycles, engine.cycle
         obs = obs[len(pending):]
         pending = []
         parts.append((obs, orders, cycles))
@@ -173,7 +173,9 @@ def simulate(engine, msgs, phases, values, fills=None, rng=None, log=print):
         state, now = regs.get_raw("pull_state"), regs.get_raw("pull_count")
         quoting = cycles[np.isin(orders["kind"], (OrderKind.NEW, OrderKind.REPLACE))]
         if was_pulled and (now != count or not state & 1):
-            back = int(quoting[0]) if len(quoting) else engine.cycle
+            # No quote in the batch: the re-arm came after its last cycle, during the
+            # register reads, and its first orders come out with the next batch.
+            back = int(quoting[0]) if len(quoting) else end
             run.rearms.append((phases[lo], back))
             pulled[lo:hi] = obs["cycle"] < back
         else:
@@ -236,7 +238,7 @@ def add_parser(sub):
                         "in sim/params/)")
     p.add_argument("--cooldown", type=_cycles, default=COOLDOWN, metavar="CYCLES",
                    help="re-arm automatically once every trigger stayed clear this long "
-                        f"(default: {COOLDOWN}; a tick lasts about 35 cycles)")
+                        f"(default: {COOLDOWN}; a tick lasts about 45 cycles)")
     p.add_argument("--no-auto-arm", dest="auto_arm", action="store_false",
                    help="arm once only; quotes stay pulled after the first pull")
     p.add_argument("--fill-rate", type=float, default=FillModel.a, metavar="A",

@@ -5,7 +5,8 @@ outputs of one cycle, the ``tick`` strobe of that cycle and the live parameters 
 bits), and returns what the gateware shows ``LATENCY`` cycles later. Within a cycle the book
 update comes first and the tick then samples the updated book. ``sigma`` follows the
 gateware's sequential square root cycle for cycle: it lags ``sigma2`` after a tick (by at most
-``SIGMA_LAG`` cycles) until ``sigma_fresh`` is set again (docs/signals.md). The telemetry
+``SIGMA_LAG`` cycles) until ``sigma_fresh`` is set again (docs/signals.md). The volatility
+EWMAs take at most one sample every other cycle (:meth:`VenueSignalsModel.step`). The telemetry
 imbalances ``obi_touch_q`` / ``obi_depth_q`` are pure functions of the book; the gateware shows
 them ``IMB_LATENCY`` (not ``LATENCY``) cycles later.
 """
@@ -79,6 +80,7 @@ class VenueSignalsModel:
 
     def __init__(self):
         self.prev, self.have_prev = 0, False
+        self.sampled = False                         # the last cycle took a volatility sample
         self.sigma2_fast = self.sigma2_slow = 0
         self.vol_valid = False
         self.s1 = self.s2 = self.seen = 0
@@ -116,15 +118,23 @@ class VenueSignalsModel:
         ok = bool(book["valid"])
         spread, mid2 = ask - bid, ask + bid
 
+        # At most one volatility sample every other cycle: a tick right after a sample steps
+        # neither EWMA nor `prev`, so the next sample's change spans both intervals. The
+        # gateware computes a sample's shifts a cycle before its EWMA step, from a state that
+        # must not move in between (hw/signal_units.py ewma_step). Feeds never send TICKs on
+        # consecutive cycles; everything else a tick does is unchanged.
+        skip = self.sampled
+        self.sampled = tick and ok and self.have_prev and not skip
         sat_vol = False
-        if tick and ok and self.have_prev:
+        if self.sampled:
             delta, sat_vol = clamp(mid2 - self.prev)
             x = delta * delta
             self.sigma2_fast = self._ewma(self.sigma2_fast, x, p["vol_fast_shift"])
             self.sigma2_slow = self._ewma(self.sigma2_slow, x, p["vol_slow_shift"])
             self.vol_valid = True
         if tick and ok:
-            self.prev, self.have_prev = mid2, True
+            if not skip:
+                self.prev, self.have_prev = mid2, True
             full = self.seen == 2
             self.accel = spread - 2 * self.s1 + self.s2 if full else 0
             self.accel_valid = full

@@ -11,9 +11,11 @@ from amaranth.sim import Simulator
 from obcore.hw.registers import REGISTERS, build_map, to_fixed
 from obcore.hw.signal_units import IMB_STAGES, ImbalanceDivider, SerialSqrt
 from obcore.hw.signals import (
+    BBO_LEAD,
     CLAMP_MAX,
     CROSS_OUTPUTS,
     CROSS_PARAMS,
+    EARLY_FIELDS,
     IMB_LATENCY,
     IMB_OUTPUTS,
     LATENCY,
@@ -22,6 +24,7 @@ from obcore.hw.signals import (
     STATUS,
     VENUE_OUTPUTS,
     VENUE_PARAMS,
+    WINDOW_MAX,
     Signals,
     port_layout,
 )
@@ -123,18 +126,25 @@ def test_imbalance_divider_against_model(bits):
 
 
 def _run_against_model(steps, venues=2):
-    """Drive ``(books, tick, param updates)`` steps; compare every cycle with the model."""
+    """Drive ``(books, tick, param updates)`` steps; compare every cycle with the model.
+
+    The BBO fields (``EARLY_FIELDS``) and ``tick`` of a step go in ``BBO_LEAD`` = 1 cycle
+    before its depths, ``updated`` and parameters: a leading empty step (what the block's
+    delayed BBO holds after reset) comes first, so the model sees it too."""
+    assert BBO_LEAD == 1
     dut, model = Signals(venues=venues), SignalsModel(venues=venues)
     checked = {"compares": 0, "fresh": 0}
+    seq = [([dict(EMPTY_BOOK)] * venues, False, {}), *steps, *steps[-1:] * IMB_LATENCY]
 
     async def bench(ctx):
         expected = []
-        for cycle, (books, tick, params) in enumerate([*steps, *steps[-1:] * IMB_LATENCY]):
+        for cycle, (books, tick, params) in enumerate(seq):
             model.params.update(params)
-            for i, book in enumerate(books):
+            early_books, early_tick, _ = seq[min(cycle + 1, len(seq) - 1)]
+            for i, (book, early) in enumerate(zip(books, early_books, strict=True)):
                 for f in BOOK_FIELDS:
-                    ctx.set(getattr(dut.book[i], f), book[f])
-            ctx.set(dut.tick, tick)
+                    ctx.set(getattr(dut.book[i], f), (early if f in EARLY_FIELDS else book)[f])
+            ctx.set(dut.tick, early_tick)
             for name, values in model.params.items():
                 if name in CROSS_PARAMS and venues < 2:
                     continue
@@ -142,7 +152,7 @@ def _run_against_model(steps, venues=2):
             expected.append(model.step(books, tick))
             await ctx.tick()
             for ports, latency in ((OUTPUT_PORTS, LATENCY), (IMB_OUTPUTS, IMB_LATENCY)):
-                if not 0 <= cycle - latency + 1 <= len(steps):
+                if not 0 <= cycle - latency + 1 <= len(steps) + 1:
                     continue
                 got = {p: ctx.get(Value.cast(getattr(dut, p))) for p in ports
                        if hasattr(dut, p)}
@@ -175,7 +185,7 @@ def test_random_against_model():
     print(f"seed={seed}")
     checked = _run_against_model(_random_steps(random.Random(seed), 600, 2))
     # fresh roots: ~270-350 of 1202 venue-cycles typically, 131 the fewest seen (seed 358998101)
-    assert checked["compares"] == 600 + 1 and checked["fresh"] > 60
+    assert checked["compares"] == 1 + 600 + 1 and checked["fresh"] > 60
 
 
 def test_one_venue():
@@ -219,9 +229,10 @@ def test_strict_compares_at_their_edges():
               ([_book(db=49, da=24)] * 2, False, {})]
     # LVI: 2 x 25 = 50 = min(Db, Da) on the edge, 49 over.
     steps += [([_book(db=50, da=60)] * 2, False, {}), ([_book(db=49, da=60)] * 2, False, {})]
-    # sigma2 = (2008 - 2004)^2 = 16 -> raise thresholds to 16: on the edge; sigma = 4.
-    steps += [([base] * 2, True, {}), ([_book(ask=1008)] * 2, True, _raw(vol_fast_hi=16,
-                                                                        vol_slow_hi=16))]
+    # sigma2 = (2008 - 2004)^2 = 16 -> raise thresholds to 16: on the edge; sigma = 4. The
+    # samples are two cycles apart (a tick right after a sample is no volatility sample).
+    steps += [([base] * 2, True, {}), ([base] * 2, False, {}),
+              ([_book(ask=1008)] * 2, True, _raw(vol_fast_hi=16, vol_slow_hi=16))]
     steps += [([_book(ask=1008)] * 2, False, _raw(vol_fast_hi="15.99", lsafe_k=12))] * SETTLE
     # L sigma risk = 2 * 4 * 1.5 = 12 = K; then K just under.
     steps += [([_book(ask=1008)] * 2, False, _raw(lsafe_k="11.99", leverage_max="1.99"))]
@@ -237,24 +248,43 @@ def test_strict_compares_at_their_edges():
 def test_vol_clamp_at_its_edges():
     """The mid change `a + b - prev` on both sides of the clamp: +-CLAMP_MAX passes,
     one more saturates (`sat_vol`), so the full-width sum behind the clamp is exact; the
-    spread's clamp (`sat_micro`) the same."""
+    spread's clamp (`sat_micro`) the same. Ticks every other cycle: each one samples."""
     asks = [1004]
     for step in (CLAMP_MAX, CLAMP_MAX + 1, -CLAMP_MAX, -(CLAMP_MAX + 1)):
         asks.append(asks[-1] + step)
-    steps = [([_book(ask=a)] * 2, True, {}) for a in asks]
+    steps = [([_book(ask=a)] * 2, tick, {}) for a in asks for tick in (True, False)]
     # The microprice spread's clamp likewise, both signs (a crossed book for the negative).
     steps += [([_book(bid=1000, ask=1000 + d) if d >= 0 else _book(bid=1000 - d, ask=1000)] * 2,
                False, {}) for d in (CLAMP_MAX, CLAMP_MAX + 1, -CLAMP_MAX, -CLAMP_MAX - 1)]
     _run_against_model(steps + [([_book(ask=asks[-1])] * 2, False, {})] * LATENCY)
 
 
-def test_ewma_ticks_every_cycle_and_raw_shifts():
-    """Ticks in consecutive cycles through the EWMA loop (each step uses the one before),
-    with shifts 0, the register limit and raw values above it, which act as the limit."""
+def test_ewma_samples_back_to_back_and_raw_shifts():
+    """Volatility samples as close as they come (two cycles apart, each step using the one
+    before), with ticks every cycle (every other one is no sample) and every other cycle;
+    shifts 0, the register limit and raw values above it, which act as the limit."""
     steps, ask = [], 4 * CLAMP_MAX             # the mid moves up and down, both sides kept
     for fast, slow in ((0, SHIFT_MAX), (SHIFT_MAX + 1, 255), (3, SHIFT_MAX - 1)):
         params = {"vol_fast_shift": [fast, slow], "vol_slow_shift": [slow, fast]}
         for i in range(12):
             ask += (CLAMP_MAX if i % 3 else -CLAMP_MAX // 2) - 40 * i
             steps.append(([_book(ask=ask)] * 2, True, params if i == 0 else {}))
+            if i % 3 == 0:
+                steps.append(([_book(ask=ask)] * 2, False, {}))
     _run_against_model(steps + [([_book(ask=ask)] * 2, False, {})] * (SIGMA_LAG + LATENCY))
+
+
+def test_depth_window_raw_values():
+    """Raw ``depth_window`` values outside 1..16 (the CSR does not range-check): 0 reads as
+    1, above 16 as 16; per venue, changed between ticks over depths that rise and fall, with
+    a drop threshold low enough that the window picked decides ``bid_drop`` / ``ask_drop``."""
+    steps = []
+    for first, windows in enumerate(((1, 0), (WINDOW_MAX - 1, 5), (0, 17), (255, 16),
+                                     (WINDOW_MAX, 254))):
+        for i in range(WINDOW_MAX + 4):
+            book = _book(db=100 + 37 * i % 50, da=90 - 23 * i % 40)
+            params = {"depth_window": list(windows)} if i == 0 else {}
+            if first == 0 and i == 0:
+                params.update(_raw(depth_drop_th="0.01"))
+            steps.append(([book] * 2, i % 2 == 0, params))
+    _run_against_model(steps)

@@ -98,7 +98,31 @@ def test_ewma_floor_moves_down_to_the_sample():
     m.units[0].sigma2_fast, m.units[0].prev, m.units[0].have_prev = 3, 2004, True
     out = step(m, book(), tick=True)                   # x = 0: 3 + floor(-3/2) = 1
     assert out["sigma2_fast"] == 1
+    step(m, book())                                    # (a tick here would not sample)
     assert step(m, book(), tick=True)["sigma2_fast"] == 0
+
+
+def test_at_most_one_vol_sample_every_other_cycle():
+    """TICKs at cycles t, t+1, t+3: the one at t+1 (right after a sample) steps neither EWMA
+    nor `prev`, so t+3 measures its change from t's mid; the rest of the tick still counts."""
+    m = model(vol_fast_shift=0, vol_slow_shift=1)
+    step(m, book(), tick=True)                         # first tick: prev = 2004, S = 4
+    step(m, book())
+    out = step(m, book(ask=1006), tick=True)           # t: d = 2, x = 4: fast 4, slow 2
+    assert (out["sigma2_fast"], out["sigma2_slow"]) == (4 << 16, 2 << 16)
+    out = step(m, book(ask=1010 + CLAMP_MAX), tick=True)    # t+1: skipped; d > CLAMP_MAX
+    assert (out["sigma2_fast"], out["sigma2_slow"]) == (4 << 16, 2 << 16)
+    assert not out["status"]["sat_vol"] and out["flags_set"]["vol"] is False   # not flagged
+    # ... but the spread sample counts: S = 10 + CLAMP_MAX, accel = S - 2*6 + 4.
+    assert out["accel"] == CLAMP_MAX + 2 and out["status"]["accel_valid"]
+    step(m, book(ask=1012))                            # t+2: no tick
+    out = step(m, book(ask=1012), tick=True)           # t+3: d = 2012 - 2006 = 6, x = 36
+    # fast: 36; slow: 2 + (36 - 2)/2 = 19 (from t+1's mid it would be d = 2 + CLAMP_MAX).
+    assert (out["sigma2_fast"], out["sigma2_slow"]) == (36 << 16, 19 << 16)
+    out = step(m, book(ask=1000), tick=True)           # t+4: skipped again
+    assert out["sigma2_fast"] == 36 << 16
+    out = step(m, book(ask=1000), tick=True)           # t+5: d = 2000 - 2012 = -12
+    assert out["sigma2_fast"] == 144 << 16
 
 
 def test_ewma_shift_above_the_register_limit_acts_as_the_limit():
@@ -186,10 +210,12 @@ def test_regimes_from_fast_and_slow_vol():
     step(m, book(), tick=True)
     out = step(m, book(ask=1008), tick=True)           # x = 16: fast 16 > 10, slow 2
     assert out["regime"] == {"vol": VolRegime.RANGE.value, "liq": LiqRegime.WAIT.value}
+    step(m, book(ask=1008))                            # samples are two cycles apart
     out = step(m, book(db=100, da=30, ask=1008), tick=True)   # thin: min depth 30 < 40
     assert out["sigma2_fast"] == 0 and out["regime"]["vol"] == VolRegime.STABLE.value
     assert out["regime"]["liq"] == LiqRegime.NO_EXPAND.value
     m.params["vol_slow_hi"] = [raw("vol_slow_hi", 1)]
+    step(m, book(ask=1008, da=30))
     out = step(m, book(ask=1016, da=30), tick=True)    # x = 64: fast 64, slow 9.53 > 1
     assert out["regime"] == {"vol": VolRegime.CRISIS.value, "liq": LiqRegime.WITHDRAW.value}
     m.params["vol_fast_hi"] = [raw("vol_fast_hi", 100)]
