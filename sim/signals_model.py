@@ -89,11 +89,12 @@ class VenueSignalsModel:
         # The sequential root (hw SerialSqrt): one result bit per cycle while busy.
         self.root, self.radicand, self.left = 0, 0, 0
         self.dirty = False
-        self.ticks_before = (False,) * (VOL_STAGES - 1)   # newest first
+        self.ticks_before = (False,) * VOL_STAGES         # newest first
 
     def _root_edge(self, tick):
-        """The square-root unit's clock edge: start when no tick sample is in flight (none in
-        this cycle nor the VOL_STAGES - 1 before), finish after SIGMA_BITS cycles."""
+        """The square-root unit's clock edge: start when no tick sample is in flight and sigma2
+        has held a cycle (no tick in this cycle nor the VOL_STAGES before), finish after
+        SIGMA_BITS cycles."""
         start = self.dirty and not self.left and not tick and not any(self.ticks_before)
         if self.left:
             self.left -= 1
