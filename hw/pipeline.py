@@ -3,10 +3,10 @@
 from amaranth.hdl import Cat, Const, Mux, Signal, Value
 from amaranth.lib.memory import Memory
 
-from .dsp import DSP_BITS, Product
-
 __all__ = ["DSP_BITS", "delay", "delay_line", "dsp_slices", "partials", "weighted",
            "truncated", "partial_sum", "csa", "magnitude"]
+
+DSP_BITS = 18          # one ECP5 MULT18X18D port, signed or unsigned
 
 
 def delay(m, value, name, shape=None, n=1):
@@ -54,18 +54,15 @@ def dsp_slices(a, b):
 
 
 def partials(m, a, b, name):
-    """``a * b`` as registered partial products, one MULT18X18D each (:func:`dsp_slices`,
-    :class:`~obcore.hw.dsp.Product`), as ``{shift: [term]}``: the sum of every
-    ``term << shift`` is ``a * b`` one cycle later. Nothing but the DSP lies between the
-    operands and the register: an adder behind a DSP in its cycle is what makes wide products
-    slow."""
+    """``a * b`` as registered partial products, one MULT18X18D each (:func:`dsp_slices`),
+    as ``{shift: [term]}``: the sum of every ``term << shift`` is ``a * b`` one cycle later.
+    Nothing but the DSP lies between the operands and the register: an adder behind a DSP
+    in its cycle is what makes wide products slow."""
     terms = {}
     cuts_a, cuts_b = dsp_slices(a, b)
     for i, x in cuts_a:
         for j, y in cuts_b:
-            prod = m.submodules[f"{name}{i}_{j}"] = Product(x.shape(), y.shape())
-            m.d.comb += [prod.a.eq(x), prod.b.eq(y)]
-            terms.setdefault(i + j, []).append(prod.p)
+            terms.setdefault(i + j, []).append(delay(m, x * y, f"{name}{i}_{j}"))
     return terms
 
 

@@ -189,11 +189,9 @@ class BoardTop(wiring.Component):
     """A platform top: a :class:`BridgedCore` on the board's ``uart`` resource at ``baud``.
 
     ``pll="ecp5"`` makes the ``sync`` clock of ``clock_hz`` from the board clock with an
-    EHXPLLL, held in reset until it locks; ``pll=None`` runs ``sync`` on the board clock
-    (``clock_hz`` must be its frequency). On any ECP5 platform the core's reset is on a
-    global net (a DCCA, see :class:`BridgedCore`), which is also the reset its DSP product
-    registers take (:class:`~obcore.hw.dsp.Product`: a vendor cell, out of a
-    ``ResetInserter``'s reach). LEDs (as many as the board has, in this order):
+    EHXPLLL, held in reset until it locks, and puts the core's reset on a global net (a
+    DCCA, see :class:`BridgedCore`); ``pll=None`` runs ``sync`` on the board clock
+    (``clock_hz`` must be its frequency). LEDs (as many as the board has, in this order):
     heartbeat (1 Hz), feed activity, order activity, bridge error; each event lights its LED
     for 50 ms so a single message shows.
     """
@@ -234,7 +232,7 @@ class BoardTop(wiring.Component):
         self._clock(m, platform)
         m.submodules.bridged = bridged = BridgedCore(
             self.core, self.divisor, clock_hz=self.clock_hz,
-            reset_buffer=_ecp5_global if getattr(platform, "family", None) == "ecp5" else None)
+            reset_buffer=_ecp5_global if self.pll == "ecp5" else None)
         uart = platform.request("uart", 0, dir="-")
         m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
         m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)

@@ -25,13 +25,11 @@ def test_seed():
     return seed
 
 
-def run_cocotb(component, name, test_module, *, extra_env=None, testcase=None, platform=None,
-               sources=()):
+def run_cocotb(component, name, test_module, *, extra_env=None, testcase=None):
     """Build ``component`` as Verilog top ``name`` and run cocotb ``test_module`` against it.
 
     Each ``name`` gets its own build folder, so differently parameterised tops coexist.
-    ``platform`` is passed to elaboration; ``sources`` are more Verilog files (models of the
-    vendor cells it instantiates). Fails the calling pytest test if any cocotb test fails.
+    Fails the calling pytest test if any cocotb test fails.
     """
     from cocotb_tools.runner import get_runner
 
@@ -39,11 +37,11 @@ def run_cocotb(component, name, test_module, *, extra_env=None, testcase=None, p
     build_dir = BUILD / name
     build_dir.mkdir(parents=True, exist_ok=True)
     source = build_dir / f"{name}.v"
-    text = verilog.convert(component, name=name, emit_src=False, platform=platform)
+    text = verilog.convert(component, name=name, emit_src=False)
     if not source.exists() or source.read_text() != text:
         source.write_text(text)   # unchanged Verilog keeps Verilator's build cache valid
     runner = get_runner("verilator")
-    runner.build(sources=[source, *sources], hdl_toplevel=name, build_dir=build_dir,
+    runner.build(sources=[source], hdl_toplevel=name, build_dir=build_dir,
                  build_args=VERILATOR_ARGS)
     env = {"PYTHONPATH": os.pathsep.join([str(HERE), *sys.path])}
     env.update(extra_env or {})
