@@ -86,6 +86,7 @@ class VenueSignalsModel:
         self.s1 = self.s2 = self.seen = 0
         self.accel, self.accel_valid = 0, False
         self.history = deque(maxlen=WINDOW_MAX)      # (bid depth, ask depth), newest first
+        self.window = 1                              # the clamped depth_window of last cycle
         # The sequential root (hw SerialSqrt): one result bit per cycle while busy.
         self.root, self.radicand, self.left = 0, 0, 0
         self.dirty = False
@@ -145,7 +146,8 @@ class VenueSignalsModel:
         if tick:
             self.history.appendleft((db, da))
 
-        window = min(max(p["depth_window"], 1), WINDOW_MAX)
+        # W takes effect a cycle after the other parameters (hw/signals.py registers it).
+        window, self.window = self.window, min(max(p["depth_window"], 1), WINDOW_MAX)
         drop_valid = len(self.history) >= window
         then_b, then_a = self.history[window - 1] if drop_valid else (0, 0)
         bid_drop = drop_valid and ((then_b - db) << FRAC_BITS) > p["depth_drop_th"] * then_b

@@ -186,7 +186,9 @@ def build_block(board_name, block, *, venues=None, levels=None, capacity=None, f
     folder = block_folder(out, board_name, block)
     folder.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    (folder / "top.il").write_text(rtlil.convert(top, name="top", ports=top.ports))
+    # The platform is passed so that blocks map to the device's own cells (hw/dsp.py).
+    (folder / "top.il").write_text(rtlil.convert(top, name="top", ports=top.ports,
+                                                 platform=platform))
     harness_ffs = len(Cat(*top.inputs)) + len(Cat(*top.outputs))
     (folder / "top.ys").write_text("\n".join([
         "read_rtlil top.il", "synth_ecp5 -top top -run begin:map_luts", *_ECP5_MAP,
