@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 
 from .layouts import FEED
 from .pipeline import csa, delay, magnitude, partial_sum, partials, truncated, weighted
-from .registers import REGISTERS, build_map
+from .registers import REGISTERS, build_map, to_fixed
 from .signal_units import (
     IMB_FRAC,
     IMB_MAX,
@@ -23,6 +23,7 @@ __all__ = ["BOOK_VIEW", "BBO_LEAD", "EARLY_FIELDS", "STATUS", "REGIME", "FLAGS",
            "VolRegime", "LiqRegime",
            "VENUE_PARAMS", "VENUE_OUTPUTS", "CROSS_PARAMS", "CROSS_OUTPUTS", "LATENCY",
            "CLAMP_MAX", "SIGMA2_FRAC", "VOL_STAGES", "SHIFT_MAX", "SIGMA_LAG", "WINDOW_MAX",
+           "WINDOW_RESET",
            "DEPTH_BITS", "IMB_FRAC", "IMB_MAX", "IMB_LATENCY", "IMB_OUTPUTS", "VenueSignals",
            "Signals", "port_layout"]
 
@@ -50,6 +51,9 @@ assert FRAC_BITS == REGISTERS["obi_depth_th"].fmt.frac_bits == REGISTERS[
 IMB_LATENCY = 1 + IMB_STAGES   # book inputs -> obi_touch_q / obi_depth_q, cycles
 IMB_OUTPUTS = ("obi_touch_q", "obi_depth_q")
 WINDOW_MAX = int(REGISTERS["depth_window"].limits()[1])
+# The depth window the history read uses after reset: the register's reset value, clamped.
+WINDOW_RESET = min(max(to_fixed(REGISTERS["depth_window"], REGISTERS["depth_window"].reset), 1),
+                   WINDOW_MAX)
 assert WINDOW_MAX & (WINDOW_MAX - 1) == 0, "the depth history wraps as a power of two"
 
 
@@ -279,9 +283,9 @@ class VenueSignals(wiring.Component):
         # too, wptr + tick - W modulo the history (wptr + tick from the early tick): with the
         # parameter's clamp and subtraction in front of the memory the path was 13.5 ns routed.
         w = p.depth_window
-        win = Signal(range(WINDOW_MAX + 1), init=1, name="hist_win")
+        win = Signal(range(WINDOW_MAX + 1), init=WINDOW_RESET, name="hist_win")
         clamped = Mux(w == 0, 1, Mux(w > WINDOW_MAX, WINDOW_MAX, w))
-        rd_addr = Signal.like(wptr, init=(-1) % WINDOW_MAX, name="hist_rd_addr")
+        rd_addr = Signal.like(wptr, init=-WINDOW_RESET % WINDOW_MAX, name="hist_rd_addr")
         m.d.sync += [win.eq(clamped), rd_addr.eq((wptr + tick + tick_e - clamped)[:len(wptr)])]
         filled = Mux((count == WINDOW_MAX) | ~tick, count, count + 1)
         m.d.comb += [wr.addr.eq(wptr), wr.data.bid.eq(db), wr.data.ask.eq(da), wr.en.eq(tick),

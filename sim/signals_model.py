@@ -35,6 +35,7 @@ from ..hw.signals import (
     VENUE_PARAMS,
     VOL_STAGES,
     WINDOW_MAX,
+    WINDOW_RESET,
     port_layout,
 )
 
@@ -86,7 +87,7 @@ class VenueSignalsModel:
         self.s1 = self.s2 = self.seen = 0
         self.accel, self.accel_valid = 0, False
         self.history = deque(maxlen=WINDOW_MAX)      # (bid depth, ask depth), newest first
-        self.window = 1                              # the clamped depth_window of last cycle
+        self.window = WINDOW_RESET                   # the clamped depth_window of last cycle
         # The sequential root (hw SerialSqrt): one result bit per cycle while busy.
         self.root, self.radicand, self.left = 0, 0, 0
         self.dirty = False

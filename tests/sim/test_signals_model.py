@@ -180,7 +180,8 @@ def test_depth_drop_window_and_the_cliff():
     assert s["cliff"]
     s = step(m, book(db=30, va=10, da=10), tick=True)["status"]   # window holds 30/10 only
     assert not s["cliff"]
-    m.params["depth_window"] = [1]                             # W = 1: the sample just taken
+    m.params["depth_window"] = [1]                             # W = 1: the sample just taken,
+    step(m, book(db=30, va=10, da=10))                         # from the next cycle on
     assert not step(m, book(db=5, va=5, da=5), tick=True)["status"]["cliff"]
 
 
@@ -232,7 +233,7 @@ def test_cross_venue_misalignment_by_hand():
     m.step([book(), book(bid=1000, ask=1004)], tick=True)
     books = [book(ask=1006, bid=1000), book(bid=1000, ask=1004)]
     m.step(books, tick=True)
-    res = [m.step(books) for _ in range(SIGMA_BITS + VOL_STAGES + 1)][-1]   # root caught up
+    res = [m.step(books) for _ in range(SIGMA_BITS + VOL_STAGES + 2)][-1]   # root caught up
     a, b = res["venues"]
     # A: sigma = 2 (d = 2); Spread* = 1*2 + 0.5*2 + 3*0.5 = 4.5 ticks; S_A - S*_A = 1.5.
     assert a["spread_star"] == int(4.5 * 256) and a["dev"] == int(1.5 * 256)
@@ -260,24 +261,25 @@ def test_sigma_is_the_floor_root_of_the_larger_ewma():
 
 
 def test_sigma_follows_the_sequential_root_cycle_by_cycle():
-    """A tick marks the root dirty; it starts when no tick is in flight (VOL_STAGES quiet
-    cycles), takes SIGMA_BITS cycles, and a tick meanwhile queues one more root after it."""
+    """A tick marks the root dirty; it starts when no tick is in flight and sigma2 has held a
+    cycle (VOL_STAGES + 1 quiet cycles), takes SIGMA_BITS cycles, and a tick meanwhile queues
+    one more root after it."""
     m = model(vol_fast_shift=0, vol_slow_shift=0)
     step(m, book(), tick=True)
     settle(m, book())
     step(m, book(ask=1008), tick=True)                  # sigma2 = 16: root 4 due
-    outs = [step(m, book(ask=1008)) for _ in range(SIGMA_BITS + VOL_STAGES + 1)]
-    # The cycles after the tick while its sample is in flight; then the root starts; then
-    # SIGMA_BITS busy cycles; the cycle after shows the root.
-    assert [o["sigma"] for o in outs] == [0] * (SIGMA_BITS + VOL_STAGES) + [4 << 8]
+    outs = [step(m, book(ask=1008)) for _ in range(SIGMA_BITS + VOL_STAGES + 2)]
+    # The cycles after the tick while its sample is in flight and the one sigma2 holds; then
+    # the root starts; then SIGMA_BITS busy cycles; the cycle after shows the root.
+    assert [o["sigma"] for o in outs] == [0] * (SIGMA_BITS + VOL_STAGES + 1) + [4 << 8]
     assert [o["status"]["sigma_fresh"] for o in outs] == [False] * (
-        SIGMA_BITS + VOL_STAGES) + [True]
+        SIGMA_BITS + VOL_STAGES + 1) + [True]
     step(m, book(ask=1011), tick=True)                  # cycle 0, d = 3: sigma2 = 9
-    for _ in range(5):                                  # the root starts in cycle VOL_STAGES
+    for _ in range(5):                                  # the root starts in VOL_STAGES + 1
         step(m, book(ask=1011))
     step(m, book(ask=1014), tick=True)                  # cycle 6, busy: a second root queues
     outs = [step(m, book(ask=1014)) for _ in range(2 * SIGMA_BITS + 2)]   # cycles 7...
-    first = VOL_STAGES + 1 + SIGMA_BITS                 # shows root 1; root 2 starts
+    first = VOL_STAGES + 2 + SIGMA_BITS                 # shows root 1; root 2 starts
     second = first + 1 + SIGMA_BITS
     fresh = [o["status"]["sigma_fresh"] for o in outs]
     assert fresh.index(True) == second - 7 and all(fresh[second - 7:])
