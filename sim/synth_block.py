@@ -186,7 +186,7 @@ def build_block(board_name, block, *, venues=None, levels=None, capacity=None, f
     folder = block_folder(out, board_name, block)
     folder.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    # The platform is passed so that blocks map to the device's own cells (hw/dsp.py).
+    # Elaborated for the board's platform, as a board build elaborates the engine.
     (folder / "top.il").write_text(rtlil.convert(top, name="top", ports=top.ports,
                                                  platform=platform))
     harness_ffs = len(Cat(*top.inputs)) + len(Cat(*top.outputs))
