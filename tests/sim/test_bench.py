@@ -1,4 +1,4 @@
-"""The benchmark's figure-1 trigger rows measure the documented per-trigger latencies."""
+"""The benchmark's measurements: the figure-1 trigger rows, and the order stream's rate."""
 
 import os
 import random
@@ -6,7 +6,7 @@ import random
 from obcore.hw import guard
 from obcore.hw.book import BBO_LATENCY, STATUS_LATENCY
 from obcore.hw.ratelimit import PULL_LATENCY
-from obcore.sim.bench import _pull_latencies
+from obcore.sim.bench import _pull_latencies, order_rate
 from obcore.sim.engine import ModelEngine
 
 
@@ -19,3 +19,11 @@ def test_pull_rows_count_from_the_triggering_message():
     rows = _pull_latencies(ModelEngine(), random.Random(seed), 2)
     assert rows["crossed book"] == [BBO_LATENCY + guard.LATENCY + PULL_LATENCY] * 2
     assert rows["depth collapse"] == [STATUS_LATENCY + guard.LATENCY + PULL_LATENCY] * 2
+
+
+def test_order_rate_counts_gaps_and_back_to_back_runs():
+    """Hand-worked: orders at cycles 10, 11, 12 (three back to back), 20, 23, 24."""
+    rate = order_rate([10, 11, 12, 20, 23, 24])
+    assert rate == {"orders": 6, "span": 15, "min_gap": 1, "longest": 3}
+    assert order_rate([5, 9]) == {"orders": 2, "span": 5, "min_gap": 4, "longest": 1}
+    assert order_rate([7])["min_gap"] is None
