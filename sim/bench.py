@@ -173,7 +173,7 @@ def _synth(pulls, quotes):
         cfg = rep["config"]
         engine = cfg["core"] == "engine"
         rows[board] = {"core": f"{cfg['core']}, {cfg['venues']} venue(s) × {cfg['levels']} "
-                               f"levels", "clock": clock,
+                               f"levels", "clock": clock, "seed": cfg.get("seed"),
                        "fmax": fmax["achieved_mhz"], "pass": fmax["pass"],
                        "resources": rep["resources"],
                        "cancel_ns": [c * ns for c in cancel] if engine else None,
@@ -338,7 +338,8 @@ def _synth_lines(rows):
             lines.append(f"| {board} | not built — run `make synth` (`obcore synth --board "
                          f"{board}`) | | | | | | | |")
             continue
-        lines.append(f"| {board} | {row['core']} | {row['fmax']:.1f} (`{row['clock']}`"
+        seed = "" if row.get("seed") is None else f", seed {row['seed']}"
+        lines.append(f"| {board} | {row['core']} | {row['fmax']:.1f} (`{row['clock']}`{seed}"
                      f"{'' if row['pass'] else ', FAILS its constraint'}) | "
                      f"{' | '.join(_resources(row))} | "
                      f"{_ns(row['cancel_ns']) if row['cancel_ns'] is not None else '—'} | "

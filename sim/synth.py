@@ -324,7 +324,7 @@ def build(board_name, *, core=None, venues=None, levels=None, capacity=None, fre
         "config": {"core": core, "venues": venues, "levels": levels,
                    "capacity": engine.capacity if engine.capacity else 2 * levels,
                    "clock_mhz": clock_hz / 1e6, "baud": baud, "divisor": top.divisor,
-                   "placer": placer or "default"},
+                   "placer": placer or "default", "seed": seed},
         "date": datetime.date.today().isoformat(), "elapsed_s": round(elapsed, 1),
         "command": command or f"obcore synth --board {board_name}",
         "tools": tool_versions(),
@@ -369,8 +369,9 @@ def add_parser(sub):
 def _command(args):
     """The command line that repeats this build, for the report."""
     words = ["obcore synth", f"--board {args.board}"]
-    for name in ("block", "core", "venues", "levels", "capacity", "freq", "baud", "placer"):
-        if getattr(args, name) is not None:
+    for name in ("block", "core", "venues", "levels", "capacity", "freq", "baud", "placer",
+                 "seed"):
+        if getattr(args, name) is not None and (name != "seed" or args.seed != 1):
             words.append(f"--{name} {getattr(args, name):g}" if name == "freq"
                          else f"--{name} {getattr(args, name)}")
     return " ".join(words)

@@ -1,5 +1,6 @@
 """`obcore synth`: the board list, argument checks, report parsing; real builds are `synth`."""
 
+import argparse
 import json
 import random
 import re
@@ -324,3 +325,27 @@ def test_bench_lists_block_reports(tmp_path, monkeypatch):
     text = "\n".join(_synth_lines(rows))
     assert (f"| ulx3s-85f | `Signals(venues=2)` | 19.7 (seed 1, FAILS 100) | 7 (10.0%) | — | "
             f"— | — | {LATENCY} | {LATENCY * 1000 / 19.68:.1f} |") in text
+
+
+def test_board_rows_and_commands_name_the_seed(tmp_path, monkeypatch):
+    """A board build's seed is in its report's command (when not the default 1) and in the
+    bench's row, so the row can be rebuilt as it was placed."""
+    from obcore.sim.bench import _synth, _synth_lines
+    from obcore.sim.synth import _command
+
+    args = argparse.Namespace(board="ecpix5-45f", block=None, core=None, venues=None,
+                              levels=None, capacity=None, freq=None, baud=None, placer=None,
+                              seed=2)
+    assert _command(args) == "obcore synth --board ecpix5-45f --seed 2"
+    assert _command(argparse.Namespace(**{**vars(args), "seed": 1})) == (
+        "obcore synth --board ecpix5-45f")
+    monkeypatch.chdir(tmp_path)
+    pnr = parse_nextpnr_log(NEXTPNR_LOG)
+    folder = tmp_path / "build" / "ecpix5-45f"
+    folder.mkdir(parents=True)
+    (folder / "report.json").write_text(json.dumps({
+        "config": {"core": "engine", "venues": 1, "levels": 4, "seed": 2}, "fmax": pnr["fmax"],
+        "resources": {}}))
+    text = "\n".join(_synth_lines(_synth({"crossed book": [3]}, [7])))
+    clock = min(pnr["fmax"], key=lambda c: pnr["fmax"][c]["achieved_mhz"])
+    assert f"| ecpix5-45f | engine, 1 venue(s) × 4 levels | 19.7 (`{clock}`, seed 2" in text
