@@ -31,6 +31,7 @@ class Board:
     core: str = "engine"
     venues: int = 2
     levels: int = 16
+    seed: int = 1        # default nextpnr seed: one the default build has routed at
 
 
 _ULX3S = "amaranth_boards.ulx3s"
@@ -52,8 +53,10 @@ BOARDS = {
     "ulx3s-12f": Board(_ULX3S, "ULX3S_12F_Platform", "ecp5", 100.0, 3_000_000, "books", 1, 4),
     "ecpix5-85f": Board("amaranth_boards.ecpix5", "ECPIX585Platform", "ecp5", 100.0, 3_000_000,
                         "engine", 1),
+    # At seed 1 router2 stalls on this one (a plateau of ~1,300 overused wires, then rising);
+    # seed 2 routes it in about 10 minutes (docs/boards.md).
     "ecpix5-45f": Board("amaranth_boards.ecpix5", "ECPIX545Platform", "ecp5", 100.0, 3_000_000,
-                        "engine", 1, 4),
+                        "engine", 1, 4, seed=2),
     "icesugar-pro": Board("amaranth_boards.icesugar_pro", "ICESugarProPlatform", "ecp5", 100.0,
                           3_000_000, "books", 2, 4),
     # iCEBreaker: FT2232H; 12 MHz gives 12 clocks per bit at 1 Mbaud. The whole engine is
@@ -267,11 +270,12 @@ def run_steps(folder, steps, env, start, log, what):
 
 
 def build(board_name, *, core=None, venues=None, levels=None, capacity=None, freq_mhz=None,
-          baud=None, out="build", seed=1, placer=None, command="", log=sys.stdout):
+          baud=None, out="build", seed=None, placer=None, command="", log=sys.stdout):
     """Build one board's bitstream; write and return the report (see docs/boards.md).
 
-    ``placer``: nextpnr-ecp5's placer, ``heap`` or ``static`` (None: ``static`` on ECP5,
-    nextpnr's default on iCE40)."""
+    ``seed``: nextpnr's placement seed (None: the board's, :attr:`Board.seed`). ``placer``:
+    nextpnr-ecp5's placer, ``heap`` or ``static`` (None: ``static`` on ECP5, nextpnr's
+    default on iCE40)."""
     if board_name not in BOARDS:
         raise ValueError(f"unknown board {board_name!r}; choose one of {', '.join(BOARDS)}")
     board = BOARDS[board_name]
@@ -290,6 +294,7 @@ def build(board_name, *, core=None, venues=None, levels=None, capacity=None, fre
     venues, levels = venues or board.venues, levels or board.levels
     clock_hz = round((freq_mhz or board.clock_mhz) * 1e6)
     baud = baud or board.baud
+    seed = board.seed if seed is None else seed
     engine = make_core(core, venues, levels, capacity)
     top = BoardTop(engine, clock_hz=clock_hz, baud=baud,
                    pll="ecp5" if board.family == "ecp5" else None)
@@ -357,7 +362,8 @@ def add_parser(sub):
     p.add_argument("--freq", type=float, metavar="MHZ",
                    help="sync clock (ECP5: made by the PLL; iCE40: the board clock only)")
     p.add_argument("--baud", type=int, help="UART baud rate (board default)")
-    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    p.add_argument("--seed", type=int, help="nextpnr placement seed (default: the board's, "
+                   "one its default build routed at; 1 for a block)")
     p.add_argument("--placer", choices=PLACERS,
                    help="nextpnr-ecp5 placer for a board build (default static: it spreads the "
                         "engine over the die; heap packs it tighter, docs/boards.md)")
@@ -371,7 +377,7 @@ def _command(args):
     words = ["obcore synth", f"--board {args.board}"]
     for name in ("block", "core", "venues", "levels", "capacity", "freq", "baud", "placer",
                  "seed"):
-        if getattr(args, name) is not None and (name != "seed" or args.seed != 1):
+        if getattr(args, name) is not None:
             words.append(f"--{name} {getattr(args, name):g}" if name == "freq"
                          else f"--{name} {getattr(args, name)}")
     return " ".join(words)
@@ -381,7 +387,7 @@ def run(args):
     if args.list:
         for name, b in BOARDS.items():
             print(f"{name:14} {b.family:5} {b.clock_mhz:g} MHz, {b.baud} baud, {b.core} core, "
-                  f"{b.venues} venue(s), {b.levels} levels")
+                  f"{b.venues} venue(s), {b.levels} levels, seed {b.seed}")
         return 0
     if not args.board:
         raise ValueError("--board is required (see --list)")
@@ -398,8 +404,8 @@ def run(args):
             if getattr(args, name) is not None:
                 raise ValueError(f"--{name} does not apply to a --block build")
         build_block(args.board, args.block, venues=args.venues, levels=args.levels,
-                    capacity=args.capacity, freq_mhz=args.freq, out=args.out, seed=args.seed,
-                    command=_command(args))
+                    capacity=args.capacity, freq_mhz=args.freq, out=args.out,
+                    seed=1 if args.seed is None else args.seed, command=_command(args))
         return 0
     build(args.board, core=args.core, venues=args.venues, levels=args.levels,
           capacity=args.capacity, freq_mhz=args.freq, baud=args.baud, out=args.out,
