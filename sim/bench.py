@@ -150,10 +150,11 @@ def _speed(rng, cocotb_messages, log):
             "messages": len(big), "msgs_per_cycle": len(big) / cycles}
 
 
-def _synth(pulls, quotes):
+def _synth(pulls, quotes, bbo=()):
     """Per board: Fmax and utilisation from its `obcore synth` report under build/ (None
-    when not built), and the measured cycle latencies in ns at that Fmax. Under "blocks":
-    the `obcore synth --block` reports found, with the block's latency in ns."""
+    when not built), and the measured cycle latencies in ns at that Fmax: ``pulls`` and
+    ``quotes`` (the engine core's), ``bbo`` (message → best bid/ask, every core's). Under
+    "blocks": the `obcore synth --block` reports found, with the block's latency in ns."""
     from .synth import BOARDS
     from .synth_block import BLOCKS, block_folder
     cancel = [c for values in pulls.values() for c in values]
@@ -176,6 +177,7 @@ def _synth(pulls, quotes):
                                f"levels", "clock": clock, "seed": cfg.get("seed"),
                        "fmax": fmax["achieved_mhz"], "pass": fmax["pass"],
                        "resources": rep["resources"],
+                       "bbo_ns": [c * ns for c in bbo],
                        "cancel_ns": [c * ns for c in cancel] if engine else None,
                        "quote_ns": [q * ns for q in quotes] if engine else None}
     if blocks:
@@ -237,7 +239,9 @@ def measure(seed, trials=10, roundtrips=2000, soak_s=30, cocotb_messages=0, log=
     if "control" in only:
         out["control"] = control_bench.measure(roundtrips, soak_s, log)
     if "synth" in only:
-        out["synth"] = _synth(out.get("pulls", {}), out.get("quotes", []))
+        bbo = [c for run in out.get("outputs", {}).values()
+               for name in ("book.best_bid", "book.best_ask") for c in run.get(name, [])]
+        out["synth"] = _synth(out.get("pulls", {}), out.get("quotes", []), bbo)
     out["load"] = os.getloadavg()
     return out
 
@@ -328,25 +332,27 @@ def _speed_lines(s):
 
 def _synth_lines(rows):
     lines = ["## Fmax and utilisation (from `obcore synth` reports under build/)", "",
-             "| board | core | Fmax (MHz) | LUT | FF | DSP | BRAM | trigger → CANCEL_ALL "
-             "(ns, min / max) | message → REPLACE (ns) |", "|---|---|---|---|---|---|---|---|---|"]
+             "| board | core | Fmax (MHz) | LUT | FF | DSP | BRAM | message → best bid/ask "
+             "(ns) | trigger → CANCEL_ALL (ns) | message → REPLACE (ns) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     blocks = rows.get("blocks", {})
     for board, row in rows.items():
         if board == "blocks":
             continue
         if row is None:
             lines.append(f"| {board} | not built — run `make synth` (`obcore synth --board "
-                         f"{board}`) | | | | | | | |")
+                         f"{board}`) | | | | | | | | |")
             continue
         seed = "" if row.get("seed") is None else f", seed {row['seed']}"
         lines.append(f"| {board} | {row['core']} | {row['fmax']:.1f} (`{row['clock']}`{seed}"
                      f"{'' if row['pass'] else ', FAILS its constraint'}) | "
-                     f"{' | '.join(_resources(row))} | "
+                     f"{' | '.join(_resources(row))} | {_ns(row['bbo_ns'])} | "
                      f"{_ns(row['cancel_ns']) if row['cancel_ns'] is not None else '—'} | "
                      f"{_ns(row['quote_ns']) if row['quote_ns'] is not None else '—'} |")
-    lines += ["", "Nanoseconds are this run's cycle counts (on the native model of 2 venues × "
-              "16 levels) divided by the board's lowest achieved Fmax (the books-only core "
-              "has no guard or quoter)."]
+    lines += ["", "Nanoseconds (min / max) are this run's cycle counts divided by the board's "
+              "lowest achieved Fmax: message → best bid/ask from the per-output latencies "
+              "(Amaranth simulator), the others from the native model of 2 venues × 16 "
+              "levels (the books-only core has no guard or quoter)."]
     if not blocks:
         return lines + ["", "No block reports: `obcore synth --board ulx3s-85f --block NAME` "
                         "places and routes one block alone (docs/boards.md)."]

@@ -329,7 +329,7 @@ def test_bench_lists_block_reports(tmp_path, monkeypatch):
 
 def test_board_rows_and_commands_name_the_seed(tmp_path, monkeypatch):
     """A board build's seed is in its report's command (when given) and in the bench's row,
-    so the row can be rebuilt as it was placed."""
+    so the row can be rebuilt as it was placed; the row's latencies are cycles / Fmax."""
     from obcore.sim.bench import _synth, _synth_lines
     from obcore.sim.synth import _command
 
@@ -346,6 +346,8 @@ def test_board_rows_and_commands_name_the_seed(tmp_path, monkeypatch):
     (folder / "report.json").write_text(json.dumps({
         "config": {"core": "engine", "venues": 1, "levels": 4, "seed": 2}, "fmax": pnr["fmax"],
         "resources": {}}))
-    text = "\n".join(_synth_lines(_synth({"crossed book": [3]}, [7])))
+    text = "\n".join(_synth_lines(_synth({"crossed book": [3]}, [7], [1, 2])))
     clock = min(pnr["fmax"], key=lambda c: pnr["fmax"][c]["achieved_mhz"])
     assert f"| ecpix5-45f | engine, 1 venue(s) × 4 levels | 19.7 (`{clock}`, seed 2" in text
+    # cycles / 19.68 MHz: 1 and 2 -> 50.8 / 101.6 ns, 3 -> 152.4, 7 -> 355.7
+    assert "| — | 50.8 / 101.6 | 152.4 / 152.4 | 355.7 / 355.7 |" in text
