@@ -26,7 +26,7 @@ from .synth import (
 from .toolchain import yowasp_env
 
 __all__ = ["BLOCKS", "BlockHarness", "make_block", "block_latency", "block_folder", "build_block",
-           "render_block_markdown"]
+           "clock_lpf", "render_block_markdown"]
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ class BlockHarness(Elaboratable):
     Every input port bit is a flip-flop of one shift register fed from the ``si`` pin; every
     output port is captured (``cap`` high) into a shift register that shifts out on ``so``.
     So each path inside the block starts and ends at a register, no output can be optimised
-    away, no input is a constant, and no I/O pin constrains the placement.
+    away, no input is a constant, and only the clock's pin is fixed (:func:`clock_lpf`).
     """
 
     def __init__(self, block):
@@ -167,6 +167,14 @@ def render_block_markdown(report):
     return "\n".join(lines) + "\n"
 
 
+def clock_lpf(platform):
+    """The harness's constraints: its clock on the board's clock pin. Left to the placer, the
+    clock can land on a pin with no route to a global clock (seed 2 on the ECPIX-5 85F did:
+    `Failed to route arc ... to G_CLKI_TDCC0`); the other ports stay free."""
+    pin, = platform.lookup(platform.default_clk, 0).ios[0].names
+    return f'LOCATE COMP "clk" SITE "{pin}";\n'
+
+
 def build_block(board_name, block, *, venues=None, levels=None, capacity=None, freq_mhz=None,
                 out="build", seed=1, command="", log=sys.stdout):
     """Place and route one block in a :class:`BlockHarness` on an ECP5 board's device; write
@@ -193,6 +201,7 @@ def build_block(board_name, block, *, venues=None, levels=None, capacity=None, f
     (folder / "top.ys").write_text("\n".join([
         "read_rtlil top.il", "synth_ecp5 -top top -run begin:map_luts", *_ECP5_MAP,
         "tee -q -o top.stat stat", "write_json top.json", ""]))
+    (folder / "top.lpf").write_text(clock_lpf(platform))
     env = {**os.environ, **yowasp_env()}
     device = (f"{platform._nextpnr_device_options[platform.device]} --package "
               f"{platform._nextpnr_package_options[platform.package].upper()} "
@@ -201,7 +210,7 @@ def build_block(board_name, block, *, venues=None, levels=None, capacity=None, f
     steps = [[env["YOSYS"], "-q", "-l", "top.rpt", "top.ys"],
              [env["NEXTPNR_ECP5"], *device.split(), "--json", "top.json", "--freq",
               f"{freq_mhz:g}", "--seed", str(seed), "--timing-allow-fail", "--router", "router2",
-              "--log", "top.tim"]]
+              "--lpf", "top.lpf", "--lpf-allow-unconstrained", "--log", "top.tim"]]
     run_steps(folder, steps, env, start, log,
               f"block {label} on {board_name} ({platform.device}), {freq_mhz:g} MHz, "
               f"seed {seed}")

@@ -351,3 +351,17 @@ def test_board_rows_and_commands_name_the_seed(tmp_path, monkeypatch):
     assert f"| ecpix5-45f | engine, 1 venue(s) × 4 levels | 19.7 (`{clock}`, seed 2" in text
     # cycles / 19.68 MHz: 1 and 2 -> 50.8 / 101.6 ns, 3 -> 152.4, 7 -> 355.7
     assert "| — | 50.8 / 101.6 | 152.4 / 152.4 | 355.7 / 355.7 |" in text
+
+
+@pytest.mark.parametrize("board, pin", [("ulx3s-85f", "G2"), ("ecpix5-85f", "K23")])
+def test_block_clock_is_on_the_boards_clock_pin(board, pin):
+    """A block build pins the harness's clock to the board's clock input (amaranth-boards:
+    ULX3S clk25 on G2, ECPIX-5 clk100 on K23), a pin with a route to the global clocks."""
+    import importlib
+
+    from obcore.sim.synth import BOARDS
+    from obcore.sim.synth_block import clock_lpf
+
+    b = BOARDS[board]
+    platform = getattr(importlib.import_module(b.module), b.platform)()
+    assert clock_lpf(platform) == f'LOCATE COMP "clk" SITE "{pin}";\n'
