@@ -51,10 +51,11 @@ BOARDS = {
     "ulx3s-45f": Board(_ULX3S, "ULX3S_45F_Platform", "ecp5", 100.0, 3_000_000, "engine", 1, 4),
     "ulx3s-25f": Board(_ULX3S, "ULX3S_25F_Platform", "ecp5", 100.0, 3_000_000, "books", 2, 4),
     "ulx3s-12f": Board(_ULX3S, "ULX3S_12F_Platform", "ecp5", 100.0, 3_000_000, "books", 1, 4),
+    # ECPIX-5: at seed 1 router2 stalls on both (plateaus of ~4,100 overused wires on the
+    # 85F, ~1,300 on the 45F, then rising); seed 2 routes them in 16 and 10 minutes
+    # (docs/boards.md).
     "ecpix5-85f": Board("amaranth_boards.ecpix5", "ECPIX585Platform", "ecp5", 100.0, 3_000_000,
-                        "engine", 1),
-    # At seed 1 router2 stalls on this one (a plateau of ~1,300 overused wires, then rising);
-    # seed 2 routes it in about 10 minutes (docs/boards.md).
+                        "engine", 1, seed=2),
     "ecpix5-45f": Board("amaranth_boards.ecpix5", "ECPIX545Platform", "ecp5", 100.0, 3_000_000,
                         "engine", 1, 4, seed=2),
     "icesugar-pro": Board("amaranth_boards.icesugar_pro", "ICESugarProPlatform", "ecp5", 100.0,
