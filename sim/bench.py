@@ -14,9 +14,9 @@ import numpy as np
 from ..control import params
 from ..control.registers import Registers
 from ..hw.guard import REASON
-from ..hw.layouts import FeedKind, OrderKind, Side, feed_array
+from ..hw.layouts import FEED_DTYPE, FeedKind, OrderKind, Side, feed_array
 from . import control_bench, latency
-from .demo import PARAMS, drive, trigger_cycle
+from .demo import PARAMS, drive, tick_chunks, trigger_cycle
 from .engine import ModelEngine, open_engine
 from .scenarios import SCENARIOS, generate
 
@@ -112,6 +112,43 @@ def _quote_latency(engine, rng, trials):
         moved = engine.last_order_cycles[orders["kind"] == OrderKind.REPLACE]
         if len(moved):
             found.append(int(moved[0]) - int(obs["cycle"][-1]))
+    return found
+
+
+def _crisis_quotes(engine, count=None):
+    """Cycles from each message of the crisis scenario (seed 1011) to the first NEW or
+    REPLACE it causes. Each message runs alone, so the RUN_DRAIN idle cycles after it leave
+    no doubt which message an order answers; three empty runs after a TICK take the late
+    re-quote of its sigma (up to SIGMA_LAG cycles) away from the next message. Re-quotes are
+    not throttled (requote_cycles 2, a full and deep rate bucket) and the pull triggers are
+    off, so the quoter prices every move through the crisis. ``count``: only the first ``count``
+    messages after the arm (None: all)."""
+    msgs = feed_array([m for _, m in generate("crisis", 1011)])
+    engine.reset()
+    regs = Registers(engine)
+    params.apply(regs, params.load(PARAMS))
+    for name, value in (("requote_cycles", 2), ("rate_depth", 65535), ("rate_tokens", 255),
+                        ("pull_enable", 0)):
+        regs.set(name, value)
+    # The rate bucket starts at its reset depth (16 orders): TICKs before the scenario fill
+    # it, so no order waits for tokens (the book is empty: they sample no volatility).
+    for _ in range(4):
+        engine.run(feed_array([_msg(FeedKind.TICK, Side.BID, 0, 0, 0)]))
+    (_, start), *_ = tick_chunks(msgs)          # the opening snapshots, then arm
+    engine.run(msgs[:start])
+    regs.set("arm", 1)
+    empty = np.zeros(0, FEED_DTYPE)
+    engine.run(empty)                            # the quotes the arm itself places
+    found = []
+    for i in range(start, len(msgs) if count is None else min(start + count, len(msgs))):
+        obs, orders = engine.run(msgs[i:i + 1])
+        quoting = engine.last_order_cycles[np.isin(orders["kind"], (OrderKind.NEW,
+                                                                    OrderKind.REPLACE))]
+        if len(quoting):
+            found.append(int(quoting[0]) - int(obs["cycle"][-1]))
+        if msgs["kind"][i] == FeedKind.TICK:
+            for _ in range(3):
+                engine.run(empty)
     return found
 
 
@@ -229,6 +266,8 @@ def measure(seed, trials=10, roundtrips=2000, soak_s=30, cocotb_messages=0, log=
                 engine, feed_array([m for _, m in tagged]), np.array([p for p, _ in tagged]),
                 params.load(PARAMS), log=lambda *_: None)
             out["orders"] = order_rate(cycles)
+            log("latency: crisis scenario, message by message to the quotes...")
+            out["crisis_quotes"] = _crisis_quotes(engine)
         finally:
             engine.close()
     if "outputs" in only:
@@ -407,6 +446,11 @@ def write(result, path, command):
                          f"trigger | {_span(values)} |")
         lines.append(f"| feed message accepted → REPLACE of our quote after a mid move | "
                      f"{_span(result['quotes'])} |")
+        if "crisis_quotes" in result:
+            lines.append(f"| crisis scenario (seed 1011), each message alone (re-quotes "
+                         f"unthrottled, triggers off): feed message accepted → the first NEW or "
+                         f"REPLACE it causes ({len(result['crisis_quotes'])} messages did) | "
+                         f"{_span(result['crisis_quotes'])} |")
         for phase, at, why, cancel, cause in result["crisis"]:
             lines.append(f"| crisis scenario (seed 1011), pull in phase {phase} "
                          f"({', '.join(why)}): the message that raised it → CANCEL_ALL "

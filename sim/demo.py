@@ -23,7 +23,7 @@ PARAMS = Path(__file__).with_name("params") / "demo.toml"
 COOLDOWN = 600    # cycles clear before the demo re-arms by itself: about 17 ticks
 
 __all__ = ["add_parser", "run", "phase_table", "simulate", "Run", "drive", "reasons",
-           "trigger_cycle", "COOLDOWN"]
+           "trigger_cycle", "tick_chunks", "COOLDOWN"]
 
 
 def _valid(obs):
@@ -119,7 +119,7 @@ class Run:
     checks: list = field(default_factory=list)
 
 
-def _chunks(msgs):
+def tick_chunks(msgs):
     """``(start, stop)`` message ranges: the opening snapshots (up to the last SNAPSHOT_END
     before the first TICK), then one time tick each (ending with its TICK)."""
     ticks = np.nonzero(msgs["kind"] == FeedKind.TICK)[0]
@@ -145,7 +145,7 @@ def simulate(engine, msgs, phases, values, fills=None, rng=None, log=print):
     arm, refused = regs.regmap["arm"].addr, 1 << STATE["refused"].offset
     venues = regs.regmap["position"].count
     quotes, account = OwnQuotes(), Account(venues)
-    chunks = _chunks(msgs)
+    chunks = tick_chunks(msgs)
     (lo, hi), chunks = chunks[0], chunks[1:]
     obs, orders = engine.run(msgs[lo:hi])
     parts = [(obs, orders, engine.last_order_cycles)]

@@ -27,3 +27,22 @@ def test_order_rate_counts_gaps_and_back_to_back_runs():
     assert rate == {"orders": 6, "span": 15, "min_gap": 1, "longest": 3}
     assert order_rate([5, 9]) == {"orders": 2, "span": 5, "min_gap": 4, "longest": 1}
     assert order_rate([7])["min_gap"] is None
+
+
+def test_crisis_quote_row_spans_the_quoters_input_paths():
+    """Each crisis message's first NEW/REPLACE comes a fixed pipeline after it, set by the
+    input that moved the quote (hw/quoter.py DELAY): the soonest is a BBO move (the book's
+    BBO_LATENCY + DELAY["best_bid"] + the quoter's LATENCY), the latest at most a signal
+    (STATUS_LATENCY + the signals' LATENCY) through the longest DELAY. On the native engine
+    (the bench's), the whole scenario."""
+    from obcore.hw import quoter, signals
+    from obcore.sim.bench import _crisis_quotes
+    from obcore.sim.engine import open_engine
+
+    with open_engine("verilator") as engine:
+        found = _crisis_quotes(engine)
+    print(f"{len(found)} messages re-quoted, cycles {sorted(set(found))}")
+    assert min(found) == BBO_LATENCY + quoter.DELAY["best_bid"] + quoter.LATENCY
+    assert max(found) <= (STATUS_LATENCY + signals.LATENCY + max(quoter.DELAY.values())
+                          + quoter.LATENCY)
+    assert len(set(found)) > 1       # depth and TICK moves take the longer paths
