@@ -115,14 +115,13 @@ def _quote_latency(engine, rng, trials):
     return found
 
 
-def _crisis_quotes(engine, count=None):
+def _crisis_quotes(engine):
     """Cycles from each message of the crisis scenario (seed 1011) to the first NEW or
     REPLACE it causes. Each message runs alone, so the RUN_DRAIN idle cycles after it leave
     no doubt which message an order answers; three empty runs after a TICK take the late
     re-quote of its sigma (up to SIGMA_LAG cycles) away from the next message. Re-quotes are
     not throttled (requote_cycles 2, a full and deep rate bucket) and the pull triggers are
-    off, so the quoter prices every move through the crisis. ``count``: only the first ``count``
-    messages after the arm (None: all)."""
+    off, so the quoter prices every move through the crisis."""
     msgs = feed_array([m for _, m in generate("crisis", 1011)])
     engine.reset()
     regs = Registers(engine)
@@ -140,7 +139,7 @@ def _crisis_quotes(engine, count=None):
     empty = np.zeros(0, FEED_DTYPE)
     engine.run(empty)                            # the quotes the arm itself places
     found = []
-    for i in range(start, len(msgs) if count is None else min(start + count, len(msgs))):
+    for i in range(start, len(msgs)):
         obs, orders = engine.run(msgs[i:i + 1])
         quoting = engine.last_order_cycles[np.isin(orders["kind"], (OrderKind.NEW,
                                                                     OrderKind.REPLACE))]
