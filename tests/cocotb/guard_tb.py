@@ -8,7 +8,7 @@ gateware's own outputs (the latch stage sees an ``arm`` ``LATENCY`` cycles after
 import os
 
 import cocotb
-from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
+from cocotb.triggers import FallingEdge, ReadOnly
 from tb import TB
 
 from obcore.hw.guard import GLOBAL_PARAMS, LATENCY, REASONS, STATE, VENUE_OUTPUTS, VENUE_PARAMS
@@ -41,16 +41,6 @@ class GuardBench(TB):
         self.reasons = 0
         self.prev = None
         self.arms = [0] * LATENCY     # arm inputs on their way to the latch stage
-
-    async def reset(self, cycles=2):
-        """The reset ends at a falling edge, where cycle 0 starts, so the model starts from
-        the reset state with no edge between (TB.reset's edge after the reset ages the
-        heartbeat one cycle the model does not see: a heartbeat_timeout of 1 then pulled at
-        cycle 1, COCOTB_RANDOM_SEED=1800789849)."""
-        self.dut.rst.value = 1
-        await ClockCycles(self.clk, cycles)
-        await FallingEdge(self.clk)
-        self.dut.rst.value = 0
 
     def _drive(self, names, values):
         for name in names:
@@ -105,7 +95,9 @@ async def random_guard(dut):
     bench = GuardBench(dut)
     dut._log.info(f"COCOTB_RANDOM_SEED={os.environ.get('COCOTB_RANDOM_SEED')} (this test's "
                   f"seed {cocotb.RANDOM_SEED}), {CYCLES} cycles")
-    await bench.reset()
+    # No edge between the reset and cycle 0: the guard's ages would count one the model does
+    # not see (a heartbeat_timeout of 1 then pulled at cycle 1, COCOTB_RANDOM_SEED=1800789849).
+    await bench.reset(at_falling=True)
     for n in range(CYCLES):
         await bench.cycle(n)
     final = bench.model.step(dict(bench.stim.inputs, arm=0, kill=0))

@@ -4,7 +4,7 @@ import random
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge
 
 __all__ = ["TB", "StreamSource", "StreamSink", "idle_never", "idle_random"]
 
@@ -77,11 +77,17 @@ class TB:
         self.rng = random.Random(cocotb.RANDOM_SEED)
         cocotb.start_soon(Clock(dut.clk, period_ns, unit="ns").start())
 
-    async def reset(self, cycles=2):
+    async def reset(self, cycles=2, at_falling=False):
+        """``rst`` high for ``cycles`` clock edges, then low. Returns after the first edge out
+        of reset; with ``at_falling``, at the falling edge where the reset ends, before any
+        edge out of it, for a bench whose model starts from the reset state at its cycle 0."""
         self.dut.rst.value = 1
         await ClockCycles(self.clk, cycles)
+        if at_falling:
+            await FallingEdge(self.clk)
         self.dut.rst.value = 0
-        await RisingEdge(self.clk)
+        if not at_falling:
+            await RisingEdge(self.clk)
 
     async def cycles(self, n):
         await ClockCycles(self.clk, n)
