@@ -3,7 +3,7 @@
 from amaranth.hdl import Cat, Const, Mux, Signal, Value
 from amaranth.lib.memory import Memory
 
-__all__ = ["DSP_BITS", "delay", "delay_line", "dsp_slices", "partials", "weighted",
+__all__ = ["DSP_BITS", "delay", "replicas", "delay_line", "dsp_slices", "partials", "weighted",
            "truncated", "partial_sum", "csa", "magnitude"]
 
 DSP_BITS = 18          # one ECP5 MULT18X18D port, signed or unsigned
@@ -16,6 +16,17 @@ def delay(m, value, name, shape=None, n=1):
         m.d.sync += reg.eq(value)
         value, shape = reg, None
     return value
+
+
+def replicas(m, value, name, count):
+    """``count`` copies of ``value``, each registered once (reset 0), for a value whose loads
+    are far apart: each copy can sit beside its own. The copies carry the ``keep`` attribute,
+    which ``obcore synth`` turns into one flip-flop per copy (``sim.synth.KEEP_REPLICAS``);
+    a flow without that step merges them back into one."""
+    copies = [Signal(value.shape(), name=f"{name}_{i}", attrs={"keep": 1})
+              for i in range(count)]
+    m.d.sync += [copy.eq(value) for copy in copies]
+    return copies
 
 
 def delay_line(m, value, name, n):

@@ -5,7 +5,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .layouts import order_layout
-from .pipeline import DSP_BITS, delay, partials
+from .pipeline import DSP_BITS, delay, partials, replicas
 from .ratelimit import (
     EMITTER_PARAMS,
     PRICE_BITS,
@@ -401,14 +401,18 @@ class Quoter(wiring.Component):
 
         # The room is shared in slot order (level-major, then venue), d4 .. d2.
         total = sum(s4s, 0)
-        s4_2 = [delay(m, s, f"s4_2_{v}", n=2) for v, s in enumerate(s4s)]
+        # The last stage gives each slot its own copy of its venue's size: the compares behind
+        # it sit by each slot's target register, across the die from one another.
+        copies = [iter(replicas(m, delay(m, s, f"s4_1_{v}"), f"s4_2_{v}", 2 * M))
+                  for v, s in enumerate(s4s)]
+        s4_2 = [next(copies[slot.venue]) for slot in slots]
         used = {(j, v): delay(m, total * j + sum(s4s[:v], 0), f"used{j}_{v}", unsigned(40))
                 for j in range(M) for v in range(V)}
         min_size = delay(m, Mux(p.size_min == 0, 1, p.size_min), "min_size")          # d3
         target = Signal(data.ArrayLayout(TARGET, len(slots)))
         for k, (v, side, j) in enumerate(slots):
             rem = delay(m, room[side] - used[(j, v)], f"rem{k}", signed(42))           # d3
-            s = s4_2[v]
+            s = s4_2[k]
             fits = (s >= min_size) & (rem >= min_size)
             size = delay(m, Mux(fits, _min(s, rem), 0), f"size{k}", unsigned(SIZE_BITS))
             sized = delay(m, fits, f"sized{k}")                                        # d2

@@ -75,6 +75,11 @@ _RESOURCES = {
 # the classic abc maps, and synth_ecp5 finishes from there (board and block builds alike).
 _ECP5_MAP = ("techmap -map +/lattice/latches_map.v", "abc -lut 4 -dress", "clean",
              "synth_ecp5 -run map_cells: -top top")
+# Right after reading the design: every flip-flop whose output is a signal with the ``keep``
+# attribute (``hw.pipeline.replicas``) is kept itself. Yosys merges flip-flops with the same
+# input whatever the attributes of the wires they drive, so replicas placed beside their
+# loads would otherwise be one flip-flop again.
+KEEP_REPLICAS = r"setattr -set keep 1 w:* a:keep %i %ci1 t:$*dff* %i"
 
 _UTIL = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+(\d+)%")
 # nextpnr says "Warning:" instead of "Info:" for a clock that fails after routing.
@@ -307,6 +312,7 @@ def build(board_name, *, core=None, venues=None, levels=None, capacity=None, fre
         placer = placer or "static"
     overrides = {"nextpnr_opts": f"--seed {seed} --timing-allow-fail"
                                  + (f" --placer {placer}" if placer else ""),
+                 "script_after_read": KEEP_REPLICAS,
                  "script_after_synth": "tee -q -o top.stat stat"}
     if board.family == "ice40":
         overrides["synth_opts"] = "-dsp"

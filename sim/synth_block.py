@@ -16,6 +16,7 @@ from amaranth.lib.wiring import Flow
 from .synth import (
     _ECP5_MAP,
     BOARDS,
+    KEEP_REPLICAS,
     parse_nextpnr_log,
     parse_yosys_stat,
     run_steps,
@@ -199,7 +200,7 @@ def build_block(board_name, block, *, venues=None, levels=None, capacity=None, f
                                                  platform=platform))
     harness_ffs = len(Cat(*top.inputs)) + len(Cat(*top.outputs))
     (folder / "top.ys").write_text("\n".join([
-        "read_rtlil top.il", "synth_ecp5 -top top -run begin:map_luts", *_ECP5_MAP,
+        "read_rtlil top.il", KEEP_REPLICAS, "synth_ecp5 -top top -run begin:map_luts", *_ECP5_MAP,
         "tee -q -o top.stat stat", "write_json top.json", ""]))
     (folder / "top.lpf").write_text(clock_lpf(platform))
     env = {**os.environ, **yowasp_env()}

