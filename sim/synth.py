@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .toolchain import yowasp_env
 
-__all__ = ["Board", "BOARDS", "parse_nextpnr_log", "parse_yosys_stat", "summarise",
+__all__ = ["Board", "BOARDS", "KEEP_REPLICAS", "parse_nextpnr_log", "parse_yosys_stat", "summarise",
            "render_markdown", "timing_tables", "tool_versions", "run_steps", "build",
            "add_parser", "run"]
 
