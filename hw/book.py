@@ -183,14 +183,23 @@ class BookSide(wiring.Component):
         else:
             op, price, size = cmd.op, cmd.price, cmd.size
         key = self._key(price, Const(1))
-        lt, eq = Signal(cap), Signal(cap)   # per cell: command key before / equal to the cell's
-        for i, cell in enumerate(cells):
-            cell_key = self._key(cell.price, cell.valid)
-            m.d.comb += [lt[i].eq(key < cell_key), eq[i].eq(key == cell_key)]
+        # Everything a cell decides is qualified by an operation, so computing it under
+        # ``active`` changes no logic; the Verilated model then skips a side that no command
+        # touches (three of the four sides on most messages) instead of evaluating 32 compares
+        # and source muxes for it every cycle. One 1-bit signal per cell and decision: bits of
+        # a shared vector would each cost a read-modify-write of the whole vector.
+        active = Signal()
+        m.d.comb += active.eq(op != SideOp.NONE)
+        lt = [Signal(name=f"lt_{i}") for i in range(cap)]   # command key before the cell's
+        eq = [Signal(name=f"eq_{i}") for i in range(cap)]   # ... equal to it
+        with m.If(active):
+            for i, cell in enumerate(cells):
+                cell_key = self._key(cell.price, cell.valid)
+                m.d.comb += [lt[i].eq(key < cell_key), eq[i].eq(key == cell_key)]
         ignored = key >= self.bound   # the bound's MSB is set while the side is not truncated
         if self.refill:
             ignored = ignored & ~self.fill.valid
-        hit = eq.any()
+        hit = Cat(eq).any()
         insert = (op == SideOp.SET) & ~ignored & ~hit
         update = (op == SideOp.SET) & ~ignored & hit
         remove = (op == SideOp.DELETE) & ~ignored & hit
@@ -201,29 +210,33 @@ class BookSide(wiring.Component):
         for i, cell in enumerate(cells):
             # One source per cell, chosen from its own and its left neighbour's compare:
             # two wide muxes per bit and separate enables, so a size update costs no extra mux.
-            from_left = insert & lt[i - 1] if i else Const(0)   # the new level lands to my left
-            from_right = remove & (lt[i] | eq[i])            # the removed one is here or left
-            take = from_left | from_right | (insert & lt[i])   # ... or it lands here
+            from_left = Signal(name=f"from_left_{i}")    # the new level lands to my left
+            from_right = Signal(name=f"from_right_{i}")  # the removed one is here or left
+            take = Signal(name=f"take_{i}")              # ... or the new one lands here
             source = Signal(self._level, name=f"source_{i}")
-            with m.If(from_left):
-                m.d.comb += source.eq(cells[i - 1])
-            with m.Elif(from_right):
-                m.d.comb += source.eq(cells[i + 1] if i + 1 < cap else 0)
-            with m.Else():
-                m.d.comb += source.eq(new)
-            with m.If(op == SideOp.CLEAR):
-                m.d.sync += cell.eq(0)
-            with m.Else():
-                with m.If(take):
-                    m.d.sync += [cell.price.eq(source.price), cell.valid.eq(source.valid)]
-                with m.If(take | (update & eq[i])):   # an update's source is ``new``
-                    m.d.sync += cell.size.eq(source.size)
+            with m.If(active):
+                m.d.comb += [from_left.eq(insert & lt[i - 1] if i else 0),
+                             from_right.eq(remove & (lt[i] | eq[i])),
+                             take.eq(from_left | from_right | (insert & lt[i]))]
+                with m.If(from_left):
+                    m.d.comb += source.eq(cells[i - 1])
+                with m.Elif(from_right):
+                    m.d.comb += source.eq(cells[i + 1] if i + 1 < cap else 0)
+                with m.Else():
+                    m.d.comb += source.eq(new)
+                with m.If(op == SideOp.CLEAR):
+                    m.d.sync += cell.eq(0)
+                with m.Else():
+                    with m.If(take):
+                        m.d.sync += [cell.price.eq(source.price), cell.valid.eq(source.valid)]
+                    with m.If(take | (update & eq[i])):   # an update's source is ``new``
+                        m.d.sync += cell.size.eq(source.size)
 
         last = cells[cap - 1]
         with m.If(op == SideOp.CLEAR):
             m.d.sync += self.bound.eq(self.bound.init)
         with m.Elif(insert & last.valid):   # full: the worst of the cells and the new one drops
-            m.d.sync += self.bound.eq(Mux(lt[cap - 1], self._key(last.price, last.valid), key))
+            m.d.sync += self.bound.eq(Mux(lt[-1], self._key(last.price, last.valid), key))
         if self.refill:
             with m.If(self.fill.valid):   # never full then: nothing drops
                 m.d.sync += self.bound.eq(key + 1)
@@ -253,7 +266,12 @@ class BookSide(wiring.Component):
         while len(sums) > 1:   # an odd one out moves up a level unchanged
             pairs = [a + b for a, b in zip(sums[0::2], sums[1::2], strict=False)]
             sums = pairs + sums[2 * len(pairs):]
-        m.d.sync += [self.count.eq(count), self.depth.eq(sums[0])]
+        # The cells change only in a cycle with ``active`` (reset clears these too), so the
+        # sums are recomputed only the cycle after one: the same values, less to simulate.
+        changed = Signal()
+        m.d.sync += changed.eq(active)
+        with m.If(changed):
+            m.d.sync += [self.count.eq(count), self.depth.eq(sums[0])]
         return m
 
 
