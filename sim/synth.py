@@ -5,18 +5,16 @@ import importlib
 import json
 import os
 import re
-import shlex
-import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .synth_run import ROUTE_PATIENCE, run_steps
 from .toolchain import yowasp_env
 
 __all__ = ["Board", "BOARDS", "KEEP_REPLICAS", "parse_nextpnr_log", "parse_yosys_stat", "summarise",
-           "render_markdown", "timing_tables", "tool_versions", "run_steps", "build",
+           "render_markdown", "timing_tables", "tool_versions", "build",
            "add_parser", "run"]
 
 
@@ -194,94 +192,15 @@ def render_markdown(report):
     return "\n".join(lines) + "\n"
 
 
-class _Progress:
-    """Prints the build's stage and elapsed time, read from the tails of the tools' logs."""
-
-    # In the order they happen; a stage is reached when its log's tail shows the marker.
-    _STAGES = (("top.rpt", "", "synthesis (yosys)"),
-               ("top.rpt", "ABC", "synthesis: technology mapping (yosys)"),
-               ("top.tim", "Info:", "pack (nextpnr)"),
-               ("top.tim", "lacer", "place (nextpnr)"),
-               ("top.tim", "oute", "route (nextpnr)"))
-    _TAIL = 16384
-
-    def __init__(self, folder, start, out):
-        self.folder, self.start, self.out = folder, start, out
-        self.stage, self.done = -1, threading.Event()
-
-    def say(self, what):
-        elapsed = time.monotonic() - self.start
-        print(f"[{int(elapsed) // 60:3d}:{int(elapsed) % 60:02d}] {what}", file=self.out,
-              flush=True)
-
-    def _tail(self, name):
-        path = self.folder / name
-        if not path.exists():
-            return None
-        with open(path, "rb") as f:
-            f.seek(max(0, path.stat().st_size - self._TAIL))
-            return f.read().decode(errors="replace")
-
-    def watch(self):
-        last_note = time.monotonic()
-        while not self.done.wait(2.0):
-            reached = self.stage
-            for i in range(self.stage + 1, len(self._STAGES)):
-                name, marker, _ = self._STAGES[i]
-                tail = self._tail(name)
-                if tail is not None and marker in tail:
-                    reached = i
-            if reached != self.stage:
-                self.stage = reached
-                self.say(self._STAGES[reached][2])
-                last_note = time.monotonic()
-            elif time.monotonic() - last_note > 60:
-                stage = self._STAGES[self.stage][2] if self.stage >= 0 else "starting"
-                self.say(f"{stage}: still running")
-                last_note = time.monotonic()
-
-
-def _errors(folder):
-    found = []
-    for name in ("top.rpt", "top.tim", "build.log"):
-        path = folder / name
-        if path.exists():
-            found += [line.strip() for line in path.read_text(errors="replace").splitlines()
-                      if line.startswith("ERROR") or "ERROR:" in line]
-    return found[-5:]
-
-
-def run_steps(folder, steps, env, start, log, what):
-    """Run ``steps`` (argument lists) in ``folder``, output to ``build.log``, printing ``what``
-    and then the stage reached every minute; raise with the logs' errors if one fails."""
-    for stale in ("top.rpt", "top.tim"):
-        (folder / stale).unlink(missing_ok=True)
-    progress = _Progress(folder, start, log)
-    progress.say(what)
-    watcher = threading.Thread(target=progress.watch, daemon=True)
-    watcher.start()
-    try:
-        with open(folder / "build.log", "w") as sink:
-            for step in steps:
-                if subprocess.call(step, cwd=folder, env=env, stdout=sink,
-                                   stderr=subprocess.STDOUT):
-                    detail = "\n  ".join(_errors(folder)) or f"see {folder / 'build.log'}"
-                    raise RuntimeError(f"`{shlex.join(step)}` failed after "
-                                       f"{time.monotonic() - start:.0f} s (logs in {folder}):"
-                                       f"\n  {detail}")
-    finally:
-        progress.done.set()
-        watcher.join()
-    progress.say("done")
-
-
 def build(board_name, *, core=None, venues=None, levels=None, capacity=None, freq_mhz=None,
-          baud=None, out="build", seed=None, placer=None, command="", log=sys.stdout):
+          baud=None, out="build", seed=None, placer=None, command="", log=sys.stdout,
+          patience=ROUTE_PATIENCE):
     """Build one board's bitstream; write and return the report (see docs/boards.md).
 
     ``seed``: nextpnr's placement seed (None: the board's, :attr:`Board.seed`). ``placer``:
     nextpnr-ecp5's placer, ``heap`` or ``static`` (None: ``static`` on ECP5, nextpnr's
-    default on iCE40)."""
+    default on iCE40). ``patience``: router2 iterations without progress before the build
+    stops (``obcore.sim.synth_run.RouteWatch``)."""
     if board_name not in BOARDS:
         raise ValueError(f"unknown board {board_name!r}; choose one of {', '.join(BOARDS)}")
     board = BOARDS[board_name]
@@ -327,7 +246,7 @@ def build(board_name, *, core=None, venues=None, levels=None, capacity=None, fre
     plan.extract(folder)
     run_steps(folder, [["sh", "build_top.sh"]], env, start, log,
               f"{board_name}, {core} core, {venues} venue(s), {levels} levels, "
-              f"{clock_hz / 1e6:g} MHz, {baud} baud")
+              f"{clock_hz / 1e6:g} MHz, {baud} baud", patience)
     elapsed = time.monotonic() - start
     pnr = parse_nextpnr_log((folder / "top.tim").read_text(errors="replace"))
     cells = parse_yosys_stat((folder / "top.stat").read_text(errors="replace"))
@@ -374,6 +293,9 @@ def add_parser(sub):
     p.add_argument("--placer", choices=PLACERS,
                    help="nextpnr-ecp5 placer for a board build (default static: it spreads the "
                         "engine over the die; heap packs it tighter, docs/boards.md)")
+    p.add_argument("--route-patience", type=int, default=ROUTE_PATIENCE, metavar="N",
+                   help="stop when nextpnr's router2 has not lowered its count of overused "
+                        f"wires for N iterations (default {ROUTE_PATIENCE}; 0: never)")
     p.add_argument("--out", default="build", metavar="DIR",
                    help="build root; the board's files go to DIR/BOARD (default build)")
     p.set_defaults(run=run)
@@ -402,6 +324,9 @@ def run(args):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name} must be positive, not {value}")
+    if args.route_patience < 0:
+        raise ValueError(f"--route-patience must be 0 (never stop) or more iterations, "
+                         f"not {args.route_patience}")
     if args.freq is not None and not 1 <= args.freq <= 400:
         raise ValueError(f"--freq must be 1..400 MHz, not {args.freq:g}")
     if args.block:
@@ -412,9 +337,11 @@ def run(args):
                 raise ValueError(f"--{name} does not apply to a --block build")
         build_block(args.board, args.block, venues=args.venues, levels=args.levels,
                     capacity=args.capacity, freq_mhz=args.freq, out=args.out,
-                    seed=1 if args.seed is None else args.seed, command=_command(args))
+                    seed=1 if args.seed is None else args.seed, command=_command(args),
+                    patience=args.route_patience)
         return 0
     build(args.board, core=args.core, venues=args.venues, levels=args.levels,
           capacity=args.capacity, freq_mhz=args.freq, baud=args.baud, out=args.out,
-          seed=args.seed, placer=args.placer, command=_command(args))
+          seed=args.seed, placer=args.placer, command=_command(args),
+          patience=args.route_patience)
     return 0

@@ -19,11 +19,11 @@ from .synth import (
     KEEP_REPLICAS,
     parse_nextpnr_log,
     parse_yosys_stat,
-    run_steps,
     summarise,
     timing_tables,
     tool_versions,
 )
+from .synth_run import ROUTE_PATIENCE, run_steps
 from .toolchain import yowasp_env
 
 __all__ = ["BLOCKS", "BlockHarness", "make_block", "block_latency", "block_folder", "build_block",
@@ -177,9 +177,10 @@ def clock_lpf(platform):
 
 
 def build_block(board_name, block, *, venues=None, levels=None, capacity=None, freq_mhz=None,
-                out="build", seed=1, command="", log=sys.stdout):
+                out="build", seed=1, command="", log=sys.stdout, patience=ROUTE_PATIENCE):
     """Place and route one block in a :class:`BlockHarness` on an ECP5 board's device; write
-    ``OUT/<board>-<block>/report.json`` and ``report.md``; return the report."""
+    ``OUT/<board>-<block>/report.json`` and ``report.md``; return the report. ``patience``:
+    as for :func:`obcore.sim.synth.build`."""
     from amaranth.back import rtlil
 
     if board_name not in BOARDS:
@@ -214,7 +215,7 @@ def build_block(board_name, block, *, venues=None, levels=None, capacity=None, f
               "--lpf", "top.lpf", "--lpf-allow-unconstrained", "--log", "top.tim"]]
     run_steps(folder, steps, env, start, log,
               f"block {label} on {board_name} ({platform.device}), {freq_mhz:g} MHz, "
-              f"seed {seed}")
+              f"seed {seed}", patience)
     pnr = parse_nextpnr_log((folder / "top.tim").read_text(errors="replace"))
     cells = parse_yosys_stat((folder / "top.stat").read_text(errors="replace"))
     report = {

@@ -134,6 +134,8 @@ def test_board_list_and_help(capsys):
     (["synth", "--board", "nope"], "unknown board 'nope'"),
     (["synth", "--board", "icebreaker", "--levels", "0"], "--levels must be positive"),
     (["synth", "--board", "ulx3s-85f", "--freq", "900"], "--freq must be 1..400 MHz"),
+    (["synth", "--board", "ulx3s-85f", "--route-patience", "-1"],
+     "--route-patience must be 0 (never stop) or more iterations, not -1"),
     (["synth", "--board", "icebreaker", "--placer", "static"],
      "placer must be one of heap, static on an ECP5 board, not 'static' on icebreaker"),
     (["synth", "--board", "ulx3s-85f", "--block", "csr", "--placer", "static"],
