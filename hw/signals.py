@@ -1,5 +1,8 @@
 """Market signals from the book outputs: spread, imbalance, volatility, depth drop, leverage."""
 
+import functools
+import operator
+
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.memory import Memory
@@ -24,8 +27,8 @@ __all__ = ["BOOK_VIEW", "BBO_LEAD", "EARLY_FIELDS", "STATUS", "REGIME", "FLAGS",
            "VENUE_PARAMS", "VENUE_OUTPUTS", "CROSS_PARAMS", "CROSS_OUTPUTS", "LATENCY",
            "CLAMP_MAX", "SIGMA2_FRAC", "VOL_STAGES", "SHIFT_MAX", "SIGMA_LAG", "WINDOW_MAX",
            "WINDOW_RESET",
-           "DEPTH_BITS", "IMB_FRAC", "IMB_MAX", "IMB_LATENCY", "IMB_OUTPUTS", "VenueSignals",
-           "Signals", "port_layout"]
+           "DEPTH_BITS", "IMB_FRAC", "IMB_MAX", "IMB_LATENCY", "IMB_OUTPUTS", "VENUE_BITS",
+           "imb_operands", "VenueSignals", "Signals", "port_layout"]
 
 LATENCY = 3                   # cycles from the book's depths to every registered output
 # The BBO fields of BOOK_VIEW and `tick` arrive this many cycles before the depths and
@@ -38,6 +41,7 @@ EARLY_FIELDS = ("best_bid", "best_ask", "best_bid_qty", "best_ask_qty", "valid")
 VOL_STAGES = LATENCY
 PRICE_BITS = FEED.offsets()["price"][1]
 QTY_BITS = FEED.offsets()["size"][1]
+VENUE_BITS = FEED.offsets()["venue"][1]
 DEPTH_BITS = 36               # 16 levels of sizes < 2^31 sum below 2^35; one bit to spare
 CLAMP_BITS = 18               # a DSP operand: the vol delta and the microprice spread fit it
 CLAMP_MAX = (1 << (CLAMP_BITS - 1)) - 1
@@ -50,6 +54,17 @@ assert FRAC_BITS == REGISTERS["obi_depth_th"].fmt.frac_bits == REGISTERS[
     "depth_drop_th"].fmt.frac_bits
 IMB_LATENCY = 1 + IMB_STAGES   # book inputs -> obi_touch_q / obi_depth_q, cycles
 IMB_OUTPUTS = ("obi_touch_q", "obi_depth_q")
+# VenueSignals' port with each imbalance's operands, and their magnitude's bits (the
+# denominator has one more): from Vb, Va and from Db, Da.
+_IMB_OPERANDS = {"obi_touch_q": ("obi_touch_ops", QTY_BITS),
+                 "obi_depth_q": ("obi_depth_ops", DEPTH_BITS)}
+
+
+def imb_operands(name):
+    """The layout of one venue's operands of imbalance ``name`` (an ``IMB_OUTPUTS`` member):
+    ``mag`` = |num|, ``neg`` = num < 0, ``den`` >= ``mag`` (lots)."""
+    bits = _IMB_OPERANDS[name][1]
+    return data.StructLayout({"mag": bits, "neg": 1, "den": bits + 1})
 WINDOW_MAX = int(REGISTERS["depth_window"].limits()[1])
 # The depth window the history read uses after reset: the register's reset value, clamped.
 WINDOW_RESET = min(max(to_fixed(REGISTERS["depth_window"], REGISTERS["depth_window"].reset), 1),
@@ -160,7 +175,8 @@ class VenueSignals(wiring.Component):
     sample; with the BBO, ``BBO_LEAD`` cycles before the depths of the book it samples), and
     the parameters named after their registers (raw register bits). Outputs
     as the registers of the same names, plus ``dev`` = S - Spread* (SQ34.8, 0 unless
-    ``dev_valid``) two cycles after the inputs, for the cross-venue stage. The exact
+    ``dev_valid``) two cycles after the inputs, for the cross-venue stage, and the operands of
+    the imbalances, ``obi_touch_ops`` / ``obi_depth_ops``, one cycle after them. The exact
     arithmetic is ``obcore.sim.signals_model``; docs/signals.md explains it.
     """
 
@@ -199,8 +215,8 @@ class VenueSignals(wiring.Component):
     sig_flags_set: Out(FLAGS)
     dev: Out(DEV_SHAPE)
     dev_valid: Out(1)
-    obi_touch_q: Out(signed(IMB_FRAC + 1))
-    obi_depth_q: Out(signed(IMB_FRAC + 1))
+    obi_touch_ops: Out(imb_operands("obi_touch_q"))
+    obi_depth_ops: Out(imb_operands("obi_depth_q"))
 
     def elaborate(self, platform):
         m = Module()
@@ -264,12 +280,10 @@ class VenueSignals(wiring.Component):
         dmag_a, dneg_a, dbid_a = magnitude(m, db, da, "d_a_")
         dsum_a = delay(m, db + da, "dsum_a", unsigned(DEPTH_BITS + 1))
         dmin_a = delay(m, Mux(db < da, db, da), "dmin_a", unsigned(DEPTH_BITS))
-        # The imbalances as values, for telemetry only: IMB_LATENCY cycles after the inputs.
-        for name, mag, neg, total in (("obi_touch_q", tmag_a, tneg_a, tsum_a),
-                                       ("obi_depth_q", dmag_a, dneg_a, dsum_a)):
-            div = m.submodules[f"{name}_div"] = ImbalanceDivider(len(mag), len(total))
-            m.d.comb += [div.mag.eq(mag), div.neg.eq(neg), div.den.eq(total),
-                         getattr(self, name).eq(div.q)]
+        # The imbalances' operands: Signals divides the ones of the venue telemetry shows.
+        for port, mag, neg, total in ((self.obi_touch_ops, tmag_a, tneg_a, tsum_a),
+                                      (self.obi_depth_ops, dmag_a, dneg_a, dsum_a)):
+            m.d.comb += [port.mag.eq(mag), port.neg.eq(neg), port.den.eq(total)]
 
         # Depth history: one (Db, Da) sample per tick. `then` is the sample W ticks back,
         # counting this cycle's tick (W = 1 compares with the depth being sampled now).
@@ -417,8 +431,10 @@ class Signals(wiring.Component):
     one ``data.ArrayLayout`` port (element ``i`` = venue ``i``) when ``venues > 1``.
     ``book`` is an array of :data:`BOOK_VIEW`; ``sig_flags_set`` pulses the w1c register's
     sticky bits; ``obi_touch_q`` / ``obi_depth_q`` (:data:`IMB_OUTPUTS`, not registers) are
-    the imbalances as SQ1.15 values for telemetry, ``IMB_LATENCY`` cycles after the book;
-    ``misalign``, ``xv_status`` and ``misalign_max`` exist when ``venues >= 2``.
+    the imbalances as SQ1.15 values for telemetry, ``IMB_LATENCY`` cycles after the book, of
+    venue ``imb_venue`` as it was with that book (0 for a venue >= ``venues``): telemetry
+    shows one venue per message, so one divider pair serves them all. ``misalign``,
+    ``xv_status`` and ``misalign_max`` exist when ``venues >= 2``.
     """
 
     def __init__(self, venues=2):
@@ -432,13 +448,12 @@ class Signals(wiring.Component):
             return direction(shape if regs[name].count == 1 else
                              data.ArrayLayout(shape, regs[name].count))
 
-        members = {"book": In(BOOK_VIEW).array(venues), "tick": In(1)}
+        members = {"book": In(BOOK_VIEW).array(venues), "tick": In(1),
+                   "imb_venue": In(VENUE_BITS)}
         members.update({n: port(n, In) for n in VENUE_PARAMS})
         members.update({n: port(n, Out) for n in VENUE_OUTPUTS})
         members["sig_flags_set"] = port("sig_flags", Out)
-        imb = signed(IMB_FRAC + 1)
-        members.update({n: Out(imb if venues == 1 else data.ArrayLayout(imb, venues))
-                        for n in IMB_OUTPUTS})
+        members.update({n: Out(signed(IMB_FRAC + 1)) for n in IMB_OUTPUTS})
         if venues >= 2:
             members.update({n: port(n, In) for n in CROSS_PARAMS})
             members.update({n: port(n, Out) for n in CROSS_OUTPUTS})
@@ -465,7 +480,17 @@ class Signals(wiring.Component):
             m.d.comb += [self._at(getattr(self, n), i).eq(getattr(unit, n))
                          for n in VENUE_OUTPUTS]
             m.d.comb += self._at(self.sig_flags_set, i).eq(unit.sig_flags_set)
-            m.d.comb += [self._at(getattr(self, n), i).eq(getattr(unit, n)) for n in IMB_OUTPUTS]
+        # The imbalances of venue imb_venue: its operands (stage A) picked, then divided. The
+        # pick is decoded before its register, so an AND-OR of registers feeds the divider.
+        shown = [delay(m, self.imb_venue == i, f"imb_venue_a{i}") for i in range(len(units))]
+        for name in IMB_OUTPUTS:
+            ops = Signal(imb_operands(name), name=f"{name}_ops")   # 0 beyond the venues
+            m.d.comb += ops.eq(functools.reduce(operator.or_, (
+                Mux(hot, Value.cast(getattr(unit, _IMB_OPERANDS[name][0])), 0)
+                for hot, unit in zip(shown, units, strict=True))))
+            div = m.submodules[f"{name}_div"] = ImbalanceDivider(len(ops.mag), len(ops.den))
+            m.d.comb += [div.mag.eq(ops.mag), div.neg.eq(ops.neg), div.den.eq(ops.den),
+                         getattr(self, name).eq(div.q)]
         if self._venues >= 2:
             # Stage C of the cross-venue path: venue devs are registered at stage B.
             a, b = units[0], units[1]

@@ -155,8 +155,11 @@ class Engine(wiring.Component):
         def at(port, v):
             return port if self.venues == 1 else port[v]
 
+        # The signals divide the imbalances of the venue they show the message for.
+        venue_book = delay(m, msg.venue, "telem_venue_b", n=STATUS_LATENCY)
+        m.d.comb += signals.imb_venue.eq(venue_book)
         shown = STATUS_LATENCY + LATENCY              # the signal registers show the message
-        venue_now = delay(m, msg.venue, "telem_venue_s", n=shown)
+        venue_now = delay(m, venue_book, "telem_venue_s", n=LATENCY)
         now = Signal(TELEM.layout(), name="telem_now")
         with m.Switch(venue_now):
             for v in range(self.venues):
@@ -176,13 +179,8 @@ class Engine(wiring.Component):
         m.d.sync += self.telem.valid.eq(delay(m, accepted, "telem_valid", n=ready))
         m.d.sync += [getattr(out, k).eq(v) for k, v in tags.items()]
         m.d.sync += [getattr(out, name).eq(getattr(late, name)) for name in _TELEM_SIGNALS]
-        m.d.sync += [out.obi_touch.eq(0), out.obi_depth.eq(0)]
-        with m.Switch(tags["venue"]):
-            for v in range(self.venues):
-                with m.Case(v):
-                    m.d.sync += [getattr(out, field).eq(at(getattr(signals, port), v))
-                                 for field, port in zip(("obi_touch", "obi_depth"),
-                                                        IMB_OUTPUTS, strict=True)]
+        m.d.sync += [getattr(out, field).eq(getattr(signals, port)) for field, port in
+                     zip(("obi_touch", "obi_depth"), IMB_OUTPUTS, strict=True)]
 
     def _guard_and_quote(self, m, books, signals, guard, quoter, csr, cycle):
         """The guard watches books, signals and the quoter; its pull stops the quoter."""

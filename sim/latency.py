@@ -150,8 +150,10 @@ def measure(warm, measured, values=None, venues=2, levels=16, gap=GAP):
         for v in range(venues):
             for name in BOOK_OUTPUTS:
                 watched[f"book.{name}", v] = Value.cast(getattr(books.venue[v], name))
-            for name in (*VENUE_OUTPUTS, *IMB_OUTPUTS):
+            for name in VENUE_OUTPUTS:
                 watched[f"signals.{name}", v] = Value.cast(at(getattr(signals, name), v))
+        for name in IMB_OUTPUTS:      # the message's venue's
+            watched[f"signals.{name}", 0] = Value.cast(getattr(signals, name))
         if venues >= 2:
             for name in CROSS_OUTPUTS:
                 watched[f"signals.{name}", 0] = Value.cast(getattr(signals, name))

@@ -7,8 +7,8 @@ update comes first and the tick then samples the updated book. ``sigma`` follows
 gateware's sequential square root cycle for cycle: it lags ``sigma2`` after a tick (by at most
 ``SIGMA_LAG`` cycles) until ``sigma_fresh`` is set again (docs/signals.md). The volatility
 EWMAs take at most one sample every other cycle (:meth:`VenueSignalsModel.step`). The telemetry
-imbalances ``obi_touch_q`` / ``obi_depth_q`` are pure functions of the book; the gateware shows
-them ``IMB_LATENCY`` (not ``LATENCY``) cycles later.
+imbalances ``obi_touch_q`` / ``obi_depth_q`` are pure functions of the book, one venue's per
+cycle (``imb_venue``); the gateware shows them ``IMB_LATENCY`` (not ``LATENCY``) cycles later.
 """
 
 import math
@@ -209,13 +209,17 @@ class SignalsModel:
         self.units = [VenueSignalsModel() for _ in range(venues)]
         self.params = default_params(venues)
 
-    def step(self, books, tick=False):
-        """One cycle: ``books`` is one book-output dict per venue (see ``BOOK_FIELDS``)."""
+    def step(self, books, tick=False, imb_venue=0):
+        """One cycle: ``books`` is one book-output dict per venue (see ``BOOK_FIELDS``);
+        ``imb_venue`` picks the venue whose imbalances the ``IMB_OUTPUTS`` show (none, 0,
+        for one >= ``venues``)."""
         if len(books) != self.venues:
             raise ValueError(f"need {self.venues} book(s), not {len(books)}")
         outs = [unit.step(book, bool(tick), {n: self.params[n][i] for n in VENUE_PARAMS})
                 for i, (unit, book) in enumerate(zip(self.units, books, strict=True))]
         result = {"venues": outs}
+        result.update((port, outs[imb_venue][port] if imb_venue < self.venues else 0)
+                      for port in IMB_OUTPUTS)
         if self.venues >= 2:
             a, b = outs[0], outs[1]
             valid = a["dev_valid"] and b["dev_valid"]
@@ -242,9 +246,7 @@ def expected_ports(result, venues):
         elems = [pack(layout, o[key]) if isinstance(o[key], dict) else o[key] for o in outs]
         ports[port] = sum((e & ((1 << width) - 1)) << (i * width) for i, e in enumerate(elems))
     for port in IMB_OUTPUTS:
-        width = _width(port)
-        ports[port] = sum((o[port] & ((1 << width) - 1)) << (i * width)
-                          for i, o in enumerate(outs))
+        ports[port] = result[port] & ((1 << _width(port)) - 1)
     if venues >= 2:
         ports["misalign"] = result["misalign"] & ((1 << _width("misalign")) - 1)
         ports["xv_status"] = pack(port_layout("xv_status"), result["xv_status"])

@@ -2,7 +2,8 @@
 
 Inputs change at the falling edge; the outputs read at a falling edge are compared with the
 model's result for the inputs of ``LATENCY`` cycles before (the telemetry imbalance values:
-``IMB_LATENCY`` cycles before). The BBO fields (``EARLY_FIELDS``) and ``tick`` of a cycle's
+``IMB_LATENCY`` cycles before, of a venue picked at random with the depths, sometimes none).
+The BBO fields (``EARLY_FIELDS``) and ``tick`` of a cycle's
 inputs go in ``BBO_LEAD`` = 1 cycle ahead of its depths, ``updated`` and parameters.
 """
 
@@ -68,17 +69,18 @@ class SignalsBench(TB):
         # The inputs whose BBO and tick are in the block already: after reset its delayed
         # BBO holds an empty book without a tick.
         self.pending = ([dict(EMPTY_BOOK) for _ in range(VENUES)], False)
-        self._drive(self.books, False)
+        self._drive(self.books, False, 0)
 
     def _set(self, handle, key, value):
         if self.driven.get(key) != value:
             handle.value = value
             self.driven[key] = value
 
-    def _drive(self, books, tick):
-        """The depths, ``updated`` and parameters of the pending inputs; the BBO and tick of
-        ``books``, ``tick`` (the next cycle's)."""
+    def _drive(self, books, tick, imb_venue):
+        """The depths, ``updated``, parameters and ``imb_venue`` of the pending inputs; the
+        BBO and tick of ``books``, ``tick`` (the next cycle's)."""
         assert BBO_LEAD == 1
+        self._set(self.dut.imb_venue, "imb_venue", imb_venue)
         for i, (book, early) in enumerate(zip(self.pending[0], books, strict=True)):
             for f, handle in self.book_ports[i].items():
                 self._set(handle, (i, f), int((early if f in EARLY_FIELDS else book)[f]))
@@ -118,10 +120,11 @@ class SignalsBench(TB):
         """Check the outputs due now, then present one cycle of inputs: the rest of the
         pending ones and the BBO and tick of ``books``, ``tick``, which become pending."""
         self.check()
-        self._drive(books, tick)
+        imb_venue = self.rng.choice((*range(VENUES), VENUES, 255))
+        self._drive(books, tick, imb_venue)
         # ticks right after a volatility sample: no sample (at most one every other cycle)
         self.skipped += self.pending[1] and any(unit.sampled for unit in self.model.units)
-        self.expected.append(self.model.step(*self.pending))
+        self.expected.append(self.model.step(*self.pending, imb_venue))
         self.pending = ([dict(b) for b in books], tick)
         await FallingEdge(self.clk)
 

@@ -22,6 +22,7 @@ from obcore.hw.signals import (
     SHIFT_MAX,
     SIGMA_LAG,
     STATUS,
+    VENUE_BITS,
     VENUE_OUTPUTS,
     VENUE_PARAMS,
     WINDOW_MAX,
@@ -130,15 +131,19 @@ def _run_against_model(steps, venues=2):
 
     The BBO fields (``EARLY_FIELDS``) and ``tick`` of a step go in ``BBO_LEAD`` = 1 cycle
     before its depths, ``updated`` and parameters: a leading empty step (what the block's
-    delayed BBO holds after reset) comes first, so the model sees it too."""
+    delayed BBO holds after reset) comes first, so the model sees it too. The imbalances
+    shown go round every venue and two beyond (none shown)."""
     assert BBO_LEAD == 1
     dut, model = Signals(venues=venues), SignalsModel(venues=venues)
     checked = {"compares": 0, "fresh": 0}
     seq = [([dict(EMPTY_BOOK)] * venues, False, {}), *steps, *steps[-1:] * IMB_LATENCY]
+    shown = [*range(venues), venues, (1 << VENUE_BITS) - 1]
 
     async def bench(ctx):
         expected = []
         for cycle, (books, tick, params) in enumerate(seq):
+            imb_venue = shown[cycle % len(shown)]
+            ctx.set(dut.imb_venue, imb_venue)
             model.params.update(params)
             early_books, early_tick, _ = seq[min(cycle + 1, len(seq) - 1)]
             for i, (book, early) in enumerate(zip(books, early_books, strict=True)):
@@ -149,7 +154,7 @@ def _run_against_model(steps, venues=2):
                 if name in CROSS_PARAMS and venues < 2:
                     continue
                 ctx.set(Value.cast(getattr(dut, name)), packed(name, values))
-            expected.append(model.step(books, tick))
+            expected.append(model.step(books, tick, imb_venue))
             await ctx.tick()
             for ports, latency in ((OUTPUT_PORTS, LATENCY), (IMB_OUTPUTS, IMB_LATENCY)):
                 if not 0 <= cycle - latency + 1 <= len(steps) + 1:
