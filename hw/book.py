@@ -213,24 +213,27 @@ class BookSide(wiring.Component):
             from_left = Signal(name=f"from_left_{i}")    # the new level lands to my left
             from_right = Signal(name=f"from_right_{i}")  # the removed one is here or left
             take = Signal(name=f"take_{i}")              # ... or the new one lands here
-            source = Signal(self._level, name=f"source_{i}")
             with m.If(active):
                 m.d.comb += [from_left.eq(insert & lt[i - 1] if i else 0),
                              from_right.eq(remove & (lt[i] | eq[i])),
                              take.eq(from_left | from_right | (insert & lt[i]))]
-                with m.If(from_left):
-                    m.d.comb += source.eq(cells[i - 1])
-                with m.Elif(from_right):
-                    m.d.comb += source.eq(cells[i + 1] if i + 1 < cap else 0)
-                with m.Else():
-                    m.d.comb += source.eq(new)
                 with m.If(op == SideOp.CLEAR):
                     m.d.sync += cell.eq(0)
                 with m.Else():
+                    # The source is picked inside each enable, not as a signal of its own: the
+                    # same muxes, but the Verilated model picks only for a cell that changes.
+                    def move(fields, i=i, cell=cell, from_left=from_left, from_right=from_right):
+                        with m.If(from_left):
+                            m.d.sync += [cell[f].eq(cells[i - 1][f]) for f in fields]
+                        with m.Elif(from_right):
+                            m.d.sync += [cell[f].eq(cells[i + 1][f] if i + 1 < cap else 0)
+                                         for f in fields]
+                        with m.Else():
+                            m.d.sync += [cell[f].eq(new[f]) for f in fields]
                     with m.If(take):
-                        m.d.sync += [cell.price.eq(source.price), cell.valid.eq(source.valid)]
+                        move(("price", "valid"))
                     with m.If(take | (update & eq[i])):   # an update's source is ``new``
-                        m.d.sync += cell.size.eq(source.size)
+                        move(("size",))
 
         last = cells[cap - 1]
         with m.If(op == SideOp.CLEAR):
