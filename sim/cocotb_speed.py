@@ -42,13 +42,14 @@ def measure(msgs, build_root="build/cocotb", venues=2, levels=16):
     result = folder / "speed.json"
     result.unlink(missing_ok=True)
     runner = get_runner("verilator")
+    # The tools' output goes to logs, not to stdout, where `obcore bench` prints its markdown.
     runner.build(sources=[source], hdl_toplevel=TOP, build_dir=folder,
-                 build_args=VERILATOR_ARGS)
+                 build_args=VERILATOR_ARGS, log_file=folder / "build.log")
     runner.test(hdl_toplevel=TOP, test_module=__name__, build_dir=folder, test_dir=folder,
                 extra_env={"PYTHONPATH": os.pathsep.join(sys.path),
-                           "OBCORE_SPEED_DIR": str(folder)})
+                           "OBCORE_SPEED_DIR": str(folder)}, log_file=folder / "test.log")
     if not result.exists():
-        raise RuntimeError(f"the cocotb speed run wrote no result; see {folder}")
+        raise RuntimeError(f"the cocotb speed run wrote no result; see {folder}/test.log")
     return json.loads(result.read_text())
 
 
