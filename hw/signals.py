@@ -54,6 +54,11 @@ assert FRAC_BITS == REGISTERS["obi_depth_th"].fmt.frac_bits == REGISTERS[
     "depth_drop_th"].fmt.frac_bits
 IMB_LATENCY = 1 + IMB_STAGES   # book inputs -> obi_touch_q / obi_depth_q, cycles
 IMB_OUTPUTS = ("obi_touch_q", "obi_depth_q")
+WINDOW_MAX = int(REGISTERS["depth_window"].limits()[1])
+# The depth window the history read uses after reset: the register's reset value, clamped.
+WINDOW_RESET = min(max(to_fixed(REGISTERS["depth_window"], REGISTERS["depth_window"].reset), 1),
+                   WINDOW_MAX)
+assert WINDOW_MAX & (WINDOW_MAX - 1) == 0, "the depth history wraps as a power of two"
 # VenueSignals' port with each imbalance's operands, and their magnitude's bits (the
 # denominator has one more): from Vb, Va and from Db, Da.
 _IMB_OPERANDS = {"obi_touch_q": ("obi_touch_ops", QTY_BITS),
@@ -65,11 +70,6 @@ def imb_operands(name):
     ``mag`` = |num|, ``neg`` = num < 0, ``den`` >= ``mag`` (lots)."""
     bits = _IMB_OPERANDS[name][1]
     return data.StructLayout({"mag": bits, "neg": 1, "den": bits + 1})
-WINDOW_MAX = int(REGISTERS["depth_window"].limits()[1])
-# The depth window the history read uses after reset: the register's reset value, clamped.
-WINDOW_RESET = min(max(to_fixed(REGISTERS["depth_window"], REGISTERS["depth_window"].reset), 1),
-                   WINDOW_MAX)
-assert WINDOW_MAX & (WINDOW_MAX - 1) == 0, "the depth history wraps as a power of two"
 
 
 def _frac(*names):
