@@ -14,6 +14,7 @@ import numpy as np
 from ...hw.layouts import FEED_DTYPE, ORDER_DTYPE, feed_array
 from ..engine import RUN_DRAIN
 from ..toolchain import ensure_verilator
+from .fold import fold_registers
 
 __all__ = ["build_library", "NativeEngine", "cache_root"]
 
@@ -81,7 +82,7 @@ def build_library(verilog, trace=False, log=sys.stderr, pgo=False):
     the scenarios (:func:`_train`): about a tenth faster, twice the build time.
     """
     args = _VERILATOR_ARGS + (["--trace-fst"] if trace else [])
-    verilog = _wrap(verilog)
+    verilog = _wrap(fold_registers(verilog)[0])
     key = hashlib.sha256("\0".join([verilog, _CPP.read_text(), " ".join(args),
                                     _verilator_version(), "pgo" * pgo]).encode()).hexdigest()[:16]
     folder = cache_root() / key
