@@ -22,12 +22,13 @@ _CPP = Path(__file__).with_name("engine.cpp")
 # -O3 and no X pessimism: the gateware resets every register it reads (architecture.md).
 # The model is the wrapper (see _wrap), its C++ classes still named Vtop. The C++ compiler's
 # -O3 (rather than -O2) makes the engine a sixth faster; -march=native gains nothing
-# measurable and would tie a cached build to one CPU. -fno-dfg-peephole keeps the
-# gateware's "only when active" branches (hw/book.py): its peepholes turn
-# `if (active) x = f;` into `x = f & active`, evaluated every cycle (470k against 370k
-# messages/s; the book without the branches: 370k, 360k with the flag).
+# measurable and would tie a cached build to one CPU. -fno-dfg keeps the gateware's "only
+# when active" branches (hw/book.py): the DFG optimiser's peepholes turn `if (active) x = f;`
+# into `x = f & active`, evaluated every cycle (470k against 370k messages/s with only its
+# peepholes off), and on the folded registers (fold.py) the whole pass costs more than it
+# saves: 537k -> 600k messages/s without it, against -fno-dfg-peephole alone.
 _VERILATOR_ARGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal",
-                   "-fno-dfg-peephole",
+                   "-fno-dfg",
                    "--top-module", "simtop", "--prefix", "Vtop",
                    "-CFLAGS", "-fPIC -O3", "-LDFLAGS", "-shared"]
 # Profile-guided builds (build_library's pgo): instrumented, then optimised with the profile.
