@@ -1,5 +1,6 @@
 """Amaranth's registers folded into their clocked blocks for Verilator: same logic, no copies."""
 
+import collections
 import re
 
 __all__ = ["fold_registers"]
@@ -14,18 +15,22 @@ __all__ = ["fold_registers"]
 #     end
 #
 # and Verilator evaluates the combinational block every cycle: a copy into ``\$12`` and one
-# back for each register, changed or not (the native model's largest cost, docs/benchmarks.md).
+# back for each register, changed or not (the native model's largest cost, architecture.md).
 # Folded, the block's statements run at the edge with ``q <=`` for ``\$12 =``: the last
 # non-blocking assignment to a bit wins as the last blocking one did, a bit assigned by none
 # keeps its value as ``\$12 = q`` kept it, and every value read is the one before the edge, as
 # the combinational block read it. A block is folded only when that argument holds on its text:
 # it assigns nothing but the one next-state signal, first in whole, which has the register's
 # declared type and is read nowhere else. Anything else is left as it was.
-_FLOP = re.compile(r"^  always @\(posedge (\S+)\)\n    (\S+) <= (\S+) ;\n", re.M)
+_FLOP = re.compile(r"^  always @\(posedge (\S+)\)\n    (\S+)\s+<= (\S+) ;\n", re.M)
 _COMB = re.compile(r"^  always @\* begin\n(.*?)^  end\n", re.M | re.S)
 _TRIGGER = re.compile(r"\A    if \(\\\$auto\$verilog_backend\S* \) begin end\n")
 _LHS = re.compile(r"^\s*(\\\S+|[A-Za-z_][\w$]*)\s*(\[[^\]\n]*\])?\s*=(?!=)", re.M)
 _DECL = re.compile(r"^  reg ((?:signed )?(?:\[\d+:\d+\] )?)(\\\S+ |[A-Za-z_][\w$]*)[ =;]", re.M)
+
+
+# Every identifier: escaped ones run to the next space, simple ones are whole words.
+_IDENT = re.compile(r"\\\S+(?=\s)|(?<![\w$\\])[A-Za-z_][\w$]*")
 
 
 def _name(token):
@@ -38,6 +43,7 @@ def _name(token):
 def _fold_module(text):
     flops = {m.group(3): m for m in _FLOP.finditer(text)}
     types = {m.group(2).rstrip(): m.group(1) for m in _DECL.finditer(text)}
+    uses = collections.Counter(_IDENT.findall(text))
     edits = []
     for block in _COMB.finditer(text):
         body = _TRIGGER.sub("", block.group(1))
@@ -50,12 +56,13 @@ def _fold_module(text):
         if types.get(nxt) is None or types.get(nxt) != types.get(reg):
             continue
         # Its declaration, the flop's read and one occurrence per assignment: read nowhere else.
-        if len(re.findall(_name(nxt), text)) != 2 + len(targets):
+        if uses[nxt] != 2 + len(targets):
             continue
-        body = re.sub(r"\A    " + _name(nxt) + r"\s*= " + _name(reg) + r";\n", "", body)
+        body = re.sub(r"\A    " + _name(nxt) + r"\s*= " + _name(reg) + r"\s*;\n", "", body)
+        # `q [3:0]`, with a space: an escaped name would run into its slice.
         body = re.sub(r"^(\s*)" + _name(nxt) + r"\s*(\[[^\]\n]*\])?\s*=(?!=)",
-                      lambda m, reg=reg: f"{m.group(1)}{reg}{m.group(2) or ''} <=", body,
-                      flags=re.M)
+                      lambda m, reg=reg: f"{m.group(1)}{reg} {m.group(2) or ''}".rstrip() + " <=",
+                      body, flags=re.M)
         edits.append((block.start(), block.end(),
                       f"  always @(posedge {clock}) begin\n{body}  end\n"))
         edits.append((flop.start(), flop.end(), ""))

@@ -34,7 +34,7 @@ NEXT = """  always @* begin
 """
 FOLDED = """  always @(posedge clk) begin
     if (en) begin
-      q[3:0] <= d[3:0];
+      q [3:0] <= d[3:0];
     end
     if (rst) begin
       q <= 8'h00;
@@ -69,6 +69,34 @@ def test_a_partial_first_assignment_is_left_alone():
     # The block must start from a whole value: a bit it never assigned would differ.
     src = HEAD + NEXT.replace("    \\$1  = q;\n", "    \\$1 [7:4] = q[7:4];\n") + FLOP
     assert fold_registers(src + "endmodule\n") == (src + "endmodule\n", 0, 1)
+
+
+ESCAPED = """module top(clk, en, d);
+  input clk;
+  wire clk;
+  input en;
+  input [7:0] d;
+  reg [7:0] \\a.q  = 8'h00;
+  reg [7:0] \\$1 ;
+  always @(posedge clk)
+    \\a.q  <= \\$1 ;
+  always @* begin
+    \\$1  = \\a.q ;
+    if (en) begin
+      \\$1 [3:0] = d[3:0];
+    end
+  end
+endmodule
+"""
+
+
+def test_an_escaped_register_name_is_kept_apart_from_its_slice():
+    # Written `\\a.q[3:0]`, the slice would be part of the escaped name.
+    text, folded, found = fold_registers(ESCAPED)
+    assert (folded, found) == (1, 1)
+    assert ("  always @(posedge clk) begin\n    if (en) begin\n"
+            "      \\a.q [3:0] <= d[3:0];\n    end\n  end\n") in text
+    assert "\\$1  =" not in text and "<= \\$1" not in text
 
 
 def test_modules_are_folded_each_in_its_own_names():
