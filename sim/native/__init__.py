@@ -1,6 +1,7 @@
 """The engine top compiled by Verilator into a native library, driven from Python in batches."""
 
 import ctypes
+import fcntl
 import hashlib
 import os
 import re
@@ -88,23 +89,36 @@ def build_library(verilog, trace=False, log=sys.stderr, pgo=False):
                                     _verilator_version(), "pgo" * pgo]).encode()).hexdigest()[:16]
     folder = cache_root() / key
     lib = folder / "libengine.so"
-    if lib.exists():
+    if lib.exists():   # published by a rename once whole: never a half-written library
         return lib
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "top.v").write_text(verilog)
-    print(f"building the native model in {folder} (once per design; about a minute"
-          f"{', twice: profile-guided' if pgo else ''})...", file=log, flush=True)
-    t0 = time.monotonic()
-    if pgo:
-        _verilate(folder, lib, args + _PGO_GENERATE, trace)
-        subprocess.run([sys.executable, "-c", f"from {__name__} import _train; "
-                        f"_train({str(lib)!r})"], check=True)
-        for old in (folder / "obj").glob("*.[oa]"):   # make would keep them: flags are not deps
-            old.unlink()
-        lib.unlink()
-        args = args + _PGO_USE
-    _verilate(folder, lib, args, trace)
-    print(f"built in {time.monotonic() - t0:.0f} s", file=log, flush=True)
+    with open(folder / "build.lock", "w") as lock:
+        # One build per design: another process (a test worker, a second `obcore sim`)
+        # asking for it meanwhile waits here and then loads the library this one published.
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another process building the native model in {folder}...",
+                  file=log, flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if lib.exists():
+            return lib
+        (folder / "top.v").write_text(verilog)
+        print(f"building the native model in {folder} (once per design; about a minute"
+              f"{', twice: profile-guided' if pgo else ''})...", file=log, flush=True)
+        t0 = time.monotonic()
+        part = folder / "libengine.part.so"
+        if pgo:
+            _verilate(folder, part, args + _PGO_GENERATE, trace)
+            subprocess.run([sys.executable, "-c", f"from {__name__} import _train; "
+                            f"_train({str(part)!r})"], check=True)
+            for old in (folder / "obj").glob("*.[oa]"):   # make would keep them: flags are not deps
+                old.unlink()
+            part.unlink()
+            args = args + _PGO_USE
+        _verilate(folder, part, args, trace)
+        part.replace(lib)
+        print(f"built in {time.monotonic() - t0:.0f} s", file=log, flush=True)
     return lib
 
 
