@@ -36,6 +36,8 @@ _VERILATOR_ARGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "-Wno-fat
 _PGO_GENERATE = ["-CFLAGS", "-fprofile-generate -fprofile-update=single",
                  "-LDFLAGS", "-fprofile-generate"]
 _PGO_USE = ["-CFLAGS", "-fprofile-use -fprofile-partial-training -Wno-missing-profile"]
+_HEADER = re.compile(r"^module top\(([^)]*)\);", re.M)
+_SUBPROGRAM = re.compile(r"^\s*(function|task)\b.*?^\s*end\1\b", re.M | re.S)
 _PORT = re.compile(r"^\s*(input|output)\s+(?:reg\s+)?(\[\d+:\d+\]\s+)?\\?(\S+)\s*;", re.M)
 
 
@@ -57,9 +59,19 @@ def _wrap(verilog):
     Verilator evaluates logic fed by a model input twice per cycle (before and after the
     edge); fed by registers, once. engine.cpp loads each cycle's inputs before its edge.
     """
-    body = verilog[verilog.index("module top("):]
+    header = _HEADER.search(verilog)
+    if header is None:
+        raise ValueError("the Verilog has no `module top(...);` header")
+    body = verilog[header.end():]
     body = body[:body.index("endmodule")]
-    ports = _PORT.findall(body)
+    names = {name.strip() for name in header[1].split(",")}
+    # A function's or a task's arguments are declared like ports: not theirs.
+    body = _SUBPROGRAM.sub("", body)
+    ports = [port for port in _PORT.findall(body) if port[2] in names]
+    missing = names - {name for _, _, name in ports}
+    if missing or len(ports) != len(names):
+        raise ValueError(f"the ports of module top do not match their input/output "
+                         f"declarations: {sorted(missing) or 'a port declared twice'}")
     lines = ["module simtop(clk_in, " + ", ".join(name for _, _, name in ports) + ");",
              "  input clk_in;"]
     conns = []

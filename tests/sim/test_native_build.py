@@ -1,12 +1,16 @@
-"""The native model's build cache: one build per design, however many processes ask for it."""
+"""The native model's build: the wrapper around the top, and the cache (one build per design,
+however many processes ask for it)."""
 
 import io
+import re
+import subprocess
 import threading
 import time
 
 import pytest
 
 import obcore.sim.native as native
+from obcore.sim.toolchain import ensure_verilator
 
 VERILOG = "module top(clk, x);\n  input clk;\n  input x;\nendmodule\n"
 
@@ -63,3 +67,41 @@ def test_a_failed_build_publishes_nothing_and_the_next_request_builds(fake_build
     results, logs = [], []
     _ask(results, logs)
     assert results == [b"library"] and len(fake_build) == 1
+
+
+# A function inside the top declares `input`s like a port does; one of them shares a port's
+# name with another width.
+FUNCTION_TOP = """module top(clk, a, b, y);
+  input clk;
+  input [3:0] a;
+  input b;
+  output [3:0] y;
+  function [3:0] pick;
+    input [3:0] x;
+    input [7:0] b;
+    pick = b[0] ? x : 4'd0;
+  endfunction
+  assign y = pick(a, {7'd0, b});
+endmodule
+"""
+
+
+def test_the_wrapper_takes_the_ports_from_the_module_header(tmp_path):
+    wrapped = native._wrap(FUNCTION_TOP)
+    simtop = wrapped[wrapped.index("module simtop"):]
+    assert re.search(r"module simtop\(clk_in, (.*)\);", simtop)[1].split(", ") == \
+        ["clk", "a", "b", "y"]
+    assert "  input b;\n" in simtop and "[7:0] b" not in simtop and " x" not in simtop
+    # The wrapper elaborates: every port of top connected once, at its own width (the
+    # function's shadowing `b` is the case made on purpose).
+    (tmp_path / "w.v").write_text(wrapped)
+    ensure_verilator()
+    lint = subprocess.run(["verilator", "--lint-only", "-Wall", "-Wno-DECLFILENAME",
+                           "-Wno-UNUSEDSIGNAL", "-Wno-VARHIDDEN", "--top-module", "simtop", "w.v"],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stderr
+
+
+def test_the_wrapper_rejects_a_port_without_a_declaration():
+    with pytest.raises(ValueError, match=r"\['y'\]"):
+        native._wrap(FUNCTION_TOP.replace("  output [3:0] y;\n", ""))
