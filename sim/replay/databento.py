@@ -1,0 +1,263 @@
+"""Databento MBO records (DBN, plain or zstd) as native level updates, one per exchange event."""
+
+from decimal import Decimal
+
+import databento_dbn as dbn
+
+from ...hw.layouts import Side
+from ..model import SIZE_MAX
+from .base import Scale, Sequencer, Stats, Update
+
+__all__ = ["read_databento", "MARKETS", "DEFAULT_LOT"]
+
+# Default tick by the symbol's root (the CME product code, "ESH4" -> "ES"), in the price's
+# own units: the E-mini and Micro E-mini S&P 500 and Nasdaq-100 futures trade in 0.25 points
+# (the definition record of ESM4 in ../shared/data says min_price_increment 0.25).
+MARKETS = {"ES": "0.25", "MES": "0.25", "NQ": "0.25", "MNQ": "0.25"}
+DEFAULT_LOT = "1"       # contracts
+_MONTHS = "FGHJKMNQUVXZ"
+_ZSTD = b"\x28\xb5\x2f\xfd"
+_CHUNK = 1 << 20
+_SIDES = {"B": Side.BID, "A": Side.ASK}
+
+
+def _root(symbol):
+    """"ESH4" -> "ES" (month code and year digit off); other symbols unchanged."""
+    if len(symbol) > 2 and symbol[-2] in _MONTHS and symbol[-1].isdigit():
+        return symbol[:-2]
+    return symbol
+
+
+def _records(path):
+    """``(record number from 0, record)`` of a DBN file, decoded a chunk at a time; the
+    file's metadata first, numbered None."""
+    with open(path, "rb") as fh:
+        zstd = fh.read(4) == _ZSTD
+        fh.seek(0)
+        decoder = dbn.DBNDecoder(compression=dbn.Compression.ZSTD if zstd
+                                 else dbn.Compression.NONE)
+        number = -1
+        try:
+            while chunk := fh.read(_CHUNK):
+                decoder.write(chunk)
+                for record in decoder.decode():
+                    if isinstance(record, dbn.Metadata):
+                        yield None, record
+                    else:
+                        number += 1
+                        yield number, record
+        except dbn.DBNError as exc:
+            raise ValueError(f"{path}: record {number + 1}: not DBN data ({exc})") from None
+        if decoder.buffer():
+            raise ValueError(f"{path}: record {number + 1}: truncated file "
+                             f"({len(decoder.buffer())} bytes of an incomplete record)")
+
+
+class _Book:
+    """The instrument's orders and the level sizes they add up to, in ticks and lots."""
+
+    def __init__(self):
+        self.orders = {}                  # order id -> (side, ticks, lots)
+        self.levels = ({}, {})            # per side: ticks -> lots
+        self.touched = (set(), set())     # per side: prices changed in the current event
+
+    def add(self, oid, side, price, lots):
+        if oid in self.orders:
+            return f"add of order {oid}, which is already in the book"
+        self.orders[oid] = (side, price, lots)
+        self._level(side, price, lots)
+        return None
+
+    def cancel(self, oid, lots):
+        if oid not in self.orders:
+            return f"cancel of order {oid}, which is not in the book"
+        side, price, held = self.orders[oid]
+        if lots > held:
+            return f"cancel of {lots} lots of order {oid}, which holds {held}"
+        if lots == held:
+            del self.orders[oid]
+        else:
+            self.orders[oid] = (side, price, held - lots)
+        self._level(side, price, -lots)
+        return None
+
+    def modify(self, oid, side, price, lots):
+        if oid not in self.orders:
+            return f"modify of order {oid}, which is not in the book"
+        old_side, old_price, held = self.orders.pop(oid)
+        self._level(old_side, old_price, -held)
+        if lots:
+            self.orders[oid] = (side, price, lots)
+            self._level(side, price, lots)
+        return None
+
+    def clear(self):
+        for side, levels in enumerate(self.levels):
+            self.touched[side].update(levels)
+            levels.clear()
+        self.orders.clear()
+
+    def _level(self, side, price, lots):
+        levels = self.levels[side]
+        total = levels.get(price, 0) + lots
+        if total:
+            levels[price] = total
+        else:
+            del levels[price]
+        self.touched[side].add(price)
+
+    def changes(self, where):
+        """The touched levels' sizes now (0: gone), per side; forgets the touches."""
+        out = []
+        for side, levels in enumerate(self.levels):
+            out.append([(p, _lots(levels.get(p, 0), where)) for p in sorted(self.touched[side])])
+            self.touched[side].clear()
+        return out
+
+    def sides(self, where):
+        """Every level, best first: ``(bids, asks)``."""
+        bids, asks = (sorted(levels.items(), reverse=side == Side.BID)
+                      for side, levels in enumerate(self.levels))
+        return ([(p, _lots(q, where)) for p, q in bids], [(p, _lots(q, where)) for p, q in asks])
+
+
+def _lots(total, where):
+    if not 0 <= total <= SIZE_MAX:
+        raise ValueError(f"{where}: a level adds up to {total} lots, outside 0..{SIZE_MAX} "
+                         f"(choose another --lot)")
+    return total
+
+
+def read_databento(paths, tick=None, lot=None, venue=0, stats=None):
+    """Stream updates from Databento MBO files (order by order, e.g. CME Globex MDP 3.0);
+    several paths continue one book (each file's snapshot replaces it).
+
+    The orders are kept here and each exchange event (the records up to one flagged
+    ``F_LAST``) becomes one update with the net change of every level it touched
+    (``exch_seq`` = the event's ``sequence``, ``ts_ns`` = its ``ts_event``). A run of
+    ``F_SNAPSHOT`` records is one ``"snapshot"`` update of the whole book (``ts_ns`` = its
+    ``ts_recv``: the orders' own times are when they were entered); an event with a clear
+    (``R``) is a ``"clear"`` update, the book it leaves as a snapshot. Add, cancel (``size``
+    lots off the order) and modify (the order's new price and size) change the book; a
+    trade (``T``) becomes a TRADE on the aggressor's side. Fills (``F``, the resting orders'
+    side of a trade: the book change follows as a cancel or modify), side-less trades,
+    ``N`` records, non-MBO records and other instruments than the first MBO record's are
+    counted in ``stats.ignored``. An order record that does not fit the book (a cancel of an
+    unknown order, ...) is a ``"gap"`` update (a CLEAR, reported through ``stats``); events
+    are then ``"unsynced"`` until the next snapshot or clear, as before the first one; a
+    snapshot that does not fit is an error. ``tick`` defaults by the symbol's root
+    (:data:`MARKETS`), ``lot`` to 1.
+    """
+    state = _Replay(venue, Stats() if stats is None else stats)
+    for path in paths:
+        symbols, where = [], str(path)
+        for number, rec in _records(path):
+            where = f"{path}: record {number}"
+            if number is None:
+                symbols = rec.symbols
+            elif not isinstance(rec, dbn.MBOMsg) or state.instrument not in (
+                    None, rec.instrument_id):
+                state.stats.ignored += 1
+            else:
+                if state.instrument is None:
+                    state.instrument = rec.instrument_id
+                    state.scale = _scale(symbols, tick, lot, where)
+                yield from state.feed(rec, where)
+        if state.records:       # a file ending inside an event or a snapshot: what it holds
+            yield state.close(where)
+
+
+class _Replay:
+    """The replay's state across files: the book, whether it is known, the open event."""
+
+    def __init__(self, venue, stats):
+        self.venue, self.stats, self.seq, self.book = venue, stats, Sequencer(venue), _Book()
+        self.instrument = self.scale = None
+        self.synced = self.in_snapshot = self.cleared = False
+        self.records = []       # of the open event or snapshot
+
+    def feed(self, rec, where):
+        """The updates ``rec`` completes (none, one, or a snapshot's end and one)."""
+        snapshot = bool(rec.flags & dbn.F_SNAPSHOT)
+        if self.in_snapshot and not snapshot:     # the snapshot ended with its last record
+            yield self.close(where)
+        if snapshot and not self.in_snapshot:
+            self.book, self.in_snapshot, self.synced = _Book(), True, True
+        self.records.append(rec)
+        if rec.action == "R":
+            self.synced = self.cleared = True      # an empty book, known from here
+        problem = _apply(self.book, rec, self.scale, where) if self.synced else None
+        if problem is not None:
+            if self.in_snapshot:
+                raise ValueError(f"{where}: snapshot record: {problem}")
+            self.stats.gap(where, f"{problem}; waiting for a snapshot or clear")
+            self.book, self.synced, self.cleared, self.records = _Book(), False, False, []
+            yield Update(self.venue, rec.sequence, rec.ts_event, "gap", tuple(self.seq.gap()),
+                         where)
+        elif rec.flags & dbn.F_LAST:
+            yield self.close(where)
+
+    def close(self, where):
+        """The update of the open event or snapshot."""
+        records, self.records = self.records, []
+        last = records[-1]
+        if not self.synced:
+            self.stats.unsynced += 1
+            return Update(self.venue, last.sequence, last.ts_event, "unsynced", (), where)
+        if self.in_snapshot or self.cleared:
+            kind = "snapshot" if self.in_snapshot else "clear"
+            messages = self.seq.snapshot(*self.book.sides(where))
+            self.book.changes(where)        # the snapshot carries every level
+            self.in_snapshot = self.cleared = False
+        else:
+            kind = "event"
+            messages = self.seq.changes(*self.book.changes(where))
+        for rec in records:
+            if rec.action == "T" and str(rec.side) in _SIDES:
+                messages += self.seq.trade(_SIDES[str(rec.side)], _price(rec, self.scale, where),
+                                           self.scale.size(str(rec.size), where))
+                kind = "trade" if kind == "event" else kind
+            elif rec.action in ("T", "F", "N"):
+                self.stats.ignored += 1
+        # A snapshot's time is when it was taken; its orders' ts_event, when they were entered.
+        ts = last.ts_recv if kind == "snapshot" else last.ts_event
+        return Update(self.venue, last.sequence, ts, kind, tuple(messages), where)
+
+
+def _scale(symbols, tick, lot, where):
+    if tick is None:
+        roots = {_root(s) for s in symbols}
+        if len(roots) != 1 or not roots <= MARKETS.keys():
+            raise ValueError(f"{where}: no default tick for symbol(s) {sorted(symbols)} (known: "
+                             f"{', '.join(MARKETS)}); give --tick in the price's units, "
+                             f"e.g. 0.25 for ES")
+        tick = MARKETS[roots.pop()]
+    return Scale(tick, DEFAULT_LOT if lot is None else lot)
+
+
+def _price(rec, scale, where):
+    if rec.price == (1 << 63) - 1:
+        raise ValueError(f"{where}: {rec.action!s} record without a price")
+    return scale.price(str(Decimal(rec.price).scaleb(-9)), where)
+
+
+def _apply(book, rec, scale, where):
+    """Apply one record to ``book``; the reason it cannot be, or None."""
+    action = str(rec.action)
+    if action == "R":
+        book.clear()
+        return None
+    if action not in "ACM":
+        return None
+    side = _SIDES.get(str(rec.side))
+    if side is None:
+        raise ValueError(f"{where}: {action} record of order {rec.order_id} without a side")
+    lots = scale.size(str(rec.size), where)
+    if action == "C":
+        return book.cancel(rec.order_id, lots)
+    price = _price(rec, scale, where)
+    if action == "A":
+        if not lots:
+            raise ValueError(f"{where}: add of order {rec.order_id} with size 0")
+        return book.add(rec.order_id, side, price, lots)
+    return book.modify(rec.order_id, side, price, lots)
