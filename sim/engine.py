@@ -1,9 +1,10 @@
 """Engines behind one interface: the Verilated gateware, or the reference model in Python.
 
 An engine has ``regmap``, ``read(addr)`` / ``write(addr, word)`` for 32-bit bus words,
-``run(msgs) -> (obs, orders)`` for a ``FEED_DTYPE`` batch (one ``OBS_DTYPE`` record per
-message, in order; ``last_telemetry`` then holds one ``TELEM_DTYPE`` record per message and
-``last_order_cycles`` the cycle each order left), ``cycle``, ``reset()`` and ``close()``. The
+``run(msgs, idle=0, pauses=None) -> (obs, orders)`` for a ``FEED_DTYPE`` batch (one
+``OBS_DTYPE`` record per message, in order; ``last_telemetry`` then holds one ``TELEM_DTYPE``
+record per message and ``last_order_cycles`` the cycle each order left; ``pauses``: idle
+cycles after each message, :func:`pause_array`), ``cycle``, ``reset()`` and ``close()``. The
 simulation server, replay and the benchmarks take either, so the reference model is a drop-in
 check of the hardware. An engine may add ``read_many(addrs)`` / ``write_many(pairs)``: the same
 bus cycles as a ``read``/``write`` each, in one call (the native engine has them).
@@ -36,7 +37,7 @@ from .model import BookModel, malformed
 from .quoter_model import QuoterModel
 from .signals_model import SignalsModel, pack
 
-__all__ = ["ModelEngine", "open_engine", "ENGINES", "RUN_DRAIN"]
+__all__ = ["ModelEngine", "open_engine", "pause_array", "ENGINES", "RUN_DRAIN"]
 
 ENGINES = ("verilator", "model")
 # Cycles every engine clocks after a batch's last message so its observations and telemetry
@@ -45,6 +46,23 @@ ENGINES = ("verilator", "model")
 # per message and write and READ_LATENCY per read, every engine counts alike.
 DRAIN_SPARE = 2
 RUN_DRAIN = max(OBS_LATENCY, TELEM_LATENCY) + DRAIN_SPARE
+PAUSE_MAX = (1 << 32) - 1
+
+
+def pause_array(pauses, n):
+    """``pauses`` (None, or one count per message: the cycles without a message clocked right
+    after it, before the next; 0 .. 2^32-1) as a ``uint32`` array of ``n``, or None."""
+    if pauses is None:
+        return None
+    raw = np.asarray(pauses)
+    if raw.shape != (n,) or not (raw.size == 0 or np.issubdtype(raw.dtype, np.integer)):
+        raise ValueError(f"pauses must be {n} integers, one per message, not {raw.dtype} "
+                         f"{raw.shape}")
+    if raw.size and (raw.min() < 0 or raw.max() > PAUSE_MAX):
+        raise ValueError(f"pauses must be 0..{PAUSE_MAX} cycles, not {raw.min()}..{raw.max()}")
+    return np.ascontiguousarray(raw, dtype=np.uint32)
+
+
 _COUNTERS = (("msg_count", "msgs"), ("gap_count", "gaps"), ("missing_count", "missing"),
              ("crossed_count", "crossed"), ("capacity_count", "capacity"))
 _BBO = ("best_bid", "best_ask", "best_bid_qty", "best_ask_qty", "valid", "synced", "exact")
@@ -289,25 +307,31 @@ class ModelEngine:
 
     # Batches.
 
-    def run(self, msgs, idle=0):
-        """Feed ``msgs`` one per cycle, then ``RUN_DRAIN + idle`` idle cycles; see the module
-        doc. Orders that left during bus accesses since the last run come first."""
+    def run(self, msgs, idle=0, pauses=None):
+        """Feed ``msgs`` one per cycle, each followed by its ``pauses`` idle cycles (none by
+        default), then ``RUN_DRAIN + idle`` idle cycles; see the module doc. Orders that left
+        during bus accesses since the last run come first."""
         names = FEED.dtype().names
         obs = np.zeros(len(msgs), dtype=OBS_DTYPE)
         results, orders = [], self._held
         self._held = []
         rows = np.asarray(msgs).tolist()
-        for i, row in enumerate(rows):
-            msg = dict(zip(names, row, strict=True))
+        pauses = pause_array(pauses, len(rows))
+        gaps = [0] * len(rows) if pauses is None else pauses.tolist()
+
+        def step(msg):
             at = self.cycle
-            word, obs[i] = self._step(msg, results)
+            word, rec = self._step(msg, results)
             if word is not None:
                 orders.append((word, at))
+            return rec
+
+        for i, (row, gap) in enumerate(zip(rows, gaps, strict=True)):
+            obs[i] = step(dict(zip(names, row, strict=True)))
+            for _ in range(gap):
+                step(None)
         for _ in range(RUN_DRAIN + idle):
-            at = self.cycle
-            word, _ = self._step(None, results)
-            if word is not None:
-                orders.append((word, at))
+            step(None)
         self.last_telemetry = self._telemetry(rows, obs, results)
         self.last_order_cycles = np.array([at for _, at in orders], dtype=np.uint64)
         out = np.zeros(len(orders), dtype=ORDER_DTYPE)

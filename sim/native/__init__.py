@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ...hw.layouts import FEED_DTYPE, ORDER_DTYPE, feed_array
-from ..engine import RUN_DRAIN
+from ..engine import RUN_DRAIN, pause_array
 from ..toolchain import ensure_verilator
 from .fold import fold_registers
 
@@ -163,7 +163,7 @@ def _train(lib):
     orders = np.zeros((4 * n + 64) * ORDER_DTYPE.itemsize, np.uint8)
     cycles = np.zeros(4 * n + 64, np.uint64)
     counts = (ctypes.c_uint64 * 2)()
-    dll.ob_run(h, _bytes(msgs), ctypes.c_uint64(n), ctypes.c_uint32(RUN_DRAIN), _bytes(obs),
+    dll.ob_run(h, _bytes(msgs), None, ctypes.c_uint64(n), ctypes.c_uint32(RUN_DRAIN), _bytes(obs),
                _bytes(telem), ctypes.c_uint64(n), _bytes(orders), _bytes(cycles),
                ctypes.c_uint64(len(cycles)), ctypes.byref(counts, 0), ctypes.byref(counts, 8))
     dll.ob_free(h)
@@ -218,8 +218,8 @@ class NativeEngine:
                                                                      u64, u64]),
             ("ob_read_many", None, [vp, u32p, u64, u32p]),
             ("ob_write_many", None, [vp, u32p, u32p, u64]),
-            ("ob_run", u64, [vp, u8p, u64, u32, u8p, u8p, u64, u8p, ctypes.POINTER(u64), u64,
-                             ctypes.POINTER(u64), ctypes.POINTER(u64)]),
+            ("ob_run", u64, [vp, u8p, u32p, u64, u32, u8p, u8p, u64, u8p, ctypes.POINTER(u64),
+                             u64, ctypes.POINTER(u64), ctypes.POINTER(u64)]),
         ):
             fn = getattr(lib, name)
             fn.restype, fn.argtypes = res, argt
@@ -283,9 +283,11 @@ class NativeEngine:
                                   last_cycle + self._cycle0):
             raise RuntimeError("this native model was built without FST tracing")
 
-    def run(self, msgs, max_orders=None, telemetry=True, idle=0):
-        """Feed ``msgs`` (a ``FEED_DTYPE`` array) one per cycle; drain the pipeline, then
-        ``idle`` more cycles without a message (time for a book's ladder refill).
+    def run(self, msgs, max_orders=None, telemetry=True, idle=0, pauses=None):
+        """Feed ``msgs`` (a ``FEED_DTYPE`` array) one per cycle, each followed by its
+        ``pauses`` cycles without a message (:func:`~obcore.sim.engine.pause_array`; none by
+        default); drain the pipeline, then ``idle`` more cycles without a message (time for a
+        book's ladder refill).
 
         Returns ``(obs, orders)``: one observation per accepted message (``obs_dtype``) and the
         orders emitted meanwhile (``ORDER_DTYPE``). ``last_order_cycles`` then holds the cycle
@@ -297,11 +299,20 @@ class NativeEngine:
         n = len(msgs)
         obs = np.zeros(n, dtype=self.obs_dtype)
         telem = np.zeros(n, dtype=self.telem_dtype) if telemetry else None
-        cap = max_orders if max_orders is not None else 4 * n + 64 + self._lib.ob_held(self._h)
+        pauses = pause_array(pauses, n)
+        # Room for every order, so the stream is never back-pressured: 4 per message and 64
+        # per drain, as many again per pause (a pause is a drain in the middle of the batch).
+        cap = 4 * n + 64 + self._lib.ob_held(self._h)
+        if pauses is not None:
+            cap += int(pauses.sum(dtype=np.uint64)) + 64 * int(np.count_nonzero(pauses))
+        cap = cap if max_orders is None else max_orders
         orders = np.zeros(cap, dtype=ORDER_DTYPE)
         cycles = np.zeros(cap, dtype=np.uint64)
         n_telem, n_orders = ctypes.c_uint64(0), ctypes.c_uint64(0)
-        got = self._lib.ob_run(self._h, _bytes(msgs), n, RUN_DRAIN + idle, _bytes(obs),
+        got = self._lib.ob_run(self._h, _bytes(msgs),
+                               None if pauses is None else pauses.ctypes.data_as(
+                                   ctypes.POINTER(ctypes.c_uint32)),
+                               n, RUN_DRAIN + idle, _bytes(obs),
                                _bytes(telem) if telemetry else None, n, _bytes(orders),
                                cycles.ctypes.data_as(ctypes.POINTER(ctypes.c_uint64)), cap,
                                ctypes.byref(n_telem), ctypes.byref(n_orders))

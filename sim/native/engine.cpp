@@ -172,21 +172,25 @@ void ob_reset(void* h, uint32_t cycles) {
 }
 
 // Run one batch: offer `n` messages (ob_feed_bytes() each) one per cycle as the top accepts
-// them, then clock `drain` more cycles. Orders that left during register accesses since the
+// them, then clock `drain` more cycles. `pause` (null: none) holds per message the cycles
+// without a message clocked right after it is accepted, before the next is offered: updates
+// each followed by its own gap in one call, the cycles one call per update would clock.
+// Orders that left during register accesses since the
 // last run are reported first. Observations go to `obs` and telemetry records to
 // `telem` (room for `cap` each; one per accepted message, so n is enough; `telem` may be
 // null: not recorded) and orders to `orders`, with the cycle each left the engine in
 // `order_cycles`: when that buffer is full the order stream is back-pressured, so no order
 // is lost. Returns the number of observations (more than cap means some were not stored);
 // the telemetry and order counts go to *n_telem and *n_orders.
-uint64_t ob_run(void* h, const uint8_t* msgs, uint64_t n, uint32_t drain, uint8_t* obs,
+uint64_t ob_run(void* h, const uint8_t* msgs, const uint32_t* pause, uint64_t n,
+                uint32_t drain, uint8_t* obs,
                 uint8_t* telem, uint64_t cap, uint8_t* orders, uint64_t* order_cycles,
                 uint64_t orders_cap, uint64_t* n_telem, uint64_t* n_orders) {
     Engine* e = static_cast<Engine*>(h);
     Vtop* t = e->top;
     const uint64_t fb = sizeof(t->feed___05Fpayload), ob = sizeof(t->obs___05Fpayload),
                    tb = sizeof(t->telem___05Fpayload), rb = sizeof(t->orders___05Fpayload);
-    uint64_t sent = 0, got = 0, tels = 0, ords = 0, idle = 0;
+    uint64_t sent = 0, got = 0, tels = 0, ords = 0, idle = 0, gap = 0;
     // Orders held from bus accesses come first (the buffer has room: the caller sizes it).
     for (size_t i = 0; i < e->held_cycles.size() && ords < orders_cap; i++) {
         order_cycles[ords] = e->held_cycles[i];
@@ -196,12 +200,15 @@ uint64_t ob_run(void* h, const uint8_t* msgs, uint64_t n, uint32_t drain, uint8_
     e->held_cycles.clear();
     // Set the next cycle's inputs; false (and the idle inputs) when the batch is done.
     auto plan = [&]() {
-        if (sent >= n && idle >= drain) {
+        if (sent >= n && gap == 0 && idle >= drain) {
             t->feed___05Fvalid = 0;
             t->orders___05Fready = 1;   // register accesses never stall the order stream
             return false;
         }
-        if (sent < n) {
+        if (gap) {
+            t->feed___05Fvalid = 0;
+            gap--;
+        } else if (sent < n) {
             t->feed___05Fvalid = 1;
             put_words(t->feed___05Fpayload, msgs + sent * fb);
         } else {
@@ -228,6 +235,7 @@ uint64_t ob_run(void* h, const uint8_t* msgs, uint64_t n, uint32_t drain, uint8_
             order_cycles[ords] = e->cycle;
             get_words(orders + ords++ * rb, t->orders___05Fpayload);
         }
+        if (accept && pause) gap = pause[sent];
         if (accept) sent++;
         more = plan();
         e->edge(true);

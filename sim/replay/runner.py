@@ -4,6 +4,7 @@ import numpy as np
 
 from ...control.registers import Registers
 from ...hw.layouts import OBS_DTYPE, TELEM_DTYPE, ObsStatus, feed_array
+from ..engine import RUN_DRAIN
 
 __all__ = ["replay", "counters", "BATCH", "COUNTERS", "SIGNALS"]
 
@@ -40,29 +41,40 @@ def replay(updates, engine, batch=BATCH, signals=False, idle=0):
     venue's latest telemetry record (after the update's last message on it; a TICK's record
     counts for venue 0), all 0 before its first.
 
-    ``idle`` > 0 runs each update on its own, followed by ``RUN_DRAIN + idle`` cycles without
-    a message (time for a book with price ladders to refill, as the real gaps between
-    updates give it); the outputs are still those of the update's last message.
+    ``idle`` > 0 follows each update with ``RUN_DRAIN + idle`` cycles without a message (time
+    for a book with price ladders to refill, as the real gaps between updates give it): the
+    cycles of one ``run(update, idle=idle)`` per update, in batches all the same (a pause
+    after each update's last message, the run's drain after the batch's); the outputs are
+    still those of the update's last message.
     """
     state = {"obs": {}, "telem": {}}
     pending, messages = [], []
     for update in updates:
-        if idle:
-            yield from _drain(engine, [update], list(update.messages), state, signals, idle)
-            continue
         pending.append(update)
         messages += update.messages
         if len(messages) >= batch:
-            yield from _drain(engine, pending, messages, state, signals)
+            yield from _drain(engine, pending, messages, state, signals, idle)
             pending, messages = [], []
-    yield from _drain(engine, pending, messages, state, signals)
+    yield from _drain(engine, pending, messages, state, signals, idle)
+
+
+def _pauses(pending, n, idle):
+    """Per message: ``RUN_DRAIN + idle`` after each update's last but the batch's last."""
+    pauses = np.zeros(n, np.uint32)
+    ends = np.cumsum([len(u.messages) for u in pending])
+    ends = np.unique(ends[(ends > 0) & (ends < n)])
+    pauses[ends - 1] = RUN_DRAIN + idle
+    return pauses
 
 
 def _drain(engine, pending, messages, state, signals, idle=0):
     if not messages:
         obs = np.zeros(0, OBS_DTYPE)
+    elif idle:
+        obs = engine.run(feed_array(messages), idle=idle,
+                         pauses=_pauses(pending, len(messages), idle))[0]
     else:
-        obs = engine.run(feed_array(messages), **({"idle": idle} if idle else {}))[0]
+        obs = engine.run(feed_array(messages))[0]
     records, i = obs.tolist(), 0
     telem = engine.last_telemetry.tolist() if signals and messages else []
     venue_at, status_at = _FIELDS["venue"], _FIELDS["status"]
