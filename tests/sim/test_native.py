@@ -9,7 +9,14 @@ import pytest
 
 from obcore.hw.layouts import OBS_DTYPE, TELEM, FeedKind, ObsStatus, OrderKind, Side, feed_array
 from obcore.hw.signals import IMB_MAX, STATUS
-from obcore.sim.engine import RUN_DRAIN, ModelEngine, _engine_design, open_engine
+from obcore.sim.engine import (
+    RUN_DRAIN,
+    ModelEngine,
+    _convert,
+    _engine_design,
+    _sources_digest,
+    open_engine,
+)
 from obcore.sim.fills import OwnQuotes
 from obcore.sim.replay import read_binance, read_lobster
 from obcore.sim.replay.base import with_ticks
@@ -402,9 +409,57 @@ def test_bulk_writes_are_single_writes_cycle_for_cycle(native):
 def test_design_conversion_leaves_no_cyclic_garbage():
     """The Verilog conversion's ~1M objects in reference cycles are collected before the
     design is handed out, not in a later, random 0.5 s garbage collection (a paced server)."""
+    from obcore.hw.top import Engine
+
+    top = Engine(venues=1, levels=3, capacity=None)
     gc.collect()                        # earlier tests' garbage
-    _engine_design(1, 3, None, None)    # a configuration no other test converts
+    _convert(top)
     assert gc.collect() < 10_000
+
+
+def test_converted_verilog_is_kept_per_sources_and_parameters(tmp_path, monkeypatch):
+    """A second process (here: the per-process cache cleared) reads the Verilog the first
+    converted; other sources or parameters convert anew."""
+    import obcore.sim.engine as engine_module
+
+    monkeypatch.setenv("OBCORE_BUILD", str(tmp_path))
+    _engine_design.cache_clear()
+    _, text = _engine_design(1, 3, None)
+    assert text.count("module top(") == 1
+
+    def refuse(top):
+        top._MustUse__used = True       # not elaborated on purpose: no Amaranth warning
+        raise AssertionError("converted again")
+    monkeypatch.setattr(engine_module, "_convert", refuse)
+    _engine_design.cache_clear()
+    assert _engine_design(1, 3, None)[1] == text
+    _engine_design.cache_clear()
+    with pytest.raises(AssertionError, match="converted again"):
+        _engine_design(1, 4, None)
+    monkeypatch.setattr(engine_module, "_sources_key", lambda: "an edited gateware")
+    _engine_design.cache_clear()
+    with pytest.raises(AssertionError, match="converted again"):
+        _engine_design(1, 3, None)
+    _engine_design.cache_clear()
+
+
+def test_sources_digest_follows_every_file(tmp_path):
+    (tmp_path / "hw").mkdir()
+    (tmp_path / "sim" / "sub").mkdir(parents=True)
+    (tmp_path / "hw" / "a.py").write_text("A = 1\n")
+    (tmp_path / "sim" / "sub" / "b.py").write_text("B = 2\n")
+    (tmp_path / "hw" / "notes.txt").write_text("not a source")
+    seen = {_sources_digest(tmp_path, ("hw", "sim"))}
+    (tmp_path / "hw" / "notes.txt").write_text("still not a source")
+    assert _sources_digest(tmp_path, ("hw", "sim")) in seen
+    for step in (lambda: (tmp_path / "sim" / "sub" / "b.py").write_text("B = 3\n"),
+                 lambda: (tmp_path / "hw" / "c.py").write_text(""),
+                 lambda: (tmp_path / "hw" / "c.py").rename(tmp_path / "hw" / "d.py"),
+                 lambda: (tmp_path / "sim" / "sub" / "b.py").unlink()):
+        step()
+        digest = _sources_digest(tmp_path, ("hw", "sim"))
+        assert digest not in seen
+        seen.add(digest)
 
 
 def _armed_start(engine, msgs):
