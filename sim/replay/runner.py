@@ -21,14 +21,18 @@ _TELEM = [TELEM_DTYPE.names.index(name) for name in SIGNALS]
 _TELEM_VENUE = TELEM_DTYPE.names.index("venue")
 # A venue no message has reached yet: the engine's reset state (empty, exact, synced).
 _RESET = {**dict.fromkeys(_BOOK, 0), "valid": False, "exact": True, "synced": True}
+# The status bits as plain ints: an IntFlag operation costs a microsecond, and replay does
+# four per update.
+_APPLIED, _VALID, _EXACT, _SYNCED = (int(f) for f in (ObsStatus.APPLIED, ObsStatus.VALID,
+                                                       ObsStatus.EXACT, ObsStatus.SYNCED))
 
 
 def _outputs(record):
     """A venue's outputs from its latest applied observation (a tuple of OBS fields)."""
     status = record[_FIELDS["status"]]
     return {**{name: record[_FIELDS[name]] for name in _BOOK},
-            "valid": bool(status & ObsStatus.VALID), "exact": bool(status & ObsStatus.EXACT),
-            "synced": bool(status & ObsStatus.SYNCED)}
+            "valid": bool(status & _VALID), "exact": bool(status & _EXACT),
+            "synced": bool(status & _SYNCED)}
 
 
 def replay(updates, engine, batch=BATCH, signals=False, idle=0):
@@ -82,7 +86,7 @@ def _drain(engine, pending, messages, state, signals, idle=0):
     for update in pending:
         end = i + len(update.messages)
         for record in records[i:end]:
-            if record[status_at] & ObsStatus.APPLIED:
+            if record[status_at] & _APPLIED:
                 latest[record[venue_at]] = record
         for record in telem[i:end]:
             values[record[_TELEM_VENUE]] = record
