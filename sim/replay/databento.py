@@ -141,12 +141,12 @@ def read_databento(paths, tick=None, lot=None, venue=0, stats=None):
     lots off the order) and modify (the order's new price and size) change the book; a
     trade (``T``) becomes a TRADE on the aggressor's side. Fills (``F``, the resting orders'
     side of a trade: the book change follows as a cancel or modify), side-less trades,
-    ``N`` records, non-MBO records and other instruments than the first MBO record's are
-    counted in ``stats.ignored``. An order record that does not fit the book (a cancel of an
-    unknown order, ...) is a ``"gap"`` update (a CLEAR, reported through ``stats``); events
-    are then ``"unsynced"`` until the next snapshot or clear, as before the first one; a
-    snapshot that does not fit is an error. ``tick`` defaults by the symbol's root
-    (:data:`MARKETS`), ``lot`` to 1.
+    ``N`` records, non-MBO records and other instruments than the first MBO record's (a
+    warning names each) are counted in ``stats.ignored``. An order record that does not fit
+    the book (a cancel of an unknown order, ...) is a ``"gap"`` update (a CLEAR, reported
+    through ``stats``); events are then ``"unsynced"`` until the next snapshot or clear, as
+    before the first one; a snapshot that does not fit is an error. ``tick`` defaults by the
+    symbol's root (:data:`MARKETS`), ``lot`` to 1.
     """
     state = _Replay(venue, Stats() if stats is None else stats)
     for path in paths:
@@ -155,9 +155,15 @@ def read_databento(paths, tick=None, lot=None, venue=0, stats=None):
             where = f"{path}: record {number}"
             if number is None:
                 symbols = rec.symbols
-            elif not isinstance(rec, dbn.MBOMsg) or state.instrument not in (
-                    None, rec.instrument_id):
+            elif not isinstance(rec, dbn.MBOMsg):
                 state.stats.ignored += 1
+            elif state.instrument not in (None, rec.instrument_id):
+                state.stats.ignored += 1
+                if rec.instrument_id not in state.others and state.stats.warn is not None:
+                    state.stats.warn(f"{where}: records of instrument {rec.instrument_id} "
+                                     f"ignored: the replay follows instrument "
+                                     f"{state.instrument}, the first in the data")
+                state.others.add(rec.instrument_id)
             else:
                 if state.instrument is None:
                     state.instrument = rec.instrument_id
@@ -173,6 +179,7 @@ class _Replay:
     def __init__(self, venue, stats):
         self.venue, self.stats, self.seq, self.book = venue, stats, Sequencer(venue), _Book()
         self.instrument = self.scale = None
+        self.others = set()     # instruments ignored so far
         self.synced = self.in_snapshot = self.cleared = False
         self.records = []       # of the open event or snapshot
 

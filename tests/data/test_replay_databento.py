@@ -158,7 +158,9 @@ def test_hand_worked_events_gap_and_resync(tmp_path):
     assert [(m["side"], m["price"], m["size"]) for m in trade] == [(Side.ASK, 19196, 2)]
     assert [m["kind"] for m in updates[5].messages] == [FeedKind.CLEAR]
     assert (stats.unsynced, stats.ignored) == (2, 2)   # the fill, the other instrument
-    assert warned == [f"{path}: record 10: cancel of order 99, which is not in the book; "
+    assert warned == [f"{path}: record 7: records of instrument 8 ignored: the replay follows "
+                      f"instrument 7, the first in the data",
+                      f"{path}: record 10: cancel of order 99, which is not in the book; "
                       f"waiting for a snapshot or clear"]
     assert model.books[0].counters.gaps == 1
 
