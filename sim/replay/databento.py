@@ -1,8 +1,12 @@
 """Databento MBO records (DBN, plain or zstd) as native level updates, one per exchange event."""
 
+import contextlib
+from collections import namedtuple
 from decimal import Decimal
 
 import databento_dbn as dbn
+import numpy as np
+import zstandard
 
 from ...hw.layouts import Side
 from ..model import SIZE_MAX
@@ -18,7 +22,25 @@ DEFAULT_LOT = "1"       # contracts
 _MONTHS = "FGHJKMNQUVXZ"
 _ZSTD = b"\x28\xb5\x2f\xfd"
 _CHUNK = 1 << 20
+_CACHE_MAX = 1 << 16    # prices remembered
 _SIDES = {"B": Side.BID, "A": Side.ASK}
+# DBN: "DBN", a version byte and the metadata's length (u32), the metadata, then records,
+# each led by its length in 32-bit words and its type. MBO records (type 0xA0) are 56 bytes
+# in every DBN version. They are read here, with numpy, and databento-dbn decodes only the
+# metadata: its record decoder aborts the process's Python with a Rust panic (not an
+# exception) on a record shorter than its type, which a damaged file has.
+_HEADER = 16
+_MBO_RTYPE = 0xA0
+_MBO = np.dtype([("length", "u1"), ("rtype", "u1"), ("publisher_id", "<u2"),
+                 ("instrument_id", "<u4"), ("ts_event", "<u8"), ("order_id", "<u8"),
+                 ("price", "<i8"), ("size", "<u4"), ("flags", "u1"), ("channel_id", "u1"),
+                 ("action", "S1"), ("side", "S1"), ("ts_recv", "<u8"), ("ts_in_delta", "<i4"),
+                 ("sequence", "<u4")])
+_Mbo = namedtuple("_Mbo", "instrument_id ts_event order_id price size flags action side "
+                          "ts_recv sequence")
+_ACTIONS = {code.encode(): code for code in "ACMRTFN"}
+_SIDE_CODES = {code.encode(): code for code in "ABN"}
+_UNDEF_PRICE = (1 << 63) - 1
 
 
 def _root(symbol):
@@ -28,29 +50,78 @@ def _root(symbol):
     return symbol
 
 
-def _records(path):
-    """``(record number from 0, record)`` of a DBN file, decoded a chunk at a time; the
-    file's metadata first, numbered None."""
-    with open(path, "rb") as fh:
-        zstd = fh.read(4) == _ZSTD
-        fh.seek(0)
-        decoder = dbn.DBNDecoder(compression=dbn.Compression.ZSTD if zstd
-                                 else dbn.Compression.NONE)
-        number = -1
+def _records(path, stats):
+    """The file's symbols (numbered None), then ``(record number from 0, MBO record)`` of a
+    DBN file read a chunk at a time; records of other types are counted in ``stats``."""
+    with contextlib.ExitStack() as stack:
         try:
-            while chunk := fh.read(_CHUNK):
-                decoder.write(chunk)
-                for record in decoder.decode():
-                    if isinstance(record, dbn.Metadata):
-                        yield None, record
+            stream = _open(path, stack)
+            yield None, _metadata(path, stream).symbols
+            buf, number = b"", 0
+            while chunk := stream.read(_CHUNK):
+                buf += chunk
+                at, found = 0, []
+                while at < len(buf):
+                    size = buf[at] * 4
+                    if size < _HEADER:
+                        raise ValueError(f"{path}: record {number}: malformed record header "
+                                         f"(length {size} bytes)")
+                    if at + size > len(buf):
+                        break
+                    if buf[at + 1] == _MBO_RTYPE:
+                        if size != _MBO.itemsize:
+                            raise ValueError(f"{path}: record {number}: malformed MBO record "
+                                             f"({size} bytes, not {_MBO.itemsize})")
+                        found.append((number, at))
                     else:
-                        number += 1
-                        yield number, record
-        except dbn.DBNError as exc:
-            raise ValueError(f"{path}: record {number + 1}: not DBN data ({exc})") from None
-        if decoder.buffer():
-            raise ValueError(f"{path}: record {number + 1}: truncated file "
-                             f"({len(decoder.buffer())} bytes of an incomplete record)")
+                        stats.ignored += 1
+                    at, number = at + size, number + 1
+                if found:
+                    rows = np.frombuffer(b"".join(buf[a:a + _MBO.itemsize] for _, a in found),
+                                         _MBO)
+                    for (n, _), row in zip(found, rows[list(_Mbo._fields)].tolist(),
+                                           strict=True):
+                        yield n, _record(row, f"{path}: record {n}")
+                buf = buf[at:]
+        except zstandard.ZstdError as exc:
+            raise ValueError(f"{path}: damaged zstd stream ({exc})") from None
+        if buf:
+            raise ValueError(f"{path}: record {number}: truncated file ({len(buf)} bytes of "
+                             f"an incomplete record)")
+
+
+def _open(path, stack):
+    """The file's DBN bytes, decompressed if it is zstd; closed by ``stack``."""
+    raw = stack.enter_context(open(path, "rb"))  # noqa: SIM115 (the stack closes it)
+    if raw.peek(4)[:4] == _ZSTD:
+        return stack.enter_context(zstandard.ZstdDecompressor().stream_reader(raw))
+    return raw
+
+
+def _metadata(path, stream):
+    """The metadata at the start of ``stream`` ("DBN", version, u32 length, body)."""
+    head = stream.read(8)
+    if len(head) < 8 or head[:3] != b"DBN":
+        raise ValueError(f"{path}: not DBN data (no DBN header)")
+    body = stream.read(int.from_bytes(head[4:], "little"))
+    decoder = dbn.DBNDecoder()
+    try:
+        decoder.write(head + body)
+        found = decoder.decode()
+    except dbn.DBNError as exc:
+        raise ValueError(f"{path}: damaged DBN metadata ({exc})") from None
+    if len(found) != 1 or not isinstance(found[0], dbn.Metadata):
+        raise ValueError(f"{path}: damaged or truncated DBN metadata")
+    return found[0]
+
+
+def _record(row, where):
+    """An MBO row (a tuple of ``_Mbo`` fields) with its action and side as text, checked."""
+    inst, ts_event, oid, price, size, flags, action, side, ts_recv, sequence = row
+    if action not in _ACTIONS or side not in _SIDE_CODES:
+        raise ValueError(f"{where}: malformed MBO record (action {action!r}, side {side!r})")
+    return _Mbo(inst, ts_event, oid, price, size, flags, _ACTIONS[action], _SIDE_CODES[side],
+                ts_recv, sequence)
 
 
 class _Book:
@@ -151,12 +222,10 @@ def read_databento(paths, tick=None, lot=None, venue=0, stats=None):
     state = _Replay(venue, Stats() if stats is None else stats)
     for path in paths:
         symbols, where = [], str(path)
-        for number, rec in _records(path):
+        for number, rec in _records(path, state.stats):
             where = f"{path}: record {number}"
             if number is None:
-                symbols = rec.symbols
-            elif not isinstance(rec, dbn.MBOMsg):
-                state.stats.ignored += 1
+                symbols = rec
             elif state.instrument not in (None, rec.instrument_id):
                 state.stats.ignored += 1
                 if rec.instrument_id not in state.others and state.stats.warn is not None:
@@ -167,7 +236,7 @@ def read_databento(paths, tick=None, lot=None, venue=0, stats=None):
             else:
                 if state.instrument is None:
                     state.instrument = rec.instrument_id
-                    state.scale = _scale(symbols, tick, lot, where)
+                    state.units = _Units(_scale(symbols, tick, lot, where))
                 yield from state.feed(rec, where)
         if state.records:       # a file ending inside an event or a snapshot: what it holds
             yield state.close(where)
@@ -178,7 +247,7 @@ class _Replay:
 
     def __init__(self, venue, stats):
         self.venue, self.stats, self.seq, self.book = venue, stats, Sequencer(venue), _Book()
-        self.instrument = self.scale = None
+        self.instrument = self.units = None
         self.others = set()     # instruments ignored so far
         self.synced = self.in_snapshot = self.cleared = False
         self.records = []       # of the open event or snapshot
@@ -193,7 +262,7 @@ class _Replay:
         self.records.append(rec)
         if rec.action == "R":
             self.synced = self.cleared = True      # an empty book, known from here
-        problem = _apply(self.book, rec, self.scale, where) if self.synced else None
+        problem = _apply(self.book, rec, self.units, where) if self.synced else None
         if problem is not None:
             if self.in_snapshot:
                 raise ValueError(f"{where}: snapshot record: {problem}")
@@ -220,9 +289,9 @@ class _Replay:
             kind = "event"
             messages = self.seq.changes(*self.book.changes(where))
         for rec in records:
-            if rec.action == "T" and str(rec.side) in _SIDES:
-                messages += self.seq.trade(_SIDES[str(rec.side)], _price(rec, self.scale, where),
-                                           self.scale.size(str(rec.size), where))
+            if rec.action == "T" and rec.side in _SIDES:
+                messages += self.seq.trade(_SIDES[rec.side], self.units.price(rec, where),
+                                           self.units.size(rec, where))
                 kind = "trade" if kind == "event" else kind
             elif rec.action in ("T", "F", "N"):
                 self.stats.ignored += 1
@@ -242,27 +311,42 @@ def _scale(symbols, tick, lot, where):
     return Scale(tick, DEFAULT_LOT if lot is None else lot)
 
 
-def _price(rec, scale, where):
-    if rec.price == (1 << 63) - 1:
-        raise ValueError(f"{where}: {rec.action!s} record without a price")
-    return scale.price(str(Decimal(rec.price).scaleb(-9)), where)
+class _Units:
+    """A record's price in ticks and size in lots, remembered per raw price (the DBN price is
+    an integer of 1e-9 units: its decimal text is built once per distinct price)."""
+
+    def __init__(self, scale):
+        self.scale, self.prices = scale, {}
+
+    def price(self, rec, where):
+        ticks = self.prices.get(rec.price)
+        if ticks is None:
+            if rec.price == _UNDEF_PRICE:
+                raise ValueError(f"{where}: {rec.action} record without a price")
+            ticks = self.scale.price(str(Decimal(rec.price).scaleb(-9)), where)
+            if len(self.prices) < _CACHE_MAX:
+                self.prices[rec.price] = ticks
+        return ticks
+
+    def size(self, rec, where):
+        return self.scale.size(str(rec.size), where)
 
 
-def _apply(book, rec, scale, where):
+def _apply(book, rec, units, where):
     """Apply one record to ``book``; the reason it cannot be, or None."""
-    action = str(rec.action)
+    action = rec.action
     if action == "R":
         book.clear()
         return None
     if action not in "ACM":
         return None
-    side = _SIDES.get(str(rec.side))
+    side = _SIDES.get(rec.side)
     if side is None:
         raise ValueError(f"{where}: {action} record of order {rec.order_id} without a side")
-    lots = scale.size(str(rec.size), where)
+    lots = units.size(rec, where)
     if action == "C":
         return book.cancel(rec.order_id, lots)
-    price = _price(rec, scale, where)
+    price = units.price(rec, where)
     if action == "A":
         if not lots:
             raise ValueError(f"{where}: add of order {rec.order_id} with size 0")

@@ -2,11 +2,13 @@
 gaps, trades and bad input, and the CME captures through the windowed Verilated engine."""
 
 import csv
+import random
 from collections import Counter
 from decimal import Decimal
 
 import databento_dbn as dbn
 import pytest
+import zstandard
 
 from obcore.control.cli import main
 from obcore.hw.layouts import FeedKind, Side
@@ -180,6 +182,39 @@ def test_bad_records_are_errors_naming_the_record(tmp_path, records, cut, messag
         path.write_bytes(path.read_bytes()[:-cut])
     with pytest.raises(ValueError, match=message):
         list(read_databento([path]))
+
+
+def test_damaged_files_are_errors_never_crashes(data, tmp_path):
+    """Random bytes changed in the header or the records, cut short, recompressed and
+    damaged again: every run ends, or stops with a ValueError naming the file (a record
+    decoder that aborts the process, as databento-dbn's does on a short record, fails)."""
+    seed = random.randrange(1 << 30)
+    print(f"seed={seed}")
+    rng = random.Random(seed)
+    decoder = dbn.DBNDecoder(compression=dbn.Compression.ZSTD)
+    decoder.write(data(ESM4[0]).read_bytes())
+    meta, *records = decoder.decode()
+    clean = meta.encode() + b"".join(bytes(r) for r in records[:2000])
+    outcomes = Counter()
+    for trial in range(60):
+        damaged = bytearray(clean)
+        for _ in range(rng.randrange(1, 12)):
+            at = rng.randrange(200) if trial % 3 == 0 else rng.randrange(len(damaged))
+            damaged[at] = rng.randrange(256)
+        if rng.random() < 0.3:
+            damaged = damaged[:rng.randrange(len(damaged))]
+        if rng.random() < 0.3:
+            damaged = bytearray(zstandard.ZstdCompressor().compress(bytes(damaged)))
+            damaged[rng.randrange(len(damaged))] ^= 0xFF
+        path = tmp_path / f"damaged{trial}.dbn"
+        path.write_bytes(damaged)
+        try:
+            list(read_databento([path], tick="0.25"))
+            outcomes["read"] += 1
+        except ValueError as exc:
+            assert str(exc).startswith(str(path)), exc
+            outcomes["error"] += 1
+    assert outcomes["error"] > 10, outcomes
 
 
 def test_cli_errors_are_one_line_and_leave_no_csv(tmp_path, capsys):
