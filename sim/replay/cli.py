@@ -60,6 +60,10 @@ def add_parser(sub):
     p.add_argument("--lot", help="size lot in the file's size units (default per format: "
                                  "binance spot 0.000001 / usdm 0.001, bybit 1, lobster 1, "
                                  "databento 1)")
+    p.add_argument("--instrument", metavar="ID|SYMBOL",
+                   help="databento: the instrument to follow, by id or raw symbol (e.g. "
+                        "ESM4; default: the first MBO record's; others are counted as "
+                        "ignored)")
     p.add_argument("--venue", type=int, help="venue index of the messages (default 0; native "
                                              "files carry their own)")
     p.add_argument("--venues", type=int, default=2,
@@ -99,6 +103,9 @@ def run(args):
     if venue is not None and not 0 <= venue < venues:
         raise ValueError(f"--venue must be 0..{venues - 1} (the engine has --venues {venues}), "
                          f"not {venue}")
+    if args.instrument is not None and args.format != "databento":
+        raise ValueError(f"--instrument selects a databento instrument; the {args.format} "
+                         f"format has one instrument per file")
     for name in args.files:
         if not Path(name).is_file():
             raise FileNotFoundError(f"no such file: {name}")
@@ -109,8 +116,9 @@ def run(args):
     engine = open_engine(args.engine, venues, args.levels, args.capacity, window=window or None)
     try:
         stats = Stats(warn=_warn)
+        chosen = {} if args.instrument is None else {"instrument": args.instrument}
         updates = FORMATS[args.format](args.files, tick=args.tick, lot=args.lot, venue=venue,
-                                       stats=stats)
+                                       stats=stats, **chosen)
         if args.tick_ns:
             updates = with_ticks(updates, args.tick_ns)
         out = Path(args.out)

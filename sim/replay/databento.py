@@ -44,7 +44,9 @@ _UNDEF_PRICE = (1 << 63) - 1
 
 
 def _root(symbol):
-    """"ESH4" -> "ES" (month code and year digit off); other symbols unchanged."""
+    """"ESH4" -> "ES" (month code and year digit off), "ES.FUT" and "ES.c.0" (parent and
+    continuous symbols) -> "ES"; other symbols unchanged."""
+    symbol = symbol.split(".")[0]
     if len(symbol) > 2 and symbol[-2] in _MONTHS and symbol[-1].isdigit():
         return symbol[:-2]
     return symbol
@@ -56,7 +58,7 @@ def _records(path, stats):
     with contextlib.ExitStack() as stack:
         try:
             stream = _open(path, stack)
-            yield None, _metadata(path, stream).symbols
+            yield None, _metadata(path, stream)
             buf, number = b"", 0
             while chunk := stream.read(_CHUNK):
                 buf += chunk
@@ -199,7 +201,7 @@ def _lots(total, where):
     return total
 
 
-def read_databento(paths, tick=None, lot=None, venue=0, stats=None):
+def read_databento(paths, tick=None, lot=None, venue=0, stats=None, instrument=None):
     """Stream updates from Databento MBO files (order by order, e.g. CME Globex MDP 3.0);
     several paths continue one book (each file's snapshot replaces it).
 
@@ -212,34 +214,65 @@ def read_databento(paths, tick=None, lot=None, venue=0, stats=None):
     lots off the order) and modify (the order's new price and size) change the book; a
     trade (``T``) becomes a TRADE on the aggressor's side. Fills (``F``, the resting orders'
     side of a trade: the book change follows as a cancel or modify), side-less trades,
-    ``N`` records, non-MBO records and other instruments than the first MBO record's (a
-    warning names each) are counted in ``stats.ignored``. An order record that does not fit
+    ``N`` records, non-MBO records and other instruments than the one followed (a warning
+    names each) are counted in ``stats.ignored``. ``instrument``: an instrument id, or a raw
+    symbol ("ESM4") looked up in each file's symbol mappings; by default the first MBO
+    record's instrument. An order record that does not fit
     the book (a cancel of an unknown order, ...) is a ``"gap"`` update (a CLEAR, reported
     through ``stats``); events are then ``"unsynced"`` until the next snapshot or clear, as
     before the first one; a snapshot that does not fit is an error. ``tick`` defaults by the
     symbol's root (:data:`MARKETS`), ``lot`` to 1.
     """
     state = _Replay(venue, Stats() if stats is None else stats)
+    if isinstance(instrument, str) and instrument.isdigit():
+        instrument = int(instrument)
     for path in paths:
-        symbols, where = [], str(path)
+        where = str(path)
         for number, rec in _records(path, state.stats):
             where = f"{path}: record {number}"
             if number is None:
-                symbols = rec
-            elif state.instrument not in (None, rec.instrument_id):
+                if instrument is not None:      # else the first MBO record's, in any file
+                    state.wanted = _wanted(rec, instrument, where)
+                symbols = [instrument] if isinstance(instrument, str) else rec.symbols
+                continue
+            if state.wanted is None:
+                state.wanted = {rec.instrument_id}
+            if rec.instrument_id not in state.wanted:
                 state.stats.ignored += 1
                 if rec.instrument_id not in state.others and state.stats.warn is not None:
                     state.stats.warn(f"{where}: records of instrument {rec.instrument_id} "
-                                     f"ignored: the replay follows instrument "
-                                     f"{state.instrument}, the first in the data")
+                                     f"ignored: the replay follows "
+                                     f"{_following(instrument, state.wanted)}")
                 state.others.add(rec.instrument_id)
-            else:
-                if state.instrument is None:
-                    state.instrument = rec.instrument_id
-                    state.units = _Units(_scale(symbols, tick, lot, where))
-                yield from state.feed(rec, where)
+                continue
+            if state.units is None:
+                state.units = _Units(_scale(symbols, tick, lot, where))
+            yield from state.feed(rec, where)
         if state.records:       # a file ending inside an event or a snapshot: what it holds
             yield state.close(where)
+
+
+def _wanted(metadata, instrument, where):
+    """The instrument ids a file's records are followed for; None: the first record's."""
+    if instrument is None:
+        return None
+    if isinstance(instrument, int):
+        return {instrument}
+    ids = {int(i["symbol"]) for i in metadata.mappings.get(instrument, ())
+           if str(i["symbol"]).isdigit()}
+    if not ids:
+        known = ", ".join(sorted(metadata.mappings)) or "none"
+        raise ValueError(f"{where}: symbol {instrument!r} is not in the file's symbol "
+                         f"mappings (it maps: {known}); give a raw symbol or an instrument id")
+    return ids
+
+
+def _following(instrument, wanted):
+    ids = ", ".join(str(i) for i in sorted(wanted))
+    if instrument is None:
+        return f"instrument {ids}, the first in the data"
+    return f"{instrument!r} (instrument {ids})" if isinstance(instrument, str) \
+        else f"instrument {ids}"
 
 
 class _Replay:
@@ -247,7 +280,7 @@ class _Replay:
 
     def __init__(self, venue, stats):
         self.venue, self.stats, self.seq, self.book = venue, stats, Sequencer(venue), _Book()
-        self.instrument = self.units = None
+        self.units = self.wanted = None     # the instrument ids followed
         self.others = set()     # instruments ignored so far
         self.synced = self.in_snapshot = self.cleared = False
         self.records = []       # of the open event or snapshot

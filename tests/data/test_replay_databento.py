@@ -2,9 +2,11 @@
 gaps, trades and bad input, and the CME captures through the windowed Verilated engine."""
 
 import csv
+import datetime
 import random
 from collections import Counter
 from decimal import Decimal
+from types import SimpleNamespace
 
 import databento_dbn as dbn
 import pytest
@@ -98,10 +100,15 @@ def test_replayed_book_is_the_orders_summed_up(data, names):
     assert (stats.gaps, stats.unsynced, book.counters.gaps) == ([], 0, 0)
 
 
-def _file(path, records, symbols=("ESH4",)):
+def _file(path, records, symbols=("ESH4",), ids=None):
+    """A DBN file of ``records``; ``ids`` maps raw symbols to instrument ids."""
+    day = datetime.date(2024, 5, 8)
+    mappings = [SimpleNamespace(raw_symbol=symbol, intervals=[SimpleNamespace(
+        start_date=day, end_date=day + datetime.timedelta(days=1), symbol=str(i))])
+        for symbol, i in (ids or {}).items()]
     meta = dbn.Metadata(dataset="GLBX.MDP3", schema=dbn.Schema.MBO, start=0,
                         stype_in=dbn.SType.RAW_SYMBOL, stype_out=dbn.SType.INSTRUMENT_ID,
-                        symbols=list(symbols), partial=[], not_found=[], mappings=[])
+                        symbols=list(symbols), partial=[], not_found=[], mappings=mappings)
     path.write_bytes(meta.encode() + b"".join(bytes(r) for r in records))
     return path
 
@@ -165,6 +172,42 @@ def test_hand_worked_events_gap_and_resync(tmp_path):
                       f"{path}: record 10: cancel of order 99, which is not in the book; "
                       f"waiting for a snapshot or clear"]
     assert model.books[0].counters.gaps == 1
+
+
+def test_instrument_by_id_or_symbol(tmp_path, capsys):
+    """Two contracts in one file: the first record's is followed by default; ``instrument``
+    picks the other by id or raw symbol (the file's mappings), and obcore replay's
+    --instrument too; an unknown symbol is an error naming what the file maps."""
+    path = _file(tmp_path / "two.dbn", [
+        _mbo("R", points=None, instrument=7), _mbo("R", points=None, instrument=8),
+        _mbo("A", "B", 1, "4799.00", 5, instrument=7),
+        _mbo("A", "B", 2, "4850.25", 3, instrument=8)],
+        symbols=("ESH4", "ESM4"), ids={"ESH4": 7, "ESM4": 8})
+
+    def best_bids(**chosen):
+        warned = []
+        updates = read_databento([path], stats=Stats(warn=warned.append), **chosen)
+        bids = [m["price"] for u in updates for m in u.messages if m["kind"] ==
+                FeedKind.LEVEL_SET]
+        return bids, warned
+
+    assert best_bids() == ([19196], [f"{path}: record 1: records of instrument 8 ignored: "
+                                     f"the replay follows instrument 7, the first in the data"])
+    for chosen in (8, "8", "ESM4"):
+        bids, warned = best_bids(instrument=chosen)
+        assert bids == [19401] and len(warned) == 1 and "instrument 7 ignored" in warned[0]
+    assert "'ESM4' (instrument 8)" in best_bids(instrument="ESM4")[1][0]
+    with pytest.raises(ValueError, match=r"symbol 'NQM4' is not in the file's symbol mappings "
+                                         r"\(it maps: ESH4, ESM4\)"):
+        best_bids(instrument="NQM4")
+    out = tmp_path / "out.csv"
+    assert main(["replay", "--engine", "model", "--format", "databento", str(path),
+                 "--instrument", "ESM4", "--window", "0", "--out", str(out), "--quiet"]) == 0
+    with open(out, newline="") as fh:
+        assert [r["best_bid"] for r in csv.DictReader(fh)] == ["0", "19401"]
+    assert main(["replay", "--engine", "model", "--format", "native", str(path),
+                 "--instrument", "8", "--out", str(out)]) == 2
+    assert "--instrument selects a databento instrument" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("records", "cut", "message"), [
