@@ -30,6 +30,7 @@ _SIDES = {"B": Side.BID, "A": Side.ASK}
 # metadata: its record decoder aborts the process's Python with a Rust panic (not an
 # exception) on a record shorter than its type, which a damaged file has.
 _HEADER = 16
+_METADATA_MAX = 1 << 26     # bytes; a file's symbol mappings take kilobytes
 _MBO_RTYPE = 0xA0
 _MBO = np.dtype([("length", "u1"), ("rtype", "u1"), ("publisher_id", "<u2"),
                  ("instrument_id", "<u4"), ("ts_event", "<u8"), ("order_id", "<u8"),
@@ -53,7 +54,7 @@ def _root(symbol):
 
 
 def _records(path, stats):
-    """The file's symbols (numbered None), then ``(record number from 0, MBO record)`` of a
+    """The file's metadata (numbered None), then ``(record number from 0, MBO record)`` of a
     DBN file read a chunk at a time; records of other types are counted in ``stats``."""
     with contextlib.ExitStack() as stack:
         try:
@@ -105,7 +106,10 @@ def _metadata(path, stream):
     head = stream.read(8)
     if len(head) < 8 or head[:3] != b"DBN":
         raise ValueError(f"{path}: not DBN data (no DBN header)")
-    body = stream.read(int.from_bytes(head[4:], "little"))
+    size = int.from_bytes(head[4:], "little")
+    if size > _METADATA_MAX:    # a damaged length: not a read of gigabytes
+        raise ValueError(f"{path}: damaged DBN header (metadata of {size} bytes)")
+    body = stream.read(size)
     decoder = dbn.DBNDecoder()
     try:
         decoder.write(head + body)
@@ -215,12 +219,13 @@ def read_databento(paths, tick=None, lot=None, venue=0, stats=None, instrument=N
     trade (``T``) becomes a TRADE on the aggressor's side. Fills (``F``, the resting orders'
     side of a trade: the book change follows as a cancel or modify), side-less trades,
     ``N`` records, non-MBO records and other instruments than the one followed (a warning
-    names each) are counted in ``stats.ignored``. ``instrument``: an instrument id, or a raw
-    symbol ("ESM4") looked up in each file's symbol mappings; by default the first MBO
-    record's instrument. An order record that does not fit
-    the book (a cancel of an unknown order, ...) is a ``"gap"`` update (a CLEAR, reported
-    through ``stats``); events are then ``"unsynced"`` until the next snapshot or clear, as
-    before the first one; a snapshot that does not fit is an error. ``tick`` defaults by the
+    names each) are counted in ``stats.ignored``. An order record that does not fit the book
+    (a cancel of an unknown order, ...) is a ``"gap"`` update (a CLEAR, reported through
+    ``stats``); events are then ``"unsynced"`` until the next snapshot or clear, as before
+    the first one; a snapshot that does not fit is an error.
+
+    ``instrument``: an instrument id, or a raw symbol ("ESM4") looked up in each file's
+    symbol mappings; by default the first MBO record's instrument. ``tick`` defaults by the
     symbol's root (:data:`MARKETS`), ``lot`` to 1.
     """
     state = _Replay(venue, Stats() if stats is None else stats)
@@ -229,7 +234,7 @@ def read_databento(paths, tick=None, lot=None, venue=0, stats=None, instrument=N
     for path in paths:
         where = str(path)
         for number, rec in _records(path, state.stats):
-            where = f"{path}: record {number}"
+            where = str(path) if number is None else f"{path}: record {number}"
             if number is None:
                 if instrument is not None:      # else the first MBO record's, in any file
                     state.wanted = _wanted(rec, instrument, where)

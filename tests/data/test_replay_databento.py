@@ -216,13 +216,16 @@ def test_instrument_by_id_or_symbol(tmp_path, capsys):
     ([_mbo("R", points=None), _mbo("A", "N", 1, "4799", 1)], 0,
      "record 1: A record of order 1 without a side"),
     ([_mbo("R", points=None), _mbo("A", "B", 1, "4799", 1)], 10, "record 1: truncated file"),
+    ([], -1, r"damaged DBN header \(metadata of 4294967295 bytes\)"),
     ([_mbo("A", "B", 1, "4799", 1, last=False, snapshot=True)] * 2, 0,
      "record 1: snapshot record: add of order 1, which is already in the book"),
 ])
 def test_bad_records_are_errors_naming_the_record(tmp_path, records, cut, message):
     path = _file(tmp_path / "x.dbn", records)
-    if cut:
+    if cut > 0:
         path.write_bytes(path.read_bytes()[:-cut])
+    if cut < 0:     # the metadata length
+        path.write_bytes(path.read_bytes()[:4] + b"\xff" * 4 + path.read_bytes()[8:])
     with pytest.raises(ValueError, match=message):
         list(read_databento([path]))
 
