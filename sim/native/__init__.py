@@ -301,7 +301,7 @@ class NativeEngine:
         telem = np.zeros(n, dtype=self.telem_dtype) if telemetry else None
         pauses = pause_array(pauses, n)
         # Room for every order, so the stream is never back-pressured: 4 per message and 64
-        # per drain, as many again per pause (a pause is a drain in the middle of the batch).
+        # for the drain; a pause, a drain in the middle of the batch, adds its length and 64.
         cap = 4 * n + 64 + self._lib.ob_held(self._h)
         if pauses is not None:
             cap += int(pauses.sum(dtype=np.uint64)) + 64 * int(np.count_nonzero(pauses))
