@@ -62,18 +62,21 @@ def answer_layout(price_width):
     return data.StructLayout({"price": price_width, "size": SIZE_WIDTH, "none": 1})
 
 
-def first_set(m, value, name):
-    """``(index, found)``: the lowest set bit of ``value``, without a priority chain.
+def first_set(m, value, name, en=1):
+    """``(index, found)``: the lowest set bit of ``value``, without a priority chain; 0 and
+    0 unless ``en`` (a stage without a query: nothing for a simulator to evaluate).
 
     ``value & -value`` isolates it (one carry chain), then each index bit is an OR.
     """
     n = len(value)
     onehot = Signal(n, name=f"{name}_onehot")
     index = Signal(range(max(n, 2)), name=f"{name}_index")
-    m.d.comb += onehot.eq(value & (~value + 1))
-    for b in range(len(index)):
-        m.d.comb += index[b].eq(Cat(onehot[i] for i in range(n) if i >> b & 1).any())
-    return index, value.any()
+    found = Signal(name=f"{name}_found")
+    with m.If(en):
+        m.d.comb += [onehot.eq(value & (~value + 1)), found.eq(value.any())]
+        for b in range(len(index)):
+            m.d.comb += index[b].eq(Cat(onehot[i] for i in range(n) if i >> b & 1).any())
+    return index, found
 
 
 class PriceLadder(wiring.Component):
@@ -198,8 +201,9 @@ class PriceLadder(wiring.Component):
         # +1: the start's word (bits from the start on) and the first non-empty word after it.
         word, past = q1_start[word_bit:], q1_start[slot_bits]
         after = Signal(words)
-        m.d.comb += after.eq(Cat(summary[i] & (word < i) for i in range(words)))
-        next_word, found_next = first_set(m, after, "next_word")
+        with m.If(q1_valid):    # each stage computes only in a cycle with a query in it
+            m.d.comb += after.eq(Cat(summary[i] & (word < i) for i in range(words)))
+        next_word, found_next = first_set(m, after, "next_word", q1_valid)
         m.d.comb += [bits_here.addr.eq(word), bits_next.addr.eq(next_word)]
         q2_valid, q2_here, q2_found_next, q2_base = Signal(), Signal(), Signal(), Signal(pw)
         q2_word, q2_next, q2_bit = Signal(range(words)), Signal(range(words)), Signal(word_bit)
@@ -209,17 +213,19 @@ class PriceLadder(wiring.Component):
 
         # +2: the first level from the start; read its size.
         here = Signal(WORD)
-        m.d.comb += here.eq(Cat(bits_here.data[i] & q2_here & (q2_bit <= i)
-                                for i in range(WORD)))
-        bit_here, found_here = first_set(m, here, "bit_here")
-        bit_next, _ = first_set(m, bits_next.data, "bit_next")
+        with m.If(q2_valid):
+            m.d.comb += here.eq(Cat(bits_here.data[i] & q2_here & (q2_bit <= i)
+                                    for i in range(WORD)))
+        bit_here, found_here = first_set(m, here, "bit_here", q2_valid)
+        bit_next, _ = first_set(m, bits_next.data, "bit_next", q2_valid)
         found = Signal(slot_bits)
         m.d.comb += [found.eq(Mux(found_here, Cat(bit_here, q2_word), Cat(bit_next, q2_next))),
                      size_read.addr.eq(found)]
         none = ~found_here & ~q2_found_next
         q3_valid, q3_none, q3_price = Signal(), Signal(), Signal(pw)
-        m.d.sync += [q3_valid.eq(q2_valid), q3_none.eq(none),
-                     q3_price.eq(Mux(none, 0, (q2_base + found)[:pw] ^ mask))]
+        m.d.sync += q3_valid.eq(q2_valid)
+        with m.If(q2_valid):
+            m.d.sync += [q3_none.eq(none), q3_price.eq(Mux(none, 0, (q2_base + found)[:pw] ^ mask))]
 
         # +3: the answer, straight out unless ``answer`` is back-pressured or older answers
         # wait. Queries are accepted while every one in flight has a FIFO entry to fall into.
