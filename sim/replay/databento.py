@@ -10,7 +10,7 @@ import zstandard
 
 from ...hw.layouts import Side
 from ..model import SIZE_MAX
-from .base import Scale, Sequencer, Stats, Update
+from .base import _CACHE_MAX, Scale, Sequencer, Stats, Update
 
 __all__ = ["read_databento", "MARKETS", "DEFAULT_LOT"]
 
@@ -22,7 +22,6 @@ DEFAULT_LOT = "1"       # contracts
 _MONTHS = "FGHJKMNQUVXZ"
 _ZSTD = b"\x28\xb5\x2f\xfd"
 _CHUNK = 1 << 20
-_CACHE_MAX = 1 << 16    # prices remembered
 _SIDES = {"B": Side.BID, "A": Side.ASK}
 # DBN: "DBN", a version byte and the metadata's length (u32), the metadata, then records,
 # each led by its length in 32-bit words and its type. MBO records (type 0xA0) are 56 bytes
@@ -84,7 +83,7 @@ def _records(path, stats):
                                          _MBO)
                     for (n, _), row in zip(found, rows[list(_Mbo._fields)].tolist(),
                                            strict=True):
-                        yield n, _record(row, f"{path}: record {n}")
+                        yield n, _record(row, path, n)
                 buf = buf[at:]
         except zstandard.ZstdError as exc:
             raise ValueError(f"{path}: damaged zstd stream ({exc})") from None
@@ -121,11 +120,12 @@ def _metadata(path, stream):
     return found[0]
 
 
-def _record(row, where):
+def _record(row, path, number):
     """An MBO row (a tuple of ``_Mbo`` fields) with its action and side as text, checked."""
     inst, ts_event, oid, price, size, flags, action, side, ts_recv, sequence = row
     if action not in _ACTIONS or side not in _SIDE_CODES:
-        raise ValueError(f"{where}: malformed MBO record (action {action!r}, side {side!r})")
+        raise ValueError(f"{path}: record {number}: malformed MBO record (action {action!r}, "
+                         f"side {side!r})")
     return _Mbo(inst, ts_event, oid, price, size, flags, _ACTIONS[action], _SIDE_CODES[side],
                 ts_recv, sequence)
 
@@ -285,7 +285,8 @@ class _Replay:
 
     def __init__(self, venue, stats):
         self.venue, self.stats, self.seq, self.book = venue, stats, Sequencer(venue), _Book()
-        self.units = self.wanted = None     # the instrument ids followed
+        self.units = None       # ticks and lots, from the first followed record's file
+        self.wanted = None      # the instrument ids followed
         self.others = set()     # instruments ignored so far
         self.synced = self.in_snapshot = self.cleared = False
         self.records = []       # of the open event or snapshot
