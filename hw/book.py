@@ -312,8 +312,8 @@ class Book(wiring.Component):
         if self.window is not None:
             for unit in (bids, asks):
                 status = self.ladders[unit.side]
-                m.d.comb += [status[name].eq(getattr(unit, name)) for name in (
-                    "out_of_window_count", "lost_better", "lost_worse", "stuck")]
+                m.d.comb += [status[name].eq(getattr(unit, name))
+                             for name in _deep().ladder_status_layout.members]
         valid, op, s = self.op.valid, self.op.payload, self.status
 
         clear = valid & ((op.op == Op.CLEAR) | (op.op == Op.SNAPSHOT_START))

@@ -39,7 +39,8 @@ __all__ = ["DeepSide", "REFILL_CYCLES", "ladder_status_layout"]
 REFILL_CYCLES = QUERY_LATENCY + 1   # ask, wait for the answer, append: one level per 4 cycles
 # One side's ladder status, as ``Book.ladders[side]`` shows it (``DeepSide``'s outputs).
 ladder_status_layout = data.StructLayout({"out_of_window_count": COUNTER_WIDTH,
-                                          "lost_better": 1, "lost_worse": 1, "stuck": 1})
+                                          "lost_better": 1, "lost_worse": 1, "stuck": 1,
+                                          "refilling": 1})
 
 
 class DeepSide(wiring.Component):
@@ -47,7 +48,9 @@ class DeepSide(wiring.Component):
 
     ``out_of_window`` (strobe), ``out_of_window_count`` (32-bit, wrapping), ``lost_better``
     and ``lost_worse`` (sticky until CLEAR) follow a command by 1 cycle; ``stuck`` (until
-    CLEAR) by the refill that found the ladder could not be trusted.
+    CLEAR) by the refill that found the ladder could not be trusted. ``refilling``: a refill
+    is wanted (truncated, not full, not stuck) or a query is in flight; while it is 0, cycles
+    without a command change nothing.
     """
 
     def __init__(self, levels, capacity, side, window, price_width=PRICE_WIDTH):
@@ -65,6 +68,7 @@ class DeepSide(wiring.Component):
             "out_of_window": Out(1),
             "out_of_window_count": Out(COUNTER_WIDTH),
             "lost_better": Out(1), "lost_worse": Out(1), "stuck": Out(1),
+            "refilling": Out(1),
         })
 
     def elaborate(self, platform):
@@ -97,7 +101,9 @@ class DeepSide(wiring.Component):
 
         # Refill: one query in flight; ``wait`` counts the cycles since it was asked.
         wait, stale = Signal(range(REFILL_CYCLES)), Signal()
-        issue = (wait == 0) & array.truncated & ~array.full & ~self.stuck
+        wants = array.truncated & ~array.full & ~self.stuck
+        issue = (wait == 0) & wants
+        m.d.comb += self.refilling.eq(wants | (wait != 0))
         q, a = ladder.query, ladder.answer
         m.d.comb += [q.valid.eq(issue), q.payload.price.eq(array.bound[:pw] ^ mask),
                      q.payload.inclusive.eq(1), a.ready.eq(1)]

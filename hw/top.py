@@ -12,14 +12,18 @@ from .layouts import OBS, TELEM, FeedKind, ObsStatus, feed_layout, order_layout
 from .pipeline import delay, delay_line
 from .quoter import Quoter
 from .registers import build_map
-from .signals import BBO_LEAD, EARLY_FIELDS, IMB_LATENCY, IMB_OUTPUTS, LATENCY, Signals
+from .signals import BBO_LEAD, EARLY_FIELDS, IMB_LATENCY, IMB_OUTPUTS, LATENCY, SIGMA_LAG, Signals
 
-__all__ = ["Engine", "wire_registers", "OBS_LATENCY", "TELEM_LATENCY"]
+__all__ = ["Engine", "wire_registers", "OBS_LATENCY", "TELEM_LATENCY", "SETTLE_CYCLES"]
 
 # Accept -> telemetry record: the book shows the message, the imbalance dividers finish, and
 # one output register.
 TELEM_LATENCY = STATUS_LATENCY + IMB_LATENCY + 1
 OBS_LATENCY = STATUS_LATENCY + 1     # accept -> observation record: the book, one register
+# A TICK or a bus write changes the signals in cycles without a message for at most this
+# many cycles after it: the TICK reaches the tick port, the square root takes the new sigma2
+# (SIGMA_LAG, counting a root under way) and the output stages show it.
+SETTLE_CYCLES = STATUS_LATENCY - BBO_LEAD + SIGMA_LAG + LATENCY + 1
 _TAGS = ("venue", "kind", "seq", "cycle")
 _TELEM_SIGNALS = tuple(f.name for f in TELEM.fields if f.name not in (*_TAGS, "obi_touch",
                                                                       "obi_depth"))
@@ -57,7 +61,11 @@ class Engine(wiring.Component):
     accepted feed message, ``obs_latency`` cycles after it, never stalls) and ``orders``
     (the quoter's order stream, ``slots`` quote levels per side and venue; the guard's pull
     makes it emit CANCEL_ALL) and ``telem`` (one :data:`~obcore.hw.layouts.TELEM` record per
-    accepted feed message, ``telem_latency`` cycles after it, never stalls).
+    accepted feed message, ``telem_latency`` cycles after it, never stalls) and ``settling``:
+    a cycle without a message may still change the books or the signals (a message in this
+    cycle or the STATUS_LATENCY before, a book side with a ladder refill wanted or in flight,
+    ``hw/deep.py``, or a TICK or bus write at most ``SETTLE_CYCLES`` ago). The native model's
+    settled pauses end when it is 0; a board leaves it unconnected.
     """
 
     def __init__(self, venues=2, levels=16, capacity=None, slots=1, window=None):
@@ -75,6 +83,7 @@ class Engine(wiring.Component):
             "obs": Out(wiring.Signature({"valid": Out(1), "payload": Out(OBS.layout())})),
             "orders": Out(stream.Signature(order_layout)),
             "telem": Out(wiring.Signature({"valid": Out(1), "payload": Out(TELEM.layout())})),
+            "settling": Out(1),
         })
 
     def elaborate(self, platform):
@@ -94,6 +103,7 @@ class Engine(wiring.Component):
         # Book status into the registers and the signals. The BBO shows a message one cycle
         # before depth and `updated`; the signals take it BBO_LEAD cycles early.
         m.d.comb += csr.malformed_count.eq(books.malformed_count)
+        refilling = []
         for v in range(self.venues):
             st = books.venue[v]
             for reg, counter in (("msg_count", "msgs"), ("gap_count", "gaps"),
@@ -104,6 +114,7 @@ class Engine(wiring.Component):
                          csr.book_flags_set[v].eq(st.events.as_value())]
             if self.window is not None:
                 bid, ask = books.ladders[v][0], books.ladders[v][1]   # Side.BID, Side.ASK
+                refilling.append(bid.refilling | ask.refilling)
                 m.d.comb += [
                     csr.window_count[v].eq(bid.out_of_window_count + ask.out_of_window_count),
                     csr.ladder_flags[v].eq(Cat(bid.lost_better, bid.lost_worse, bid.stuck,
@@ -126,6 +137,16 @@ class Engine(wiring.Component):
         tick_early = delay(m, is_tick, "tick_early", n=STATUS_LATENCY - BBO_LEAD)
         tick = delay(m, tick_early, "tick", n=BBO_LEAD)
         m.d.comb += signals.tick.eq(tick_early)
+        # `settling` shows this cycle's message at once: the native model plans the next
+        # cycle from this one's outputs. Its effect on the books shows STATUS_LATENCY later.
+        left = Signal(range(SETTLE_CYCLES + 1), name="settle_left")
+        with m.If(is_tick | self.bus.w_en):
+            m.d.sync += left.eq(SETTLE_CYCLES)
+        with m.Elif(accepted & (left <= STATUS_LATENCY)):
+            m.d.sync += left.eq(STATUS_LATENCY)
+        with m.Elif(left != 0):
+            m.d.sync += left.eq(left - 1)
+        m.d.comb += self.settling.eq(Cat(*refilling, accepted, left != 0).any())
         # One venue has no cross-venue pair: its misalign registers stay 0 (never valid).
         cross = ("misalign", "xv_status") if self.venues == 1 else ()
         wire_registers(m, csr, signals, regmap,

@@ -1,10 +1,12 @@
 """Engines behind one interface: the Verilated gateware, or the reference model in Python.
 
 An engine has ``regmap``, ``read(addr)`` / ``write(addr, word)`` for 32-bit bus words,
-``run(msgs, idle=0, pauses=None) -> (obs, orders)`` for a ``FEED_DTYPE`` batch (one
-``OBS_DTYPE`` record per message, in order; ``last_telemetry`` then holds one ``TELEM_DTYPE``
-record per message and ``last_order_cycles`` the cycle each order left; ``pauses``: idle
-cycles after each message, :func:`pause_array`), ``cycle``, ``reset()`` and ``close()``. The
+``run(msgs, idle=0, pauses=None, settle=False) -> (obs, orders)`` for a ``FEED_DTYPE`` batch
+(one ``OBS_DTYPE`` record per message, in order; ``last_telemetry`` then holds one
+``TELEM_DTYPE`` record per message and ``last_order_cycles`` the cycle each order left;
+``pauses``: idle cycles after each message, :func:`pause_array`; ``settle``: each pause ends
+early once cycles without a message change no book and no signal), ``cycle``, ``reset()``
+and ``close()``. The
 simulation server, replay and the benchmarks take either, so the reference model is a drop-in
 check of the hardware. An engine may add ``read_many(addrs)`` / ``write_many(pairs)``: the same
 bus cycles as a ``read``/``write`` each, in one call (the native engine has them).
@@ -21,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..control.registers import CSRModel
+from ..hw.book import STATUS_LATENCY
 from ..hw.csr import COMMIT, COMMIT_LATENCY, READ_LATENCY
 from ..hw.guard import OUTPUTS as GUARD_OUTPUTS
 from ..hw.layouts import (
@@ -35,7 +38,7 @@ from ..hw.layouts import (
 )
 from ..hw.registers import build_map
 from ..hw.signals import FLAGS, REGIME, VENUE_OUTPUTS, XV_STATUS
-from ..hw.top import OBS_LATENCY, TELEM_LATENCY
+from ..hw.top import OBS_LATENCY, SETTLE_CYCLES, TELEM_LATENCY
 from .guard_model import GuardModel
 from .model import BookModel, malformed
 from .quoter_model import QuoterModel
@@ -125,6 +128,7 @@ class ModelEngine:
         self._strobes = set()                     # wo commands written in the last cycle
         self._sets = {}                           # w1c sets not yet passed to the CSR
         self._guard_out = self._quoter_out = None
+        self._settle_left = 0                     # the top's settle_left (SETTLE_CYCLES)
         self._held = []                           # (order word, cycle) left in bus accesses
         self.last_telemetry = np.zeros(0, TELEM_DTYPE)
         self.last_order_cycles = np.zeros(0, np.uint64)
@@ -218,6 +222,9 @@ class ModelEngine:
         self._snaps.append(self._now)
         self._feed.append(now)
         self._strobes = set()
+        left = self._settle_left
+        self._settle_left = (SETTLE_CYCLES if now.tick else STATUS_LATENCY
+                             if msg is not None and left <= STATUS_LATENCY else max(left - 1, 0))
         self.cycle += 1
         return word, rec
 
@@ -300,6 +307,7 @@ class ModelEngine:
         committed, at = len(self.csr.strobes), self.cycle
         self.csr.write(addr, word)
         self._bus_cycle()
+        self._settle_left = SETTLE_CYCLES
         new = self.csr.strobes[committed:]
         self._strobes = {name for name, _, _ in new}   # the command strobes follow the write
         if any(name == COMMIT and raw & 1 for name, _, raw in new):
@@ -311,10 +319,25 @@ class ModelEngine:
 
     # Batches.
 
-    def run(self, msgs, idle=0, pauses=None):
+    @property
+    def settled(self):
+        """The top's ``settling`` is 0: no message in the latest ``STATUS_LATENCY`` cycles,
+        no book side refilling from its price ladder, no TICK or bus write in the latest
+        ``SETTLE_CYCLES``."""
+        return not self._settle_left and self.book.settled
+
+    def run(self, msgs, idle=0, pauses=None, settle=False):
         """Feed ``msgs`` one per cycle, each followed by its ``pauses`` idle cycles (none by
         default), then ``RUN_DRAIN + idle`` idle cycles; see the module doc. Orders that left
-        during bus accesses since the last run come first."""
+        during bus accesses since the last run come first.
+
+        ``settle``: a pause ends before any cycle planned in a cycle that started
+        :attr:`settled` (the native model sets a cycle's inputs before the edge ending the
+        previous one, so that is the latest state it knows). Later cycles without a message
+        would change no book and no signal, so the observations and telemetry are those of
+        the whole pause but for the cycle stamps. The guard and the quoter count cycles
+        (stale feed, heartbeat, cooldown, re-quote spacing, the L_safe divider), so orders of
+        an armed engine may differ. The drain is clocked whole."""
         names = FEED.dtype().names
         obs = np.zeros(len(msgs), dtype=OBS_DTYPE)
         results, orders = [], self._held
@@ -332,7 +355,11 @@ class ModelEngine:
 
         for i, (row, gap) in enumerate(zip(rows, gaps, strict=True)):
             obs[i] = step(dict(zip(names, row, strict=True)))
+            quiet = False             # `settling` shows the message in its own cycle
             for _ in range(gap):
+                if quiet:
+                    break
+                quiet = settle and self.settled     # as the top shows it in this cycle
                 step(None)
         for _ in range(RUN_DRAIN + idle):
             step(None)

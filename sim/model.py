@@ -206,6 +206,13 @@ class BookModel:
         self.events = 0   # FLAG_* bits the latest message raised (the hardware's set strobes)
         self.moved = set()   # venues whose cells a refill changed in the latest cycle
 
+    @property
+    def settled(self):
+        """No book side has a ladder refill wanted or in flight (the top's ``refilling`` is
+        0): cycles without a message change nothing. Always true without a window."""
+        return self.window is None or all(unit.settled for book in self.books
+                                          for unit in (book.bids, book.asks))
+
     def idle(self, cycles=1):
         """``cycles`` clock cycles without a message (only a book with a window does anything;
         ``moved`` then gathers them all). Cycles after every side has settled are skipped:
@@ -216,7 +223,7 @@ class BookModel:
         for _ in range(cycles):
             self._clock()
             moved |= self.moved
-            if all(unit.settled for book in self.books for unit in (book.bids, book.asks)):
+            if self.settled:
                 break
         self.moved = moved
 

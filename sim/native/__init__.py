@@ -163,9 +163,10 @@ def _train(lib):
     orders = np.zeros((4 * n + 64) * ORDER_DTYPE.itemsize, np.uint8)
     cycles = np.zeros(4 * n + 64, np.uint64)
     counts = (ctypes.c_uint64 * 2)()
-    dll.ob_run(h, _bytes(msgs), None, ctypes.c_uint64(n), ctypes.c_uint32(RUN_DRAIN), _bytes(obs),
-               _bytes(telem), ctypes.c_uint64(n), _bytes(orders), _bytes(cycles),
-               ctypes.c_uint64(len(cycles)), ctypes.byref(counts, 0), ctypes.byref(counts, 8))
+    dll.ob_run(h, _bytes(msgs), None, ctypes.c_uint32(0), ctypes.c_uint64(n),
+               ctypes.c_uint32(RUN_DRAIN), _bytes(obs), _bytes(telem), ctypes.c_uint64(n),
+               _bytes(orders), _bytes(cycles), ctypes.c_uint64(len(cycles)),
+               ctypes.byref(counts, 0), ctypes.byref(counts, 8))
     dll.ob_free(h)
 
 
@@ -218,8 +219,9 @@ class NativeEngine:
                                                                      u64, u64]),
             ("ob_read_many", None, [vp, u32p, u64, u32p]),
             ("ob_write_many", None, [vp, u32p, u32p, u64]),
-            ("ob_run", u64, [vp, u8p, u32p, u64, u32, u8p, u8p, u64, u8p, ctypes.POINTER(u64),
-                             u64, ctypes.POINTER(u64), ctypes.POINTER(u64)]),
+            ("ob_run", u64, [vp, u8p, u32p, u32, u64, u32, u8p, u8p, u64, u8p,
+                             ctypes.POINTER(u64), u64, ctypes.POINTER(u64),
+                             ctypes.POINTER(u64)]),
         ):
             fn = getattr(lib, name)
             fn.restype, fn.argtypes = res, argt
@@ -283,11 +285,12 @@ class NativeEngine:
                                   last_cycle + self._cycle0):
             raise RuntimeError("this native model was built without FST tracing")
 
-    def run(self, msgs, max_orders=None, telemetry=True, idle=0, pauses=None):
+    def run(self, msgs, max_orders=None, telemetry=True, idle=0, pauses=None, settle=False):
         """Feed ``msgs`` (a ``FEED_DTYPE`` array) one per cycle, each followed by its
         ``pauses`` cycles without a message (:func:`~obcore.sim.engine.pause_array`; none by
         default); drain the pipeline, then ``idle`` more cycles without a message (time for a
-        book's ladder refill).
+        book's ladder refill). ``settle``: a pause ends as soon as the top's ``settling`` is 0
+        (see :meth:`obcore.sim.engine.ModelEngine.run`).
 
         Returns ``(obs, orders)``: one observation per accepted message (``obs_dtype``) and the
         orders emitted meanwhile (``ORDER_DTYPE``). ``last_order_cycles`` then holds the cycle
@@ -312,7 +315,7 @@ class NativeEngine:
         got = self._lib.ob_run(self._h, _bytes(msgs),
                                None if pauses is None else pauses.ctypes.data_as(
                                    ctypes.POINTER(ctypes.c_uint32)),
-                               n, RUN_DRAIN + idle, _bytes(obs),
+                               int(bool(settle)), n, RUN_DRAIN + idle, _bytes(obs),
                                _bytes(telem) if telemetry else None, n, _bytes(orders),
                                cycles.ctypes.data_as(ctypes.POINTER(ctypes.c_uint64)), cap,
                                ctypes.byref(n_telem), ctypes.byref(n_orders))

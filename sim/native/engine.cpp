@@ -175,6 +175,9 @@ void ob_reset(void* h, uint32_t cycles) {
 // them, then clock `drain` more cycles. `pause` (null: none) holds per message the cycles
 // without a message clocked right after it is accepted, before the next is offered: updates
 // each followed by its own gap in one call, the cycles one call per update would clock.
+// With `settle` a pause ends early, before a cycle planned in one whose `settling` is 0
+// (the inputs of a cycle are set before the edge ending the one before: that cycle's outputs
+// are the latest known); the drain is clocked whole.
 // Orders that left during register accesses since the last run are reported first.
 // Observations go to `obs` and telemetry records to `telem` (room for `cap` each; one per
 // accepted message, so n is enough; `telem` may be null: not recorded) and orders to
@@ -182,10 +185,10 @@ void ob_reset(void* h, uint32_t cycles) {
 // the order stream is back-pressured, so no order is lost. Returns the number of
 // observations (more than cap means some were not stored); the telemetry and order counts
 // go to *n_telem and *n_orders.
-uint64_t ob_run(void* h, const uint8_t* msgs, const uint32_t* pause, uint64_t n,
-                uint32_t drain, uint8_t* obs, uint8_t* telem, uint64_t cap, uint8_t* orders,
-                uint64_t* order_cycles, uint64_t orders_cap, uint64_t* n_telem,
-                uint64_t* n_orders) {
+uint64_t ob_run(void* h, const uint8_t* msgs, const uint32_t* pause, uint32_t settle,
+                uint64_t n, uint32_t drain, uint8_t* obs, uint8_t* telem, uint64_t cap,
+                uint8_t* orders, uint64_t* order_cycles, uint64_t orders_cap,
+                uint64_t* n_telem, uint64_t* n_orders) {
     Engine* e = static_cast<Engine*>(h);
     Vtop* t = e->top;
     const uint64_t fb = sizeof(t->feed___05Fpayload), ob = sizeof(t->obs___05Fpayload),
@@ -200,6 +203,7 @@ uint64_t ob_run(void* h, const uint8_t* msgs, const uint32_t* pause, uint64_t n,
     e->held_cycles.clear();
     // Set the next cycle's inputs; false (and the idle inputs) when the batch is done.
     auto plan = [&]() {
+        if (gap && settle && !t->settling) gap = 0;
         if (sent >= n && gap == 0 && idle >= drain) {
             t->feed___05Fvalid = 0;
             t->orders___05Fready = 1;   // register accesses never stall the order stream

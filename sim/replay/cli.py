@@ -76,9 +76,10 @@ def add_parser(sub):
                         "64; 0: the plain register arrays); default 8192 for binance and "
                         "databento, 0 for the other formats (docs/ladder.md)")
     p.add_argument("--idle", type=int, metavar="CYCLES",
-                   help="cycles without a message after each update, on top of the engine's "
-                        "drain (default with a window: 4 x (levels + 1), time to refill the top "
-                        "levels; 0 without)")
+                   help="the most cycles without a message after each update, on top of the "
+                        "engine's drain; a pause ends once no book refills and no TICK moves "
+                        "sigma any more (default with a window: 4 x (levels + 1), time to "
+                        "refill the top levels; 0 without)")
     p.add_argument("--engine", choices=list(ENGINES), default="verilator",
                    help="verilator: the Verilated gateware (default; built once per "
                         "configuration); model: the Python reference model, cycle for cycle "

@@ -45,11 +45,13 @@ def replay(updates, engine, batch=BATCH, signals=False, idle=0):
     venue's latest telemetry record (after the update's last message on it; a TICK's record
     counts for venue 0), all 0 before its first.
 
-    ``idle`` > 0 follows each update with ``RUN_DRAIN + idle`` cycles without a message (time
-    for a book with price ladders to refill, as the real gaps between updates give it): the
-    cycles of one ``run(update, idle=idle)`` per update, in batches all the same (a pause
-    after each update's last message, the run's drain after the batch's); the outputs are
-    still those of the update's last message.
+    ``idle`` > 0 follows each update with up to ``RUN_DRAIN + idle`` cycles without a message
+    (time for a book with price ladders to refill, as the real gaps between updates give it),
+    ending as soon as no book side is refilling and no TICK is still moving sigma (the
+    engines' ``settle``): every later cycle would change no book and no signal, so the
+    outputs are those of a whole pause, as one ``run(update, idle=idle)`` per update gives
+    them, in a fraction of the cycles. The batch's last update is followed by the run's whole
+    drain. The outputs are still those of the update's last message.
     """
     state = {"obs": {}, "telem": {}}
     pending, messages = [], []
@@ -76,7 +78,7 @@ def _drain(engine, pending, messages, state, signals, idle=0):
         obs = np.zeros(0, OBS_DTYPE)
     elif idle:
         obs = engine.run(feed_array(messages), idle=idle,
-                         pauses=_pauses(pending, len(messages), idle))[0]
+                         pauses=_pauses(pending, len(messages), idle), settle=True)[0]
     else:
         obs = engine.run(feed_array(messages))[0]
     records, i = obs.tolist(), 0

@@ -33,7 +33,8 @@ def ladder_word(book):
     for i, unit in enumerate((book.bids, book.asks)):
         lad = unit.ladder
         fields = {"out_of_window_count": lad.out_of_window, "lost_better": lad.lost_better,
-                  "lost_worse": lad.lost_worse, "stuck": unit.stuck}
+                  "lost_worse": lad.lost_worse, "stuck": unit.stuck,
+                  "refilling": not unit.settled}
         for name, value in fields.items():
             word |= int(value) << (i * LADDER_BITS + ladder_status_layout[name].offset)
     return word

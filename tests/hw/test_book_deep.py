@@ -17,7 +17,7 @@ from obcore.sim.model import BookModel
 
 K, BID, ASK = FeedKind, Side.BID, Side.ASK
 WRAP = (1 << 32) - 1
-LADDER = ("out_of_window_count", "lost_better", "lost_worse", "stuck")
+LADDER = ("out_of_window_count", "lost_better", "lost_worse", "stuck", "refilling")
 
 
 class Feed:
@@ -95,7 +95,7 @@ def model_trace(cycles, venues, levels, capacity, window):
                 lad = unit.ladder
                 o[side] = {"out_of_window_count": lad.out_of_window,
                            "lost_better": lad.lost_better, "lost_worse": lad.lost_worse,
-                           "stuck": unit.stuck}
+                           "stuck": unit.stuck, "refilling": not unit.settled}
             snap.append(o)
         out.append(snap)
     return out
@@ -128,7 +128,8 @@ def asks(f, prices):
 def test_refill_after_the_best_levels_are_deleted():
     """levels 2, capacity 3, asks 100..105: the array keeps 100..102 and the bound 103. Two
     deletes of the best leave one level: short for 3 cycles, then 103 comes back, 104 four
-    cycles later; the side is exact again as soon as it holds 2."""
+    cycles later; the side is exact again as soon as it holds 2. It refills from the first
+    delete until the array is full again: ``refilling`` for 2 x REFILL_CYCLES cycles."""
     f = Feed()
     cycles = [f(K.SNAPSHOT_START), *asks(f, range(100, 106)), f(K.SNAPSHOT_END),
               f(K.LEVEL_DELETE, side=ASK, price=100), f(K.LEVEL_DELETE, side=ASK, price=101)]
@@ -139,6 +140,8 @@ def test_refill_after_the_best_levels_are_deleted():
         assert want[c][0]["asks"] == [(102, 12), (0, 0)] and not want[c][0]["exact"]
     assert want[t + REFILL_CYCLES - 1][0]["asks"] == [(102, 12), (103, 13)]
     assert want[t + REFILL_CYCLES - 1][0]["exact"]
+    refilling = [c for c in range(len(want)) if want[c][0][ASK]["refilling"]]
+    assert refilling == list(range(t - 1, t - 1 + 2 * REFILL_CYCLES))
     ref = BookModel(1, 2, 3, 64)
     for msg in cycles + [None] * (2 * REFILL_CYCLES):
         ref.step(msg) if msg else ref.idle()
@@ -174,7 +177,7 @@ def test_window_edges_and_stuck():
     want = check(cycles)
     end = want[-1][0]
     assert end[ASK] == {"out_of_window_count": 1, "lost_better": False, "lost_worse": True,
-                        "stuck": True}
+                        "stuck": True, "refilling": False}
     assert end["asks"] == [(102, 12), (131, 1)] and end["exact"]
     f2 = Feed()
     cycles = [f2(K.SNAPSHOT_START), *asks(f2, (100, 101, 102, 103)), f2(K.SNAPSHOT_END),

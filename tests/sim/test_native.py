@@ -527,3 +527,58 @@ def test_pauses_clock_the_cycles_of_one_run_per_update(native):
         native.run(msgs[:3], pauses=[1, 2])
     with pytest.raises(ValueError, match=r"pauses must be 0\.\.4294967295 cycles"):
         ModelEngine().run(msgs[:2], pauses=[0, -1])
+
+
+@pytest.fixture(scope="module")
+def deep():
+    """A small build with price ladders (the replay's window, 4 of 8 levels shown)."""
+    engine = open_engine("verilator", levels=4, capacity=8, window=8192)
+    yield engine
+    engine.close()
+
+
+def test_settled_pauses_keep_the_books_and_signals(deep):
+    """The crisis scenario on a build with price ladders, armed, with pauses as the
+    windowed replay clocks them (RUN_DRAIN + idle_cycles(4)) after a random tenth of the
+    messages, and SETTLE_CYCLES + 20 after every TICK. With ``settle`` both engines agree on
+    every observation, telemetry record, order and cycle; against whole pauses every
+    observation and telemetry record but its cycle stamp is the same (the orders follow the
+    quoter's cycle timers), in fewer cycles: some pauses end after the message's own
+    STATUS_LATENCY, some part-way through a refill."""
+    from obcore.hw.book import STATUS_LATENCY
+    from obcore.hw.top import SETTLE_CYCLES
+    from obcore.sim.replay.cli import idle_cycles
+
+    seed = random.randrange(1 << 30)
+    print(f"seed={seed}")
+    rng = random.Random(seed)
+    msgs = feed_array([m for _, m in generate("crisis", seed)])
+    pauses = np.zeros(len(msgs), np.int64)
+    pauses[rng.sample(range(len(msgs)), len(msgs) // 10)] = RUN_DRAIN + idle_cycles(4)
+    pauses[msgs["kind"] == FeedKind.TICK] = SETTLE_CYCLES + 20
+    runs = {}
+    for name, engine, settle in (("verilator", deep, True), ("model", ModelEngine(
+            levels=4, capacity=8, window=8192), True), ("whole", deep, False)):
+        rest = _armed_start(engine, msgs)
+        start = engine.cycle
+        obs, orders = engine.run(rest, pauses=pauses[-len(rest):], settle=settle)
+        runs[name] = ([obs, engine.last_telemetry, orders, engine.last_order_cycles],
+                      engine.cycle - start)
+    (hw, hw_cycles), (ref, ref_cycles) = runs["verilator"], runs["model"]
+    for g, w, what in zip(hw, ref, ("observations", "telemetry", "orders", "order cycles"),
+                          strict=True):
+        assert (msg := _mismatch(g, w, None, what)) is None, msg
+    assert hw_cycles == ref_cycles
+    assert len(hw[2]) > 2 and (hw[2]["kind"] == OrderKind.NEW).any()
+    whole, whole_cycles = runs["whole"]
+    for g, w, what in zip(hw[:2], whole[:2], ("observations", "telemetry"), strict=True):
+        names = [n for n in w.dtype.names if n != "cycle"]
+        assert (msg := _mismatch(g[names], w[names], None, what)) is None, msg
+    asked = pauses[-len(hw[0]):-1]
+    gaps = (np.diff(hw[0]["cycle"].astype(np.int64)) - 1)[asked > 0]
+    least = STATUS_LATENCY + 1                 # the message's own cycle shows it, then its book
+    part = np.count_nonzero((gaps > least) & (gaps < asked[asked > 0]))
+    print(f"{len(gaps)} pauses: {np.count_nonzero(gaps == least)} ended at the least "
+          f"{least} cycles, {part} later but early; {hw_cycles} cycles, {whole_cycles} whole")
+    assert gaps.min() == least and part
+    assert hw_cycles < whole_cycles
