@@ -193,14 +193,16 @@ def render_markdown(report):
 
 
 def build(board_name, *, core=None, venues=None, levels=None, capacity=None, freq_mhz=None,
-          baud=None, out="build", seed=None, placer=None, command="", log=sys.stdout,
+          baud=None, out="build", seed=None, placer=None, command="", log=None,
           patience=ROUTE_PATIENCE):
     """Build one board's bitstream; write and return the report (see docs/boards.md).
 
     ``seed``: nextpnr's placement seed (None: the board's, :attr:`Board.seed`). ``placer``:
     nextpnr-ecp5's placer, ``heap`` or ``static`` (None: ``static`` on ECP5, nextpnr's
     default on iCE40). ``patience``: router2 iterations without progress before the build
-    stops (``obcore.sim.synth_run.RouteWatch``)."""
+    stops (``obcore.sim.synth_run.RouteWatch``).
+    ``log``: the progress lines' stream (None: ``sys.stdout`` as it is when called)."""
+    log = sys.stdout if log is None else log
     if board_name not in BOARDS:
         raise ValueError(f"unknown board {board_name!r}; choose one of {', '.join(BOARDS)}")
     board = BOARDS[board_name]

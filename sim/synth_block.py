@@ -177,12 +177,14 @@ def clock_lpf(platform):
 
 
 def build_block(board_name, block, *, venues=None, levels=None, capacity=None, freq_mhz=None,
-                out="build", seed=1, command="", log=sys.stdout, patience=ROUTE_PATIENCE):
+                out="build", seed=1, command="", log=None, patience=ROUTE_PATIENCE):
     """Place and route one block in a :class:`BlockHarness` on an ECP5 board's device; write
     ``OUT/<board>-<block>/report.json`` and ``report.md``; return the report. ``patience``:
-    as for :func:`obcore.sim.synth.build`."""
+    as for :func:`obcore.sim.synth.build`.
+    ``log``: the progress lines' stream (None: ``sys.stdout`` as it is when called)."""
     from amaranth.back import rtlil
 
+    log = sys.stdout if log is None else log
     if board_name not in BOARDS:
         raise ValueError(f"unknown board {board_name!r}; choose one of {', '.join(BOARDS)}")
     board = BOARDS[board_name]

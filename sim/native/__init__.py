@@ -87,14 +87,16 @@ def _wrap(verilog):
     return verilog + "\n".join(lines)
 
 
-def build_library(verilog, trace=False, log=sys.stderr, pgo=False):
+def build_library(verilog, trace=False, log=None, pgo=False):
     """Compile top-level Verilog (module ``top``) into ``libengine.so``; return its path.
 
     The build folder is named by a hash of the Verilog, the C++ driver, the flags and the
     Verilator version, so an unchanged design reuses its library and a change rebuilds.
     ``pgo``: compile twice, the second time optimised with the profile of the first running
-    the scenarios (:func:`_train`): about a tenth faster, twice the build time.
+    the scenarios (:func:`_train`): about a tenth faster, twice the build time. ``log``:
+    the progress lines' stream (None: ``sys.stderr`` as it is when called).
     """
+    log = sys.stderr if log is None else log
     args = _VERILATOR_ARGS + (["--trace-fst"] if trace else [])
     verilog = _wrap(fold_registers(verilog)[0])
     key = hashlib.sha256("\0".join([verilog, _CPP.read_text(), " ".join(args),
@@ -182,7 +184,7 @@ class NativeEngine:
     message, in order).
     """
 
-    def __init__(self, top, verilog, trace=False, log=sys.stderr, pgo=False):
+    def __init__(self, top, verilog, trace=False, log=None, pgo=False):
         self.regmap = top.regmap
         self.obs_format = top.obs_format
         self.obs_dtype = self.obs_format.dtype()
