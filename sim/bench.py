@@ -5,7 +5,6 @@ import os
 import platform
 import random
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,11 +14,10 @@ from ..control import params
 from ..control.registers import Registers
 from ..hw.guard import REASON
 from ..hw.layouts import FEED_DTYPE, FeedKind, OrderKind, Side, feed_array
-from . import control_bench, latency
+from . import control_bench, latency, speed_bench
 from .demo import PARAMS, drive, tick_chunks, trigger_cycle
-from .engine import ModelEngine, open_engine
-from .replay.runner import BATCH
-from .scenarios import SCENARIOS, generate
+from .engine import open_engine
+from .scenarios import generate
 
 __all__ = ["SECTIONS", "add_parser", "run", "measure", "write", "arm_calm", "filler",
            "order_rate"]
@@ -152,50 +150,6 @@ def _crisis_quotes(engine):
     return found
 
 
-def _speed(rng, cocotb_messages, log):
-    """Messages per second of the native model, the cocotb path and the reference model on
-    the same messages (every scenario, seeds drawn from ``rng``), in this one run."""
-    seeds = {name: rng.randrange(99) for name in sorted(SCENARIOS)}
-    msgs = feed_array([m for name, seed in seeds.items() for _, m in generate(name, seed)])
-    native = open_engine("verilator", pgo=True)   # the fastest build: profile-guided
-    try:
-        big = np.concatenate([msgs] * 20)   # the same set 20 times: a long enough timing
-        t0, cpu = time.perf_counter(), time.process_time()
-        obs, _ = native.run(big)
-        native_rate = len(big) / (time.perf_counter() - t0)
-        native_cpu = len(big) / (time.process_time() - cpu)
-        cycles = int(obs["cycle"][-1]) - int(obs["cycle"][0]) + 1
-        # The same messages as `obcore replay` feeds them: one call per BATCH, each with its
-        # drain cycles; no fresh output pages for the kernel to zero beyond a batch's.
-        t0, cpu = time.perf_counter(), time.process_time()
-        for i in range(0, len(big), BATCH):
-            native.run(big[i:i + BATCH])
-        batched_rate = len(big) / (time.perf_counter() - t0)
-        batched_cpu = len(big) / (time.process_time() - cpu)
-    finally:
-        native.close()
-    t0, cpu = time.perf_counter(), time.process_time()
-    ModelEngine().run(msgs)
-    model_rate = len(msgs) / (time.perf_counter() - t0)
-    model_cpu = len(msgs) / (time.process_time() - cpu)
-    log("simulation speed: cocotb path (builds once per design)...")
-    try:
-        from .cocotb_speed import measure as cocotb_measure
-        part = msgs[:cocotb_messages] if cocotb_messages else msgs
-        cocotb = cocotb_measure(part)
-        if cocotb["obs"] != len(part):
-            raise RuntimeError(f"the cocotb run observed {cocotb['obs']} of {len(part)} "
-                               f"messages")
-    except ImportError as exc:
-        cocotb = {"error": f"not measured: {exc} (install the test extra)"}
-    return {"native_msgs_per_s": native_rate, "model_msgs_per_s": model_rate,
-            "native_batched_msgs_per_s": batched_rate, "native_batched_msgs_per_cpu_s":
-            batched_cpu, "batch": BATCH,
-            "native_msgs_per_cpu_s": native_cpu, "model_msgs_per_cpu_s": model_cpu,
-            "cocotb": cocotb, "set": len(msgs), "seeds": seeds,
-            "messages": len(big), "msgs_per_cycle": len(big) / cycles}
-
-
 def _synth(pulls, quotes, bbo=()):
     """Per board: Fmax and utilisation from its `obcore synth` report under build/ (None
     when not built), and the measured cycle latencies in ns at that Fmax: ``pulls`` and
@@ -283,7 +237,7 @@ def measure(seed, trials=10, roundtrips=2000, soak_s=30, cocotb_messages=0, log=
         out["outputs"] = _outputs(seed, log)
     if "sim" in only:
         log("simulation speed...")
-        out["speed"] = _speed(random.Random(f"{seed}:sim"), cocotb_messages, log)
+        out["speed"] = speed_bench.measure(random.Random(f"{seed}:sim"), cocotb_messages, log)
     if "control" in only:
         out["control"] = control_bench.measure(roundtrips, soak_s, log)
     if "synth" in only:
@@ -356,31 +310,6 @@ def _order_line(o):
             f"orders over {o['span']:,} cycles; the shortest gap between two was "
             f"{o['min_gap']} cycle(s), a peak rate of {1 / o['min_gap']:.2f} orders per "
             f"cycle, and the longest run back to back {o['longest']} orders.")
-
-
-def _speed_lines(s):
-    c, model = s["cocotb"], s["model_msgs_per_s"]
-    seeds = ", ".join(f"{name} seed {seed}" for name, seed in s["seeds"].items())
-    cocotb = (f"| cocotb path (cocotb driving the Verilated engine a cycle at a time; "
-              f"{c['messages']:,} messages of the set) | {c['msgs_per_s']:,.0f} | "
-              f"{c['msgs_per_s'] / model:.2f} | |" if "error" not in c
-              else f"| cocotb path | {c['error']} | | |")
-    native, model_cpu = s["native_msgs_per_cpu_s"], s["model_msgs_per_cpu_s"]
-    batched = s["native_batched_msgs_per_cpu_s"]
-    return ["## Simulation speed (one run, same messages)", "",
-            f"Message set: {s['set']:,} messages, the synthetic scenarios ({seeds}); the "
-            f"native model ran it 20 times over. Per CPU second: messages over the process's "
-            f"CPU time, which other jobs on the machine inflate less than the wall clock.", "",
-            "| engine | messages/s | ratio to the reference model | messages per CPU second "
-            "(ratio) |", "|---|---|---|---|",
-            f"| native Verilator model (profile-guided build; ctypes, the set 20 times in "
-            f"one call) | {s['native_msgs_per_s']:,.0f} | {s['native_msgs_per_s'] / model:.1f} | "
-            f"{native:,.0f} ({native / model_cpu:.1f}) |",
-            f"| the same, in calls of {s['batch']:,} messages as `obcore replay` feeds it | "
-            f"{s['native_batched_msgs_per_s']:,.0f} | "
-            f"{s['native_batched_msgs_per_s'] / model:.1f} | {batched:,.0f} "
-            f"({batched / model_cpu:.1f}) |", cocotb,
-            f"| Python reference model | {model:,.0f} | 1.0 | {model_cpu:,.0f} (1.0) |", ""]
 
 
 def _synth_lines(rows):
@@ -478,7 +407,7 @@ def write(result, path, command):
         lines += ["## Throughput", "",
                   f"Feed: {s['msgs_per_cycle']:.3f} messages per cycle sustained over "
                   f"{s['messages']:,} messages (cycle stamps of the observations). "
-                  + _order_line(result.get("orders")), ""] + _speed_lines(s)
+                  + _order_line(result.get("orders")), ""] + speed_bench.lines(s)
     if "control" in result:
         lines += control_bench.markdown(result["control"])
     if "synth" in result:

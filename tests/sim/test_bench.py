@@ -46,3 +46,26 @@ def test_crisis_quote_row_spans_the_quoters_input_paths():
     assert max(found) <= (STATUS_LATENCY + signals.LATENCY + max(quoter.DELAY.values())
                           + quoter.LATENCY)
     assert len(set(found)) > 1       # depth and TICK moves take the longer paths
+
+
+def test_settled_pauses_row():
+    """The bench's windowed-replay row on the small ladder build of the pause tests: whole
+    pauses clock every cycle asked for (the messages, the pauses and each call's drain);
+    settled ones fewer, and at least the message's STATUS_LATENCY + 1 after each update.
+    ``settled`` itself raises if the two disagree on an observation or telemetry record."""
+    from obcore.sim.engine import RUN_DRAIN
+    from obcore.sim.replay.cli import idle_cycles
+    from obcore.sim.replay.runner import BATCH
+    from obcore.sim.speed_bench import settled
+
+    seed = int(os.environ.get("BENCH_SEED", random.randrange(1 << 30)))
+    print(f"BENCH_SEED={seed}")
+    row = settled(random.Random(seed), levels=4, capacity=8)
+    n, updates = row["messages"], row["updates"]
+    calls = -(-n // BATCH)
+    whole = n + updates * (RUN_DRAIN + idle_cycles(4)) + calls * RUN_DRAIN
+    assert row["whole"]["cycles"] == whole
+    least = n + updates * (STATUS_LATENCY + 1) + calls * RUN_DRAIN
+    assert least <= row["settled"]["cycles"] < whole
+    print(f"{n} messages, {updates} updates: {row['whole']['cycles_per_msg']:.2f} cycles a "
+          f"message whole, {row['settled']['cycles_per_msg']:.2f} settled")
