@@ -6,10 +6,10 @@ An engine has ``regmap``, ``read(addr)`` / ``write(addr, word)`` for 32-bit bus 
 ``TELEM_DTYPE`` record per message and ``last_order_cycles`` the cycle each order left;
 ``pauses``: idle cycles after each message, :func:`pause_array`; ``settle``: each pause ends
 early once cycles without a message change no book and no signal), ``cycle``, ``reset()``
-and ``close()``. The
-simulation server, replay and the benchmarks take either, so the reference model is a drop-in
-check of the hardware. An engine may add ``read_many(addrs)`` / ``write_many(pairs)``: the same
-bus cycles as a ``read``/``write`` each, in one call (the native engine has them).
+and ``close()``. The simulation server, replay and the benchmarks take either, so the
+reference model is a drop-in check of the hardware. An engine may add ``read_many(addrs)``
+/ ``write_many(pairs)``: the same bus cycles as a ``read``/``write`` each, in one call (the
+native engine has them).
 """
 
 import functools

@@ -208,8 +208,8 @@ class BookModel:
 
     @property
     def settled(self):
-        """No book side has a ladder refill wanted or in flight (the top's ``refilling`` is
-        0): cycles without a message change nothing. Always true without a window."""
+        """No book side has a ladder refill wanted or in flight (``refilling`` 0 on every
+        side): cycles without a message change nothing. Always true without a window."""
         return self.window is None or all(unit.settled for book in self.books
                                           for unit in (book.bids, book.asks))
 
