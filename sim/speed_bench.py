@@ -14,12 +14,17 @@ from .scenarios import SCENARIOS, generate
 __all__ = ["measure", "settled", "lines"]
 
 
+def _scenario_set(rng):
+    """Every scenario once, each with a seed drawn from ``rng``: ``(seeds, messages)``."""
+    seeds = {name: rng.randrange(99) for name in sorted(SCENARIOS)}
+    return seeds, feed_array([m for name, seed in seeds.items() for _, m in generate(name, seed)])
+
+
 def measure(rng, cocotb_messages, log):
     """Messages per second of the native model, the cocotb path and the reference model on
     the same messages (every scenario, seeds drawn from ``rng``), in this one run; then the
     windowed replay's pauses, whole and settled (:func:`settled`)."""
-    seeds = {name: rng.randrange(99) for name in sorted(SCENARIOS)}
-    msgs = feed_array([m for name, seed in seeds.items() for _, m in generate(name, seed)])
+    seeds, msgs = _scenario_set(rng)
     native = open_engine("verilator", pgo=True)   # the fastest build: profile-guided
     try:
         big = np.concatenate([msgs] * 20)   # the same set 20 times: a long enough timing
@@ -69,8 +74,7 @@ def settled(rng, levels=16, capacity=None, window=8192):
     Verilated build with price ladders ``window`` ticks wide. Per way: messages per CPU
     second, cycles and cycles per message. ``RuntimeError`` unless both give the same
     observations (but their cycle stamps) and telemetry."""
-    seeds = {name: rng.randrange(99) for name in sorted(SCENARIOS)}
-    msgs = feed_array([m for name, seed in seeds.items() for _, m in generate(name, seed)])
+    seeds, msgs = _scenario_set(rng)
     tick = msgs["kind"] == FeedKind.TICK
     pauses = np.zeros(len(msgs), np.uint32)
     pauses[np.flatnonzero(tick[1:])] = RUN_DRAIN + idle_cycles(levels)   # before each TICK
